@@ -1,0 +1,36 @@
+"""artent_fast: fast artificial-entanglement profiles of weights, updates and attention.
+
+The core (profiles, factored path, MPS, theory) imports with torch and numpy alone; the
+integrations (tracking, attention, sweeps, adapters) load lazily on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from artent_fast.api import *  # noqa: F403
+from artent_fast.api import __all__ as _core_all
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first access so optional extras stay optional.
+_LAZY = {
+    "track": "artent_fast.tracking",
+    "Tracker": "artent_fast.tracking",
+    "attention": "artent_fast.attention",
+    "attention_profile": "artent_fast.attention",
+    "register_attention": "artent_fast.attention",
+    "compare": "artent_fast.compare",
+}
+
+__all__ = [*_core_all, *_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'artent_fast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,43 @@
+"""The ``artent`` console script. Each subcommand lives in its own module with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in help order. A module that fails to import (missing optional
+# extra) is skipped with a note, so the rest of the CLI keeps working.
+SUBCOMMANDS = ("profile", "demo", "sweep", "plot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="artent", description="Artificial-entanglement profiles of model weights.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"artent_fast.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"artent_fast.cli.{name}":
+                continue  # not built yet
+            sub.add_parser(name, help=f"(unavailable: {exc})")
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"artent {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

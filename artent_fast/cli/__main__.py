@@ -1,0 +1,5 @@
+import sys
+
+from artent_fast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The numerical core: layouts, exact profiles, the factored path, MPS, theory curves."""

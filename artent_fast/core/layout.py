@@ -1,0 +1,137 @@
+"""Site layouts: how a matrix's row and column indices are split into MPS sites.
+
+SPEC 1.1: by default the row dimension ``m`` and column dimension ``n`` are factored into
+ascending prime factors, row sites first, then column sites (the row-major flattening of
+the matrix). Explicit ``row_dims`` / ``col_dims`` and an ``interleaved`` order
+(``i_1 j_1 i_2 j_2 ...``) are also accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+ORDERS = ("row-major", "interleaved")
+
+
+@lru_cache(maxsize=4096)
+def prime_factors(n: int) -> tuple[int, ...]:
+    """Prime factors of ``n`` in ascending order (``()`` for 1)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"prime_factors needs a positive integer, got {n!r}")
+    out: list[int] = []
+    p = 2
+    while p * p <= n:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1 if p == 2 else 2
+    if n > 1:
+        out.append(n)
+    return tuple(out)
+
+
+def _check_dims(name: str, dims: Sequence[int] | None, size: int) -> tuple[int, ...]:
+    if dims is None:
+        return prime_factors(size)
+    try:
+        dims = tuple(int(d) for d in dims)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}") from exc
+    if any(d < 1 for d in dims):
+        raise ValueError(f"{name} must hold positive integers, got {dims}")
+    dims = tuple(d for d in dims if d != 1)
+    if math.prod(dims) != size:
+        raise ValueError(f"{name}={dims} multiply to {math.prod(dims)}, but the matrix has {size} along that axis")
+    return dims
+
+
+@dataclass(frozen=True)
+class Sites:
+    """The site layout of an ``m x n`` matrix viewed as an MPS.
+
+    ``dims`` are the site dimensions in chain order; ``perm`` maps chain position to the
+    axis of the row-major tensor ``(row_dims..., col_dims...)``; ``row_sites`` is the number
+    of row sites (in row-major order the row/column bond is bond ``row_sites``, i.e. profile
+    index ``row_sites - 1``).
+    """
+
+    m: int
+    n: int
+    row_dims: tuple[int, ...]
+    col_dims: tuple[int, ...]
+    order: str = "row-major"
+
+    @property
+    def row_sites(self) -> int:
+        return len(self.row_dims)
+
+    @property
+    def num_sites(self) -> int:
+        return len(self.row_dims) + len(self.col_dims)
+
+    @property
+    def num_bonds(self) -> int:
+        return max(self.num_sites - 1, 0)
+
+    @property
+    def perm(self) -> tuple[int, ...]:
+        a, b = len(self.row_dims), len(self.col_dims)
+        if self.order == "row-major":
+            return tuple(range(a + b))
+        out: list[int] = []
+        for k in range(max(a, b)):
+            if k < a:
+                out.append(k)
+            if k < b:
+                out.append(a + k)
+        return tuple(out)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        raw = self.row_dims + self.col_dims
+        return tuple(raw[p] for p in self.perm)
+
+    @property
+    def center_bond(self) -> int | None:
+        """Profile index of the row/column bond (row-major order only)."""
+        if self.order != "row-major" or not self.row_dims or not self.col_dims:
+            return None
+        return self.row_sites - 1
+
+    def bond_dims(self) -> list[tuple[int, int]]:
+        """``(left, right)`` Hilbert-space dimensions at every bond."""
+        total = self.m * self.n
+        out, left = [], 1
+        for d in self.dims[:-1]:
+            left *= d
+            out.append((left, total // left))
+        return out
+
+
+def sites(
+    m: int,
+    n: int,
+    *,
+    row_dims: Sequence[int] | None = None,
+    col_dims: Sequence[int] | None = None,
+    order: str = "row-major",
+) -> Sites:
+    """The site layout of an ``m x n`` matrix (SPEC 1.1).
+
+    Default: ascending prime factors, rows then columns. Dimensions of 1 are dropped.
+    """
+    for name, v in (("m", m), ("n", n)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    layout = Sites(m, n, _check_dims("row_dims", row_dims, m), _check_dims("col_dims", col_dims, n), order)
+    if layout.num_sites < 2:
+        raise ValueError(
+            f"a {m}x{n} matrix has {layout.num_sites} site(s) with dims {layout.dims}: "
+            "an entanglement profile needs at least 2 sites (one bond)"
+        )
+    return layout

@@ -1,0 +1,1 @@
+"""Triton kernels, shipped as ``artent_fast.kernels``; importing this never requires triton or a GPU."""
