@@ -57,13 +57,12 @@ def load_matrix(path: Path, tensor: str | None) -> torch.Tensor:
 
 
 def example(name: str, size: int, rank: int, seed: int):
-    """Returns (label, profile, overlays) for a built-in example."""
+    """(label, matrix or (B, A) factors, theory overlays) of a built-in example."""
     gen = torch.Generator().manual_seed(seed)
     if name == "lora":
         B = torch.randn(size, rank, generator=gen)
         A = torch.randn(rank, size, generator=gen)
-        prof = lowrank_profile(B, A)
-        return f"random LoRA update B@A ({size}x{size}, r={rank})", prof, {
+        return f"random LoRA update B@A ({size}x{size}, r={rank})", (B, A), {
             f"random rank-{rank} theory": random_lowrank_profile(size, size, rank, method="analytic"),
             "Page curve (Gaussian)": page_curve(size, size),
         }
@@ -80,34 +79,45 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.input is not None:
         matrix = load_matrix(args.input, args.tensor)
-        label, overlays = f"{args.input.name}{':' + args.tensor if args.tensor else ''}", {}
+        label = f"{args.input.name}{':' + args.tensor if args.tensor else ''}"
         prof = entanglement_profile(matrix, method=args.method, base=args.base)
         m, n = matrix.shape[-2:]
         overlays = {"Page curve": page_curve(m, n)}
+    elif args.example == "lora":
+        label, (B, A), overlays = example("lora", args.size, args.rank, args.seed)
+        prof = lowrank_profile(B, A, base=args.base)
+        m = n = args.size
     else:
-        label, obj, overlays = example(args.example, args.size, args.rank, args.seed)
-        prof = obj if args.example == "lora" else entanglement_profile(obj, method=args.method, base=args.base)
-        m = n = obj.shape[-1] if args.example != "lora" else args.size
+        label, matrix, overlays = example(args.example, args.size, args.rank, args.seed)
+        prof = entanglement_profile(matrix, method=args.method, base=args.base)
+        m, n = matrix.shape
     elapsed = time.perf_counter() - t0
-    layout = sites(m, n)
-    unit = "nats" if args.base == math.e else f"log{args.base:g}"
+    print_table(label, prof, overlays, sites(m, n), args.base, elapsed)
+    write_outputs(args.out, label, prof, overlays, sites(m, n), elapsed)
+    return 0
+
+
+def print_table(label: str, prof: torch.Tensor, overlays: dict, layout, base: float, elapsed: float) -> None:
+    unit = "nats" if base == math.e else f"log{base:g}"
     print(f"{label}: {layout.num_sites} sites {layout.dims}, {layout.num_bonds} bonds, {elapsed:.3f} s")
-    header = f"{'bond':>4} {'left':>8} {'right':>8} {'S (' + unit + ')':>12}" + "".join(f" {k[:22]:>22}" for k in overlays)
-    print(header)
-    for k, ((left, right), s) in enumerate(zip(layout.bond_dims(), prof.tolist()), start=1):
+    names = "".join(f" {k[:22]:>22}" for k in overlays)
+    print(f"{'bond':>4} {'left':>8} {'right':>8} {'S (' + unit + ')':>12}{names}")
+    for k, ((left, right), s) in enumerate(zip(layout.bond_dims(), prof.tolist(), strict=True), start=1):
         mark = "  <- row/column bond" if layout.center_bond == k - 1 else ""
         extra = "".join(f" {float(v[k - 1]):22.4f}" for v in overlays.values())
         print(f"{k:4d} {left:8d} {right:8d} {s:12.4f}{extra}{mark}")
-    args.out.mkdir(parents=True, exist_ok=True)
+
+
+def write_outputs(out: Path, label: str, prof: torch.Tensor, overlays: dict, layout, elapsed: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     record = {"label": label, "dims": layout.dims, "row_sites": layout.row_sites, "entropies": prof.tolist(),
               "overlays": {k: [float(x) for x in v] for k, v in overlays.items()}, "seconds": elapsed}
-    (args.out / "profile.json").write_text(json.dumps(record, indent=1))
+    (out / "profile.json").write_text(json.dumps(record, indent=1))
     try:
         from artent_fast.plotting.profile import plot_profile
 
         plot_profile({label: prof}, overlays=overlays, center_bond=layout.center_bond, title=label,
-                     path=args.out / "profile.png")
-        print(f"wrote {args.out / 'profile.json'} and {args.out / 'profile.png'}")
+                     path=out / "profile.png")
+        print(f"wrote {out / 'profile.json'} and {out / 'profile.png'}")
     except ImportError as exc:
-        print(f"wrote {args.out / 'profile.json'} (no figure: {exc})")
-    return 0
+        print(f"wrote {out / 'profile.json'} (no figure: {exc})")

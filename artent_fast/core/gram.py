@@ -13,7 +13,7 @@ that of one eigendecomposition of ``W W^T`` (the row/column bond), the floor.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

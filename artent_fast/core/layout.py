@@ -9,9 +9,9 @@ the matrix). Explicit ``row_dims`` / ``col_dims`` and an ``interleaved`` order
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 ORDERS = ("row-major", "interleaved")
 

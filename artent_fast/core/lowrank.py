@@ -12,7 +12,8 @@ reshaping unchanged, so the row bonds are those of the small tensor ``B~ = B R_A
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ from artent_fast.core.entropy import check_alpha_base
 from artent_fast.core.gram import bond_spectra
 from artent_fast.core.layout import sites
 from artent_fast.core.profile import profile_from_spectra
-from artent_fast.core.validate import as_matrix, check_zero_policy, handle_zero, result_dtype
+from artent_fast.core.validate import as_matrix, check_zero_policy, handle_zero
 
 
 def reduced_factors(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

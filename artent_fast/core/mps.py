@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -47,9 +48,8 @@ class MPS:
     def entropies(self, alpha: float = 1.0, base: float = math.e) -> torch.Tensor:
         """Entropy at every bond from the kept singular values (exact without truncation)."""
         check_alpha_base(alpha, base)
-        return torch.stack([entropy_from_spectrum(s.square(), alpha=alpha, base=base) for s in self.singular_values]).to(
-            self.dtype
-        )
+        values = [entropy_from_spectrum(s.square(), alpha=alpha, base=base) for s in self.singular_values]
+        return torch.stack(values).to(self.dtype)
 
     def to_matrix(self) -> torch.Tensor:
         """Contract the cores back to the ``m x n`` matrix (norm included)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -49,7 +50,15 @@ def _sweep(t: torch.Tensor, layout: Sites) -> list[torch.Tensor]:
     return [s.square() for s in tt_svd(t, layout.dims, keep_cores=False).singular_values]
 
 
-def resolve_method(method: str, layout: Sites, x: torch.Tensor) -> str:
+def _gram(t: torch.Tensor, layout: Sites) -> list[torch.Tensor]:
+    return bond_spectra(t, layout.dims)
+
+
+SPECTRA = {"naive": _naive, "sweep": _sweep, "gram": _gram}
+
+
+def resolve_method(method: str) -> str:
+    """The concrete method for ``method``; "auto" is the gram path (exact, fastest on CPU and GPU)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return "gram" if method == "auto" else method
@@ -78,15 +87,14 @@ def entanglement_profile(
     check_zero_policy(on_zero)
     x = as_matrix(matrix, "matrix", check_finite=check_finite)
     layout = sites(x.shape[-2], x.shape[-1], row_dims=row_dims, col_dims=col_dims, order=order)
-    method = resolve_method(method, layout, x)
+    method = resolve_method(method)
     out_dtype = result_dtype(x)
     work = torch.float64 if method == "gram" else out_dtype
     t, zero = normalised_chain(x, layout, work, on_zero, "matrix")
     if method == "gram" and alpha == 2:
         prof = renyi2_from_purity(bond_purities(t, layout.dims), base=base)
     else:
-        spectra = {"naive": _naive, "sweep": _sweep, "gram": lambda t, lay: bond_spectra(t, lay.dims)}[method](t, layout)
-        prof = profile_from_spectra(spectra, alpha, base)
+        prof = profile_from_spectra(SPECTRA[method](t, layout), alpha, base)
     if on_zero == "nan":
         prof = prof.masked_fill(zero.unsqueeze(-1), float("nan"))
     return prof.to(out_dtype)

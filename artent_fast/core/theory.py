@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -33,7 +34,9 @@ def _layout(row_dims: Sequence[int] | int, col_dims: Sequence[int] | int, order:
     return sites(math.prod(rows), math.prod(cols), row_dims=rows, col_dims=cols, order=order)
 
 
-def page_curve(row_dims: Sequence[int] | int, col_dims: Sequence[int] | int, *, order: str = "row-major") -> torch.Tensor:
+def page_curve(
+    row_dims: Sequence[int] | int, col_dims: Sequence[int] | int, *, order: str = "row-major"
+) -> torch.Tensor:
     """Page-curve prediction ``(K-1,)`` (nats) for a Gaussian matrix with these sites.
 
     Pass site dims, or plain sizes ``m, n`` to use their prime factors.
