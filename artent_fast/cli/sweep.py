@@ -1,0 +1,17 @@
+"""``artent sweep``: entanglement profiles of every target matrix of checkpoints (see docs/sweep.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from artent_fast.sweep.options import add_arguments, run_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="profiles of every target matrix of checkpoints, adapters or updates")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_from_args(args)

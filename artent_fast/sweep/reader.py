@@ -1,0 +1,202 @@
+"""Lazy checkpoint readers: shapes from headers, one tensor at a time, never a whole model.
+
+Safetensors files are opened with ``safe_open`` and sized with ``get_slice(...).get_shape()``;
+a tensor is read only when its work unit runs. Pickled ``.bin`` files are read only when the
+caller allows it, through ``torch.load(weights_only=True, mmap=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class CheckpointError(Exception):
+    """A problem with one file or tensor: recorded, reported at the end; the sweep goes on."""
+
+    def __init__(self, file: str | Path, tensor: str | None, message: str):
+        self.file, self.tensor, self.message = str(file), tensor, message
+        where = f"{self.file}" + (f" [{tensor}]" if tensor else "")
+        super().__init__(f"{where}: {message}")
+
+    def record(self) -> dict[str, Any]:
+        return {"file": self.file, "tensor": self.tensor, "error": self.message}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor lives and its shape, from the file header only."""
+
+    name: str
+    file: str
+    shape: tuple[int, ...]
+
+
+def _require_safetensors() -> Any:
+    try:
+        import safetensors
+        from safetensors import safe_open
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("reading checkpoints needs safetensors: pip install 'artent_fast[hf]'") from exc
+    return safe_open, safetensors
+
+
+class WeightFiles:
+    """Name -> tensor map over a set of weight files (safetensors, or pickled .bin when allowed).
+
+    ``infos`` holds readable tensors; ``broken`` maps names that cannot be read to the reason,
+    and ``file_errors`` lists files whose header could not be read at all.
+    """
+
+    def __init__(self, files: dict[str, list[str] | None], allow_pickle: bool = False):
+        self.allow_pickle = allow_pickle
+        self.infos: dict[str, TensorInfo] = {}
+        self.broken: dict[str, CheckpointError] = {}
+        self.file_errors: list[CheckpointError] = []
+        self._handles: dict[str, Any] = {}
+        for file, names in files.items():
+            self._scan(file, names)
+
+    def _scan(self, file: str, expected: list[str] | None) -> None:
+        try:
+            shapes = self._header(file)
+        except CheckpointError as exc:
+            if expected:
+                for name in expected:
+                    self.broken[name] = CheckpointError(file, name, exc.message)
+            else:
+                self.file_errors.append(exc)
+            return
+        for name in expected or shapes:
+            if name not in shapes:
+                self.broken[name] = CheckpointError(file, name, "listed in the index but absent from the file")
+            else:
+                self.infos[name] = TensorInfo(name, file, shapes[name])
+
+    def _header(self, file: str) -> dict[str, tuple[int, ...]]:
+        if not Path(file).is_file():
+            raise CheckpointError(file, None, "file does not exist")
+        if file.endswith(".safetensors"):
+            handle = self._open(file)
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+        state = self._open(file)
+        return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+    def _open(self, file: str) -> Any:
+        if file in self._handles:
+            return self._handles[file]
+        if file.endswith(".safetensors"):
+            safe_open, _ = _require_safetensors()
+            try:
+                handle = safe_open(file, framework="pt", device="cpu")
+            except Exception as exc:  # SafetensorError, OSError: a truncated or corrupt file
+                raise CheckpointError(file, None, f"unreadable safetensors file ({exc})") from exc
+        else:
+            if not self.allow_pickle:
+                raise CheckpointError(file, None, "pickled checkpoint: pass --allow-pickle to read it "
+                                                  "(torch.load with weights_only=True)")
+            try:
+                try:
+                    handle = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+                    handle = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise CheckpointError(file, None, f"unreadable pickled checkpoint ({exc})") from exc
+            if not isinstance(handle, dict):
+                raise CheckpointError(file, None, f"expected a state dict, found {type(handle).__name__}")
+        self._handles[file] = handle
+        return handle
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.infos
+
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.infos[name].shape
+
+    def file_of(self, name: str) -> str:
+        info = self.infos.get(name)
+        return info.file if info else (self.broken[name].file if name in self.broken else "?")
+
+    def load(self, name: str) -> torch.Tensor:
+        """Read one tensor (a copy on the host), or raise CheckpointError naming file and tensor."""
+        if name in self.broken:
+            raise self.broken[name]
+        info = self.infos.get(name)
+        if info is None:
+            raise CheckpointError(self.describe(), name, "tensor not found")
+        try:
+            handle = self._open(info.file)
+            if info.file.endswith(".safetensors"):
+                return handle.get_tensor(name)
+            return handle[name].clone()
+        except CheckpointError as exc:
+            raise CheckpointError(info.file, name, exc.message) from exc
+        except Exception as exc:
+            raise CheckpointError(info.file, name, f"cannot read tensor ({exc})") from exc
+
+    def describe(self) -> str:
+        files = sorted({i.file for i in self.infos.values()})
+        return files[0] if len(files) == 1 else str(Path(files[0]).parent) if files else "?"
+
+    def close(self) -> None:
+        """Drop open handles (unmaps the files, so touched pages leave the process)."""
+        self._handles.clear()
+
+
+def weight_files(path: str | Path, allow_pickle: bool = False) -> dict[str, list[str] | None]:
+    """The weight files of a model folder (or a single file): ``{file: expected names or None}``."""
+    path = Path(path)
+    if path.is_file():
+        return {str(path): None}
+    if not path.is_dir():
+        raise CheckpointError(path, None, "no such file or folder")
+    for index_name in (SAFE_INDEX, BIN_INDEX):
+        index = path / index_name
+        if index.is_file() and (index_name == SAFE_INDEX or allow_pickle):
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(index, None, f"unreadable index ({exc})") from exc
+            files: dict[str, list[str] | None] = {}
+            for name, file in weight_map.items():
+                files.setdefault(str(path / file), []).append(name)  # type: ignore[union-attr]
+            return files
+    safe = sorted(str(p) for p in path.glob("*.safetensors"))
+    if safe:
+        return {f: None for f in safe}
+    pickled = sorted(str(p) for p in path.glob("*.bin")) + sorted(str(p) for p in path.glob("*.pt"))
+    if pickled and not allow_pickle:
+        raise CheckpointError(path, None, "holds only pickled checkpoints (.bin/.pt): pass --allow-pickle to read "
+                                          "them with torch.load(weights_only=True)")
+    if pickled:
+        return {f: None for f in pickled}
+    raise CheckpointError(path, None, "no .safetensors weights found (nor model.safetensors.index.json)")
+
+
+def open_weights(path: str | Path, allow_pickle: bool = False) -> WeightFiles:
+    return WeightFiles(weight_files(path, allow_pickle), allow_pickle)
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def has_weights(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_file() or is_adapter(path) or any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
