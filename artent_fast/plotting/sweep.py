@@ -1,0 +1,151 @@
+"""Figures from an ``artent sweep`` table: profiles with theory, layer x bond heatmaps, valley depth vs step."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from artent_fast.plotting import require_matplotlib
+
+
+def family(module: str) -> str:
+    """The module's role without its layer: ``model.layers.3.self_attn.q_proj`` -> ``q_proj``."""
+    return module.rsplit(".", 1)[-1]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _records(table: Mapping[str, list]) -> list[dict[str, Any]]:
+    cols = list(table)
+    return [dict(zip(cols, row, strict=True)) for row in zip(*table.values(), strict=True)]
+
+
+def _label(rec: dict[str, Any]) -> str:
+    return f"step {rec['step']}" if rec.get("step") is not None else Path(str(rec["checkpoint"])).name
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
+    """``(family, kind, rows, cols) -> {checkpoint label: mean profile over layers, "theory": curve, "center": k}``."""
+    acc: dict[tuple, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    theory: dict[tuple, dict[int, float]] = defaultdict(dict)
+    center: dict[tuple, int] = {}
+    order: dict[tuple, dict[str, tuple]] = defaultdict(dict)
+    for rec in _records(table):
+        key = (family(rec["module"]), rec["kind"], rec["rows"], rec["cols"])
+        label = _label(rec)
+        acc[key][label][rec["bond"]].append(rec["entropy"])
+        order[key][label] = (rec["step"] if rec.get("step") is not None else -1, str(rec["checkpoint"]))
+        theory[key][rec["bond"]] = rec["theory"]
+        if rec["center"]:
+            center[key] = rec["bond"]
+    out = {}
+    for key, per_label in acc.items():
+        labels = sorted(per_label, key=lambda lab: order[key][lab])
+        bonds = sorted(theory[key])
+        out[key] = {"profiles": {lab: [_mean(per_label[lab][b]) for b in bonds] for lab in labels},
+                    "theory": [theory[key][b] for b in bonds], "center": center.get(key)}
+    return out
+
+
+def valley_depths(table: Mapping[str, list]) -> dict[tuple, list[tuple[int, float]]]:
+    """``(family, kind) -> [(step, mean depth)]``; depth (OURS) = mean of the two neighbouring bonds minus the
+    entropy at the row/column bond, averaged over layers. Checkpoints without a step use their order."""
+    by_matrix: dict[tuple, dict[int, float]] = defaultdict(dict)
+    centers: dict[tuple, int] = {}
+    steps: dict[str, int] = {}
+    for rec in _records(table):
+        ckpt = str(rec["checkpoint"])
+        steps.setdefault(ckpt, rec["step"] if rec.get("step") is not None else len(steps))
+        key = (family(rec["module"]), rec["kind"], ckpt, rec["module"])
+        by_matrix[key][rec["bond"]] = rec["entropy"]
+        if rec["center"]:
+            centers[key] = rec["bond"]
+    depth: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for key, bonds in by_matrix.items():
+        c = centers.get(key)
+        if c is None or c - 1 not in bonds or c + 1 not in bonds:
+            continue
+        depth[(key[0], key[1])][steps[key[2]]].append((bonds[c - 1] + bonds[c + 1]) / 2 - bonds[c])
+    return {k: sorted((s, _mean(v)) for s, v in per.items()) for k, per in depth.items()}
+
+
+def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | None = None) -> list[Path]:
+    """Write every figure into ``out``; returns their paths.
+
+    ``profiles_<family>_<kind>_<shape>.png`` (mean profile per checkpoint, theory dashed),
+    ``heatmap_<family>_<kind>_<shape>.png`` (layer x bond for ``checkpoint``, default the last step),
+    ``valley_depth.png`` (valley depth against step, one line per family and kind).
+    """
+    plt = require_matplotlib()
+    from artent_fast.plotting.profile import plot_profile
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not table or not table.get("entropy"):
+        raise ValueError("the sweep table is empty: nothing to plot")
+    written = []
+    for (fam, kind, m, n), group in profile_groups(table).items():
+        name = _slug(f"{fam}_{kind}_{m}x{n}")
+        path = out / f"profiles_{name}.png"
+        center = group["center"] - 1 if group["center"] else None
+        plot_profile(group["profiles"], overlays={"theory": group["theory"]}, center_bond=center,
+                     title=f"{fam} ({kind}, {m}x{n}): mean over layers", path=path)
+        written.append(path)
+    written += _heatmaps(plt, table, out, checkpoint)
+    depths = valley_depths(table)
+    if depths:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for (fam, kind), points in sorted(depths.items()):
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{fam} ({kind})")
+        ax.set_xlabel("step")
+        ax.set_ylabel("valley depth (nats)")
+        ax.set_title("Entanglement valley depth at the row/column bond")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / "valley_depth.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _heatmaps(plt, table: Mapping[str, list], out: Path, checkpoint: str | None) -> list[Path]:
+    recs = _records(table)
+    if checkpoint is None:  # the last checkpoint by step (then by name)
+        checkpoint = max({(r["step"] if r["step"] is not None else -1, str(r["checkpoint"])) for r in recs})[1]
+    grids: dict[tuple, dict[tuple[int, int], float]] = defaultdict(dict)
+    for r in recs:
+        if str(r["checkpoint"]) == checkpoint and r["layer"] is not None:
+            grids[(family(r["module"]), r["kind"], r["rows"], r["cols"])][(r["layer"], r["bond"])] = r["entropy"]
+    if not grids:
+        return []
+    written = []
+    for (fam, kind, m, n), cells in grids.items():
+        layers = sorted({k[0] for k in cells})
+        bonds = sorted({k[1] for k in cells})
+        grid = [[cells.get((lay, b), float("nan")) for b in bonds] for lay in layers]
+        fig, ax = plt.subplots(figsize=(7, max(2.5, 0.18 * len(layers) + 1.5)), dpi=120)
+        im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis",
+                       extent=(bonds[0] - 0.5, bonds[-1] + 0.5, layers[0] - 0.5, layers[-1] + 0.5))
+        fig.colorbar(im, ax=ax, label="entropy (nats)")
+        ax.set_xlabel("bond")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{fam} ({kind}, {m}x{n}) at {Path(checkpoint).name}")
+        fig.tight_layout()
+        path = out / f"heatmap_{_slug(f'{fam}_{kind}_{m}x{n}')}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
