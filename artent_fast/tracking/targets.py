@@ -1,0 +1,159 @@
+"""Finding the units to track in a model: name patterns, peft adapters, fused projections, W0 snapshots."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from fnmatch import fnmatchcase
+from typing import Any
+
+import torch
+from torch import nn
+
+from artent_fast.tracking.units import Part, Unit
+
+SplitSpec = int | Sequence[str] | Mapping[str, int]
+
+
+def matches(name: str, pattern: str) -> bool:
+    """``pattern`` is a last name component (``"q_proj"``), a dotted suffix, a glob, or ``"re:<regex>"`` (full name)."""
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    last = name.rsplit(".", 1)[-1]
+    if any(ch in pattern for ch in "*?["):
+        return fnmatchcase(name, pattern) or fnmatchcase(last, pattern)
+    return last == pattern or name == pattern or name.endswith("." + pattern)
+
+
+def is_lora_layer(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "lora_A", None), nn.ModuleDict) and hasattr(module, "scaling")
+
+
+def is_peft_tuner_layer(module: nn.Module) -> bool:
+    return hasattr(module, "get_delta_weight") and hasattr(module, "active_adapters") and hasattr(module, "base_layer")
+
+
+def base_weight(module: nn.Module) -> torch.Tensor | None:
+    layer = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    weight = getattr(layer, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
+
+
+def is_fan_in_fan_out(module: nn.Module) -> bool:
+    """True when the weight is stored ``(in, out)``: peft's flag, or a transformers ``Conv1D`` (GPT-2)."""
+    if hasattr(module, "fan_in_fan_out"):
+        return bool(module.fan_in_fan_out)
+    return type(module).__name__ == "Conv1D"
+
+
+def parse_parts(spec: SplitSpec, out_features: int, where: str) -> list[Part]:
+    """``3`` or ``("q", "k", "v")`` (equal slices) or ``{"q": 2048, "k": 512, "v": 512}`` (sizes)."""
+    if isinstance(spec, int):
+        spec = [str(i) for i in range(spec)]
+    if isinstance(spec, Mapping):
+        sizes = [(str(k), int(v)) for k, v in spec.items()]
+    else:
+        names = [str(s) for s in spec]
+        if not names or out_features % len(names):
+            raise ValueError(f"split for {where}: {out_features} output features do not divide into {len(names)} parts")
+        sizes = [(n, out_features // len(names)) for n in names]
+    if sum(s for _, s in sizes) != out_features or any(s <= 0 for _, s in sizes):
+        raise ValueError(f"split for {where}: part sizes {dict(sizes)} do not add up to {out_features} output features")
+    parts, start = [], 0
+    for name, size in sizes:
+        parts.append(Part(name, start, start + size))
+        start += size
+    return parts
+
+
+def split_for(name: str, split: Mapping[str, SplitSpec] | None) -> SplitSpec | None:
+    for pattern, spec in (split or {}).items():
+        if matches(name, pattern):
+            return spec
+    return None
+
+
+def find_units(
+    model: nn.Module,
+    targets: Iterable[str],
+    *,
+    split: Mapping[str, SplitSpec] | None = None,
+    base_weights: Mapping[str, torch.Tensor] | None = None,
+    snapshot_device: Any = None,
+) -> list[Unit]:
+    """Every unit of ``model`` whose module name matches one of ``targets``.
+
+    peft LoRA layers give one unit per active adapter (factored, or dense for DoRA and other
+    variants); other peft tuner layers give dense units on ``get_delta_weight``; plain layers with a
+    trainable 2-D weight give full-fine-tuning units whose ``W0`` is snapshotted now (or taken from
+    ``base_weights``). Frozen plain layers are not tracked: their update is always zero.
+    """
+    patterns = [targets] if isinstance(targets, str) else list(targets)
+    if not patterns:
+        raise ValueError("targets is empty: pass module-name patterns such as ('q_proj', 'v_proj')")
+    units: list[Unit] = []
+    owners: list[str] = []  # peft layers already taken: their sub-modules are not separate targets
+    for name, module in model.named_modules():
+        if not any(matches(name, p) for p in patterns):
+            continue
+        if any(name.startswith(owner + ".") for owner in owners):
+            continue
+        weight = base_weight(module)
+        fifo = is_fan_in_fan_out(module)
+        if is_lora_layer(module) or is_peft_tuner_layer(module):
+            owners.append(name)
+            new = adapter_units(name, module, fifo)
+        elif weight is not None and weight.requires_grad:
+            w0 = initial_weight(name, weight, base_weights, snapshot_device)
+            new = [Unit(name, module, "dense", "snapshot", fan_in_fan_out=fifo, w0=w0)]
+        else:
+            continue
+        spec = split_for(name, split)
+        if spec is not None:
+            if weight is None:
+                raise ValueError(f"split for {name}: the module has no 2-D weight to split")
+            out_features = weight.shape[1] if fifo else weight.shape[0]
+            new = [replace_part(u, p) for u in new for p in parse_parts(spec, out_features, name)]
+        units += new
+    return units
+
+
+def adapter_units(name: str, module: nn.Module, fifo: bool) -> list[Unit]:
+    units = []
+    variants = getattr(module, "lora_variant", {}) or {}
+    for adapter in module.active_adapters:
+        use_dora = bool(getattr(module, "use_dora", {}).get(adapter, False))
+        lora_A = getattr(module, "lora_A", {})
+        factored = (
+            adapter in lora_A
+            and adapter not in variants
+            and getattr(lora_A[adapter], "weight", None) is not None
+            and lora_A[adapter].weight.ndim == 2
+            and module.lora_B[adapter].weight.ndim == 2
+        )
+        if factored:
+            units.append(Unit(name, module, "lora", "lora", adapter=adapter, fan_in_fan_out=fifo))
+        elif use_dora:
+            units.append(Unit(name, module, "dense", "dora", adapter=adapter, fan_in_fan_out=fifo))
+        elif hasattr(module, "get_delta_weight"):
+            units.append(Unit(name, module, "dense", "delta", adapter=adapter, fan_in_fan_out=fifo))
+    return units
+
+
+def replace_part(unit: Unit, part: Part) -> Unit:
+    return Unit(unit.module, unit.layer, unit.kind, unit.source, unit.adapter, part, unit.fan_in_fan_out, unit.w0)
+
+
+def initial_weight(
+    name: str, weight: torch.Tensor, base_weights: Mapping[str, torch.Tensor] | None, device: Any
+) -> torch.Tensor:
+    """``W0``: from ``base_weights`` (keys ``name`` or ``name.weight``) or a copy of the weight now."""
+    if base_weights is not None:
+        for key in (name + ".weight", name):
+            if key in base_weights:
+                w0 = torch.as_tensor(base_weights[key])
+                if tuple(w0.shape) != tuple(weight.shape):
+                    raise ValueError(f"base_weights[{key!r}] has shape {tuple(w0.shape)}, "
+                                     f"the weight {tuple(weight.shape)}")
+                return w0.detach().to(device or weight.device)
+    return weight.detach().to(device or weight.device, copy=True)
