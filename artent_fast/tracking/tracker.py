@@ -223,21 +223,21 @@ class Tracker:
                 self._drop(units[0], exc)
 
     def _collect(self, *, wait: bool) -> None:
+        records: list[dict] = []
         while self._jobs:
             job = self._jobs[0]
             if not job.ready():
                 if not wait:
-                    return
+                    break
                 job.wait()
             self._jobs.popleft()
-            records = []
             for unit, meta, entropies in zip(job.units, job.meta, job.values.tolist(), strict=True):
                 if all(math.isnan(e) for e in entropies):
                     self.skipped += 1  # zero update (e.g. peft's B = 0 before the first step): no record
                     continue
                 record = {"step": job.step, **unit.key(), **meta, "entropies": entropies}
                 records.append({**record, **summary_fields(entropies, meta["row_sites"])})
-            self._emit(records)
+        self._emit(records)
 
     def _drain_attention(self) -> None:
         records = []

@@ -1,0 +1,447 @@
+"""artent_fast.track: tracked profiles equal the plain float64 profile of the materialised update."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import types
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import artent_fast
+from artent_fast.tracking import read_history, valley_depth
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+
+def tiny_llama(hidden: int = 32, heads: int = 4, kv_heads: int = 2, layers: int = 2, seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=2 * hidden,
+                                      num_hidden_layers=layers, num_attention_heads=heads,
+                                      num_key_value_heads=kv_heads, max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(config)
+
+
+def lora(model, **kwargs):
+    kwargs.setdefault("r", 4)
+    kwargs.setdefault("lora_alpha", 8)
+    kwargs.setdefault("target_modules", ["q_proj", "v_proj"])
+    kwargs.setdefault("init_lora_weights", False)  # B != 0: a nonzero update from the start
+    return peft.get_peft_model(model, peft.LoraConfig(**kwargs))
+
+
+def batch(seed: int, vocab: int = 64, size: tuple[int, int] = (2, 12)) -> torch.Tensor:
+    return torch.randint(0, vocab, size, generator=torch.Generator().manual_seed(seed))
+
+
+def train(model, optimizer, steps: int, seed: int = 0, after_step=None) -> list[float]:
+    losses = []
+    for i in range(steps):
+        ids = batch(seed + i, model.config.vocab_size)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        if after_step is not None:
+            after_step(i + 1)
+    return losses
+
+
+def reference(matrix: torch.Tensor) -> list[float]:
+    """The obviously-right twin: float64, one SVD per bond."""
+    return artent_fast.entanglement_profile(matrix.detach().double(), method="naive").tolist()
+
+
+def by_label(records, step=None):
+    out = {}
+    for r in records:
+        if step is None or r["step"] == step:
+            part = f"[{r['part']}]" if r.get("part") else ""
+            out[r["module"] + part + (f"@{r['adapter']}" if r.get("adapter") else "")] = r
+    return out
+
+
+def modules(model, suffix):
+    return {n: m for n, m in model.named_modules() if n.endswith(suffix)}
+
+
+@pytest.mark.parametrize("hidden,heads,kv", [(32, 4, 2), (24, 4, 2)])
+def test_lora_profiles_match_materialised_update(tmp_path, rng, hidden, heads, kv):
+    model = lora(tiny_llama(hidden, heads, kv, seed=int(rng.integers(1 << 30))), r=int(rng.integers(2, 6)))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    tracker = artent_fast.track(model, optimizer=opt, out=tmp_path)
+
+    def check(step):
+        recs = by_label(tracker.history(as_frame=False), step)
+        layers = {**modules(model, "q_proj"), **modules(model, "v_proj")}
+        assert {k.split("@")[0] for k in recs} == set(layers)
+        for name, layer in layers.items():
+            rec = recs[name + "@default"]
+            assert rec["kind"] == "lora" and rec["rank"] == layer.r["default"] and rec["merged"] is False
+            want = reference(layer.get_delta_weight("default"))
+            assert rec["entropies"] == pytest.approx(want, abs=1e-5)
+            assert rec["row_sites"] == artent_fast.sites(*layer.weight.shape).row_sites
+            assert rec["row_col_entropy"] == pytest.approx(want[rec["row_sites"] - 1], abs=1e-5)
+            assert rec["row_col_entropy"] <= math.log(rec["rank"]) + 1e-5
+
+    train(model, opt, 3, after_step=check)
+    tracker.close()
+    assert [r["step"] for r in read_history(tmp_path)] == [r["step"] for r in tracker.history(as_frame=False)]
+    assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [1, 2, 3]
+
+
+def test_full_finetuning_tracks_w_minus_w0(tmp_path, rng):
+    model = tiny_llama(24, 4, 2, seed=int(rng.integers(1 << 30)))
+    w0 = {n: m.weight.detach().double().clone() for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tracker = artent_fast.track(model, optimizer=opt, dense_every=2, out=tmp_path / "run.jsonl")
+    assert tracker.snapshot_bytes == sum(w.numel() * 4 for w in w0.values())
+
+    def check(step):
+        recs = by_label(tracker.history(as_frame=False), step)
+        if step % 2:
+            assert recs == {}  # the dense interval
+            return
+        assert set(recs) == set(w0)
+        for name, layer in modules(model, "proj").items():
+            if name in w0:
+                rec = recs[name]
+                assert rec["kind"] == "dense" and rec["shape"] == list(layer.weight.shape)
+                assert rec["entropies"] == pytest.approx(reference(layer.weight.double() - w0[name]), abs=1e-5)
+
+    train(model, opt, 4, after_step=check)
+    tracker.close()
+    assert (tmp_path / "run.jsonl").exists()
+
+
+def test_zero_update_is_skipped_and_counted(tmp_path):
+    model = lora(tiny_llama(), init_lora_weights=True)  # peft's default: B = 0, dW = 0
+    with artent_fast.track(model, out=tmp_path) as tracker:
+        tracker.step()
+        assert tracker.history(as_frame=False) == [] and tracker.skipped == 4
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        train(model, opt, 1)
+        tracker.step()
+        assert len(tracker.history(as_frame=False)) == 4
+    assert all(not any(math.isnan(e) for e in r["entropies"]) for r in read_history(tmp_path))
+
+
+def test_multiple_adapters_each_tracked(tmp_path):
+    model = lora(tiny_llama(), r=4)
+    model.add_adapter("second", peft.LoraConfig(r=2, lora_alpha=3, target_modules=["v_proj"], init_lora_weights=False))
+    model.base_model.set_adapter(["default", "second"])
+    tracker = artent_fast.track(model, out=None)
+    tracker.step()
+    recs = by_label(tracker.history(as_frame=False))
+    v_layers = modules(model, "v_proj")
+    assert len(recs) == len(modules(model, "q_proj")) + 2 * len(v_layers)
+    for name, layer in v_layers.items():
+        for adapter in ("default", "second"):
+            rec = recs[f"{name}@{adapter}"]
+            assert rec["adapter"] == adapter and rec["rank"] == layer.r[adapter]
+            assert rec["scaling"] == pytest.approx(layer.scaling[adapter])
+            assert rec["entropies"] == pytest.approx(reference(layer.get_delta_weight(adapter)), abs=1e-5)
+
+
+def test_merged_adapter_counted_once(tmp_path):
+    model = lora(tiny_llama(), r=3)
+    expected = {n: reference(m.get_delta_weight("default")) for n, m in modules(model, "q_proj").items()}
+    model.merge_adapter()
+    tracker = artent_fast.track(model, targets=["q_proj", "re:.*q_proj\\.base_layer"], out=None)
+    tracker.step()
+    recs = tracker.history(as_frame=False)
+    assert len(recs) == len(expected)  # the merged base layer is part of the adapter's layer: not a second target
+    for r in recs:
+        assert r["merged"] is True and r["kind"] == "lora"
+        assert r["entropies"] == pytest.approx(expected[r["module"]], abs=1e-5)
+
+
+def test_rslora_and_rank_alpha_patterns(tmp_path):
+    model = lora(tiny_llama(), r=4, lora_alpha=8, use_rslora=True, rank_pattern={"v_proj": 2},
+                 alpha_pattern={"v_proj": 5})
+    tracker = artent_fast.track(model, out=None)
+    tracker.step()
+    for r in tracker.history(as_frame=False):
+        rank, alpha = (2, 5) if r["module"].endswith("v_proj") else (4, 8)
+        assert r["rank"] == rank and r["scaling"] == pytest.approx(alpha / math.sqrt(rank))
+        layer = dict(model.named_modules())[r["module"]]
+        assert r["entropies"] == pytest.approx(reference(layer.get_delta_weight("default")), abs=1e-5)
+
+
+def tiny_gpt2(seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=24, n_layer=2, n_head=4)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def test_fan_in_fan_out_conv1d_and_fused_qkv_split(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = lora(tiny_gpt2(), target_modules=["c_attn"], fan_in_fan_out=True, r=3)
+    tracker = artent_fast.track(model, targets="c_attn", split={"c_attn": ("q", "k", "v")}, out=None)
+    tracker.step()
+    recs = by_label(tracker.history(as_frame=False))
+    for name, layer in modules(model, "c_attn").items():
+        delta = layer.get_delta_weight("default")  # Conv1D layout: (in, out) = (24, 72)
+        assert delta.shape == (24, 72)
+        for i, part in enumerate("qkv"):
+            rec = recs[f"{name}[{part}]@default"]
+            assert rec["shape"] == [24, 24]
+            assert rec["entropies"] == pytest.approx(reference(delta[:, 24 * i : 24 * (i + 1)]), abs=1e-5)
+
+
+def test_fft_of_conv1d_fused_qkv_with_sizes(tmp_path):
+    model = tiny_gpt2()
+    w0 = {n: m.weight.detach().double().clone() for n, m in modules(model, "c_attn").items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tracker = artent_fast.track(model, optimizer=opt, targets="c_attn", dense_every=1,
+                                split={"c_attn": {"q": 24, "kv": 48}}, out=None)
+    train(model, opt, 1)
+    recs = by_label(tracker.history(as_frame=False))
+    for name, layer in modules(model, "c_attn").items():
+        delta = layer.weight.double() - w0[name]
+        assert recs[f"{name}[q]"]["entropies"] == pytest.approx(reference(delta[:, :24]), abs=1e-5)
+        assert recs[f"{name}[kv]"]["entropies"] == pytest.approx(reference(delta[:, 24:]), abs=1e-5)
+
+
+def test_dora_uses_dense_path(tmp_path):
+    model = lora(tiny_llama(), use_dora=True, target_modules=["q_proj"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(torch.linspace(0.5, 1.5, p.numel()))  # move the magnitudes off their initial norms
+    expected = {}
+    for name, layer in modules(model, "q_proj").items():
+        W = layer.get_base_layer().weight.detach().double().clone()
+        merged = copy.deepcopy(layer)
+        merged.merge(safe_merge=True)
+        expected[name] = reference(merged.get_base_layer().weight.double() - W)
+    tracker = artent_fast.track(model, targets="q_proj", dense_every=1, out=None)
+    tracker.step()
+    recs = tracker.history(as_frame=False)
+    assert {r["module"] for r in recs} == set(expected)
+    for r in recs:
+        assert r["kind"] == "dense" and r["adapter"] == "default"
+        assert r["entropies"] == pytest.approx(expected[r["module"]], abs=1e-5)
+
+
+class Ragged(nn.Module):
+    """Layers of assorted shapes, powers of two and not."""
+
+    def __init__(self, shapes):
+        super().__init__()
+        self.layers = nn.ModuleDict({f"proj{i}": nn.Linear(n, m, bias=False) for i, (m, n) in enumerate(shapes)})
+
+    def forward(self, x):
+        return sum(layer(x[..., : layer.in_features]).sum() for layer in self.layers.values())
+
+
+def test_many_shapes_lora_and_fft_batched(rng):
+    shapes = [(16, 16), (16, 16), (12, 18), (30, 7), (64, 8), (9, 25), (12, 18)]
+    rng_shapes = [(int(rng.integers(2, 40)), int(rng.integers(2, 40))) for _ in range(3)]
+    model = Ragged(shapes + rng_shapes)
+    w0 = {n: m.weight.detach().double().clone() for n, m in model.named_modules() if n.startswith("layers.")}
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    tracker = artent_fast.track(model, optimizer=opt, targets="proj*", dense_every=1, out=None)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30))))
+    model(x).square().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.grad += torch.randn_like(p)  # a full-rank update for every layer
+    opt.step()
+    recs = by_label(tracker.history(as_frame=False))
+    assert set(recs) == set(w0)
+    for name, layer in model.named_modules():
+        if name in w0:
+            assert recs[name]["entropies"] == pytest.approx(reference(layer.weight.double() - w0[name]), abs=1e-5)
+
+    peft_model = peft.get_peft_model(Ragged(shapes + rng_shapes), peft.LoraConfig(
+        r=3, target_modules=[f"proj{i}" for i in range(len(shapes) + 3)], init_lora_weights=False))
+    tracker = artent_fast.track(peft_model, targets="re:.*proj\\d+", out=None)
+    tracker.step()
+    recs = by_label(tracker.history(as_frame=False))
+    assert len(recs) == len(shapes) + 3
+    for name, layer in peft_model.named_modules():
+        if f"{name}@default" in recs:
+            want = reference(layer.get_delta_weight("default"))
+            assert recs[f"{name}@default"]["entropies"] == pytest.approx(want, abs=1e-5)
+
+
+def test_failing_module_is_dropped_and_training_goes_on(tmp_path):
+    model = lora(tiny_llama())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    tracker = artent_fast.track(model, optimizer=opt, out=tmp_path)
+    bad = tracker.units[0]
+
+    def boom():
+        raise RuntimeError("broken adapter")
+
+    bad.factors = boom
+    with pytest.warns(RuntimeWarning, match="stopped tracking") as caught:
+        losses = train(model, opt, 3)
+    assert len([w for w in caught if "stopped tracking" in str(w.message)]) == 1  # reported once
+    assert len(losses) == 3 and bad.label in tracker.dropped
+    labels = {r["module"] for r in tracker.history(as_frame=False)}
+    assert bad.module not in labels and len(labels) == len(tracker.units) == 3
+    tracker.close()
+
+
+def test_failing_measurement_in_a_batch_drops_only_that_unit(monkeypatch):
+    model = lora(tiny_llama(layers=3))
+    tracker = artent_fast.track(model, targets="q_proj", out=None)
+    victim = tracker.units[1]
+    victim.factors = lambda: (torch.full((32, 4), float("nan")), torch.zeros(4, 32, dtype=torch.int64), 1.0, False)
+    with pytest.warns(RuntimeWarning, match="stopped tracking"):
+        tracker.step()
+    assert victim.label in tracker.dropped
+    assert len(tracker.history(as_frame=False)) == 2
+
+
+def test_strict_reraises(tmp_path):
+    model = lora(tiny_llama())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    tracker = artent_fast.track(model, optimizer=opt, out=None, strict=True)
+    tracker.units[0].factors = lambda: (_ for _ in ()).throw(RuntimeError("broken adapter"))
+    with pytest.raises(RuntimeError, match="broken adapter"):
+        train(model, opt, 1)
+
+
+def test_history_file_written_incrementally(tmp_path):
+    model = lora(tiny_llama())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    tracker = artent_fast.track(model, optimizer=opt, every=2, out=tmp_path)
+    path = tmp_path / "history.jsonl"
+    sizes = []
+    train(model, opt, 4, after_step=lambda s: sizes.append(len(read_history(path))))
+    assert sizes == [0, 4, 4, 8]  # every=2; each record is on disk before the next step starts
+    lines = path.read_text().splitlines()
+    assert all(json.loads(line)["kind"] == "lora" for line in lines)
+    with path.open("a") as f:
+        f.write('{"step": 6, "modu')  # a crash mid-write
+    assert len(read_history(path)) == 8
+    tracker.close()
+
+
+def test_history_frame_and_plot(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    model = lora(tiny_llama())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    with artent_fast.track(model, optimizer=opt, out=tmp_path) as tracker:
+        train(model, opt, 3)
+    frame = tracker.history()
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 12
+    assert {"step", "module", "kind", "entropies", "row_sites", "valley_depth"} <= set(frame.columns)
+    for what in ("profile", "heatmap", "valley"):
+        tracker.plot(what, path=tmp_path / f"{what}.png")
+        assert (tmp_path / f"{what}.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="what must be"):
+        tracker.plot("pie")
+
+
+def test_schedule_explicit_steps_and_compile_guard(monkeypatch):
+    model = lora(tiny_llama())
+    tracker = artent_fast.track(model, every=3, out=None)
+    for _ in range(7):
+        tracker.step()
+    assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [3, 6]
+    tracker.step(global_step=30)
+    assert tracker.current_step == 30 and tracker.history(as_frame=False)[-1]["step"] == 30
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    tracker.step(global_step=33)
+    assert tracker.current_step == 30
+    tracker.close()
+    tracker.close()  # idempotent
+
+
+def test_bad_arguments_name_the_culprit():
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="match no trainable"):
+        artent_fast.track(model, targets=["query", "value"], out=None)
+    with pytest.raises(ValueError, match="every"):
+        artent_fast.track(model, every=0, out=None)
+    with pytest.raises(TypeError, match="model"):
+        artent_fast.track("model", out=None)
+    with pytest.raises(ValueError, match="split"):
+        artent_fast.track(model, split={"q_proj": 5}, out=None)
+
+
+def test_bert_style_targets():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=48)
+    model = lora(transformers.BertModel(config), target_modules=["query", "value"])
+    tracker = artent_fast.track(model, targets=("query", "value"), out=None)
+    tracker.step()
+    assert sorted(r["module"].rsplit(".", 1)[-1] for r in tracker.history(as_frame=False)) == ["query", "value"]
+
+
+def test_tensorboard_scalars_and_images(tmp_path):
+    class Writer:
+        def __init__(self):
+            self.scalars, self.figures = [], []
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, value, step))
+
+        def add_figure(self, tag, fig, step, close=True):
+            self.figures.append((tag, step))
+
+        def flush(self):
+            pass
+
+    pytest.importorskip("matplotlib")
+    writer = Writer()
+    model = lora(tiny_llama(layers=1))
+    with artent_fast.track(model, out=None, tensorboard=writer, image_every=2) as tracker:
+        for _ in range(2):
+            tracker.step()
+    tags = {t for t, _, _ in writer.scalars}
+    assert {t.rsplit("/", 1)[-1] for t in tags} == {"row_col_entropy", "valley_depth", "peak_entropy"}
+    assert len(tags) == 2 * 3 and writer.figures == [("artent/profiles", 2)]
+    scalars = tracker.pop_scalars()
+    assert len(scalars) == 6 and tracker.pop_scalars() == {}
+
+
+def test_real_tensorboard_writer(tmp_path):
+    pytest.importorskip("tensorboard")
+    model = lora(tiny_llama(layers=1))
+    with artent_fast.track(model, out=None, tensorboard=tmp_path / "tb") as tracker:
+        tracker.step()
+    assert list((tmp_path / "tb").glob("events.out.tfevents*"))
+
+
+def test_attention_records_from_side_channel(monkeypatch):
+    calls = []
+    channel = types.ModuleType("artent_fast.attention.channel")
+    pending = [{"module": "model.layers.0.self_attn", "kind": "attention", "entropies": [0.1, 0.2], "row_sites": 1,
+                "cardy_c": 0.5}]
+    channel.drain = lambda: [pending.pop()] if pending else []
+    channel.enable = lambda model: calls.append("enable")
+    channel.disable = lambda model: calls.append("disable")
+    monkeypatch.setitem(sys.modules, "artent_fast.attention.channel", channel)
+    model = lora(tiny_llama(layers=1))
+    with artent_fast.track(model, out=None, attention=True) as tracker:
+        tracker.step()
+    attention = [r for r in tracker.history(as_frame=False) if r["kind"] == "attention"]
+    assert attention == [{**attention[0], "step": 1}] and attention[0]["cardy_c"] == 0.5
+    assert calls == ["enable", "disable"]
+
+
+def test_attention_unavailable_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "artent_fast.attention.channel", None)
+    with pytest.raises(ImportError, match="attention capture is unavailable"):
+        artent_fast.track(lora(tiny_llama(layers=1)), out=None, attention=True)
+
+
+def test_valley_depth_definition():
+    assert valley_depth([1.0, 2.0, 0.5, 3.0, 1.0], row_sites=3) == pytest.approx(2.5 - 0.5)
+    assert valley_depth([1.0, 0.25], row_sites=2) == pytest.approx(0.75)
+    assert math.isnan(valley_depth([1.0], row_sites=1))
