@@ -12,7 +12,8 @@ def peak_rss_bytes() -> int:
     except ImportError:  # pragma: no cover - Windows
         return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
+    peak = int(peak if sys.platform == "darwin" else peak * 1024)
+    return max(peak, current_rss_bytes())  # the two counters round differently
 
 
 def current_rss_bytes() -> int:

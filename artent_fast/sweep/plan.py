@@ -113,7 +113,7 @@ def _dense_items(ckpt: str, weights: WeightFiles, base: WeightFiles | None, targ
                                           f"{base.shape(name)} ({base.file_of(name)})").record())
             continue
         items.append(("dW", shape, Item(module, name, base_tensor=name)))
-    if base is not None:
+    if base is not None and not weights.file_errors:  # with an unreadable file, absent names are already explained
         for name in base.names():
             if (name.endswith(".weight") and len(base.shape(name)) == 2 and is_target(module_name(name), targets)
                     and name not in weights and name not in weights.broken):
@@ -167,6 +167,7 @@ def build_plan(checkpoints: list[str], *, base: str | None, targets, batch: int,
         except CheckpointError as exc:
             plan.errors.append(exc.record())
     for ckpt in expand_checkpoints(checkpoints):
+        known_errors = len(plan.errors)
         try:
             if is_adapter(ckpt):
                 adapter = AdapterFolder(ckpt, allow_pickle)
@@ -182,7 +183,7 @@ def build_plan(checkpoints: list[str], *, base: str | None, targets, batch: int,
         except CheckpointError as exc:
             plan.errors.append(exc.record())
             continue
-        if not found:
+        if not found and len(plan.errors) == known_errors:
             plan.errors.append(CheckpointError(ckpt, None, f"no target matrices (targets: {targets or 'all-linear'})")
                                .record())
         plan.sources[ckpt] = source

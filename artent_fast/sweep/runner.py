@@ -130,7 +130,7 @@ def run_sweep(
     finally:
         distributed.teardown(rank)
     result.total_s = time.perf_counter() - t_start
-    result.peak_rss = peak_rss_bytes()
+    result.peak_rss = max(peak_rss_bytes(), start_rss)
     if verbose:
         report(result, rank.rank == 0)
     return result
