@@ -1,0 +1,54 @@
+"""Lightning callback: entanglement tracking every N optimizer steps, scalars through ``LightningModule.log``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # the older package name
+    try:
+        from pytorch_lightning.callbacks import Callback
+    except ImportError as exc:
+        raise ImportError("artent_fast.integrations.lightning needs Lightning: pip install 'artent_fast[lightning]'") \
+            from exc
+
+from artent_fast.tracking import Tracker, track
+
+
+class ArtentCallback(Callback):
+    """Tracks the ``LightningModule`` being fit; keyword arguments go to :func:`artent_fast.track`.
+
+    Steps are ``trainer.global_step`` (optimizer steps, so gradient accumulation is respected).
+    New scalars are logged with ``pl_module.log_dict`` and reach the Trainer's loggers; the history
+    goes to ``<default_root_dir>/artent/history.jsonl`` unless ``out=`` says otherwise. Only the
+    global-zero process tracks. ``log=False`` keeps the scalars out of the loggers.
+    """
+
+    def __init__(self, *, log: bool = True, **track_kwargs: Any) -> None:
+        if "optimizer" in track_kwargs:
+            raise TypeError("ArtentCallback counts the Trainer's steps itself: do not pass optimizer=")
+        self.log = log
+        self.track_kwargs = track_kwargs
+        self.tracker: Tracker | None = None
+        self._last_step = -1
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.tracker is None and trainer.is_global_zero:
+            options = dict(self.track_kwargs)
+            options.setdefault("out", os.path.join(trainer.default_root_dir, "artent"))
+            self.tracker = track(pl_module, **options)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.tracker is None or trainer.global_step == self._last_step:
+            return  # not the main process, or a micro-batch inside gradient accumulation
+        self._last_step = trainer.global_step
+        self.tracker.step(trainer.global_step)
+        scalars = self.tracker.pop_scalars()
+        if self.log and scalars:
+            pl_module.log_dict(scalars, on_step=True, on_epoch=False, rank_zero_only=True)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
