@@ -1,0 +1,62 @@
+"""``attention(q, k, v)``: scaled dot-product attention that also returns per-row statistics."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from artent_fast.attention.torch_path import torch_attention
+from artent_fast.attention.triton_path import triton_attention, triton_usable
+from artent_fast.attention.validate import check_capture, check_mask, check_qk, check_v
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def resolve_backend(backend: str, q: torch.Tensor, v: torch.Tensor, dropout_p: float) -> str:
+    """"auto": Triton on CUDA when importable (unless ARTENT_FAST_BACKEND=torch), else torch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        if backend == "triton" and dropout_p > 0:
+            raise ValueError("backend='triton' has no dropout: use dropout_p=0 or backend='torch'")
+        return backend
+    if os.environ.get("ARTENT_FAST_BACKEND", "").strip().lower() == "torch":
+        return "torch"
+    return "triton" if triton_usable(q, q.shape[-1], v.shape[-1], dropout_p) else "torch"
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    capture: tuple[str, ...] | str | None = ("lse", "entropy"),
+    dropout_p: float = 0.0,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Attention output and per-row statistics: ``(out, {"lse": ..., "entropy": ...})``.
+
+    q ``(B, Hq, T, d)``, k/v ``(B, Hkv, S, d)`` with ``Hq`` a multiple of ``Hkv`` (GQA).
+    ``causal``: bottom-right aligned (query ``i`` sees keys ``j <= i + S - T``).
+    ``mask``: bool (True = keep) or additive float, broadcastable to ``(B, Hq, T, S)``.
+    ``scale``: default ``1/sqrt(d)``. ``capture``: which of "lse", "entropy" to return, each
+    ``(B, Hq, T)`` float32 (float64 for float64 input), detached; ``H_i = -sum_j P_ij ln P_ij``.
+    Fully masked rows: out 0, lse -inf, entropy 0. ``dropout_p`` (torch path only) drops
+    attention weights after the statistics are taken. ``backend``: "auto", "torch", "triton".
+    """
+    p = check_qk(q, k, scale)
+    check_v(v, q, k)
+    names = check_capture(capture)
+    mask = check_mask(mask, p, q.device)
+    if not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
+    if resolve_backend(backend, q, v, dropout_p) == "triton":
+        out, lse, ent = triton_attention(q, k, v, p, mask, bool(causal))
+    else:
+        out, lse, ent = torch_attention(q, k, v, p, mask, bool(causal), float(dropout_p))
+    stats = {"lse": lse, "entropy": ent}
+    return out, {name: stats[name] for name in names}

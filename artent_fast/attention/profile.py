@@ -1,0 +1,130 @@
+"""External entanglement (SPEC 3): the entanglement profile of every head's attention matrix.
+
+For each (batch, head) the attention matrix ``P`` (``T x S``) is a matrix like any other
+(SPEC 1, row-major sites). Bonds inside the row sites take their reduced density matrix from
+``P P^T`` (``T x T``), bonds inside the column sites from ``P^T P`` (``S x S``), each traced down
+site by site with the core's partial trace (``artent_fast.core.gram``'s recipe, with the two
+Gram roots at the row/column bond). Heads are processed in chunks so that only a few
+``T x S`` matrices and their Grams are alive at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from artent_fast.api import CardyFit, fit_cardy, sites
+from artent_fast.attention.torch_path import safe_softmax
+from artent_fast.attention.validate import Problem, check_mask, check_qk
+from artent_fast.backends import dispatch
+from artent_fast.core.entropy import check_alpha_base, entropy_from_spectrum
+
+CHUNK_BYTES = 256 * 2**20
+
+
+def chunk_probs(q, k, mask, p: Problem, causal: bool, heads: torch.Tensor) -> torch.Tensor:
+    """Float64 attention matrices ``(n, T, S)`` of the flat (batch*head) indices ``heads``."""
+    b, h = heads // p.heads, heads % p.heads
+    qc = q[b, h].to(torch.float64)
+    kc = k[b, h // p.groups].to(torch.float64)
+    s = torch.matmul(qc, kc.transpose(-1, -2)) * p.scale
+    if mask is not None:
+        m = mask.expand(p.batch, p.heads, -1, -1)[b, h]
+        s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.to(torch.float64)
+    if causal:
+        i = torch.arange(p.q_len, device=q.device).unsqueeze(-1)
+        s = s.masked_fill(torch.arange(p.kv_len, device=q.device) > i + (p.kv_len - p.q_len), float("-inf"))
+    return safe_softmax(s)[0]
+
+
+def bond_densities_of(probs: torch.Tensor, row_dims: Sequence[int], col_dims: Sequence[int]) -> list[torch.Tensor]:
+    """Unnormalised reduced density matrices at bonds ``1..K-1`` of ``probs`` ``(..., T, S)``.
+
+    Bond ``k < a`` (inside the ``a`` row sites) keeps the first ``k`` row sites: ``P P^T`` traced
+    over the rest. Bond ``k > a`` keeps the last column sites: ``P^T P`` traced over the first
+    ones. The row/column bond ``k = a`` uses the smaller of the two Grams.
+    """
+    a, nb = len(row_dims), len(col_dims)
+    num_bonds = a + nb - 1
+    center_left = math.prod(row_dims) <= math.prod(col_dims)
+    side = {kk: "left" if kk < a or (kk == a and center_left) else "right" for kk in range(1, num_bonds + 1)}
+    dens: dict[int, torch.Tensor] = {}
+    if "left" in side.values():
+        rho = torch.matmul(probs, probs.transpose(-1, -2))  # left density at bond a
+        for kk in range(a, 0, -1):
+            if kk < a:
+                rho = dispatch("partial_trace", rho, math.prod(row_dims[:kk]), row_dims[kk], "last")
+            if side.get(kk) == "left":
+                dens[kk] = rho
+    if "right" in side.values():
+        rho = torch.matmul(probs.transpose(-1, -2), probs)  # right density at bond a
+        for j in range(nb):
+            if j > 0:
+                rho = dispatch("partial_trace", rho, math.prod(col_dims[j:]), col_dims[j - 1], "first")
+            if side.get(a + j) == "right":
+                dens[a + j] = rho
+    return [dens[kk] for kk in range(1, num_bonds + 1)]
+
+
+def attention_profile(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    causal: bool,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    row_dims: Sequence[int] | None = None,
+    col_dims: Sequence[int] | None = None,
+    alpha: float = 1.0,
+    base: float = math.e,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> torch.Tensor:
+    """Entanglement profiles ``(B, Hq, K-1)`` of the attention matrices ``P = softmax(q k^T * scale + mask)``.
+
+    Exactly ``entanglement_profile(P)`` per head (row-major sites of ``T x S``), computed in
+    float64 a chunk of heads at a time. A head whose ``P`` is all zero (every row masked)
+    gets NaN. Returns float32 (float64 for float64 input).
+    """
+    check_alpha_base(alpha, base)
+    p = check_qk(q, k, scale)
+    mask = check_mask(mask, p, q.device)
+    layout = sites(p.q_len, p.kv_len, row_dims=row_dims, col_dims=col_dims)
+    if layout.num_bonds == 0:
+        raise ValueError(f"a {p.q_len} x {p.kv_len} attention matrix has a single site: no bonds to profile")
+    per_head = 8 * (2 * p.q_len * p.kv_len + p.q_len**2 + p.kv_len**2)
+    step = max(1, chunk_bytes // per_head)
+    total = p.batch * p.heads
+    out = torch.empty(total, layout.num_bonds, dtype=torch.float64, device=q.device)
+    with torch.no_grad():
+        for h0 in range(0, total, step):
+            heads = torch.arange(h0, min(total, h0 + step), device=q.device)
+            probs = chunk_probs(q, k, mask, p, causal, heads)
+            rhos = bond_densities_of(probs, layout.row_dims, layout.col_dims)
+            out[h0 : h0 + len(heads)] = torch.stack(
+                [entropy_from_spectrum(dispatch("eigvalsh", r), alpha=alpha, base=base) for r in rhos], -1)
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return out.reshape(p.batch, p.heads, layout.num_bonds).to(dtype)
+
+
+class AttentionCardy(NamedTuple):
+    """Calabrese-Cardy fits of attention profiles: one per profile, and one of the mean profile."""
+
+    per_head: CardyFit
+    mean: CardyFit
+    mean_profile: torch.Tensor
+
+
+def attention_cardy(profiles: torch.Tensor | Sequence[torch.Tensor], boundary: str = "periodic") -> AttentionCardy:
+    """Fit ``S(l) = (c/3) ln[(L/pi) sin(pi l/L)] + s0`` per head and to the profile averaged over all heads.
+
+    ``profiles``: ``(..., K-1)`` (e.g. ``(B, H, K-1)``), or a sequence of them (layers of equal
+    sites) to average over heads and layers. NaN profiles are left out of the mean.
+    """
+    if not isinstance(profiles, torch.Tensor):
+        profiles = torch.stack([torch.as_tensor(x) for x in profiles])
+    flat = profiles.reshape(-1, profiles.shape[-1]).to(torch.float64)
+    mean = flat.nanmean(0)
+    return AttentionCardy(fit_cardy(profiles, boundary), fit_cardy(mean, boundary), mean)

@@ -1,0 +1,126 @@
+"""The torch attention path (CPU, and GPUs without Triton): exact softmax over query blocks.
+
+Each block of query rows sees all keys at once (a ``(rows, S)`` tile per head), so the softmax
+needs no online rescaling; the block height keeps the tile under ``tile_bytes``. For small
+``T`` this is one block, i.e. plain materialising attention. Gradients flow through autograd.
+The statistics (log-sum-exp, row entropy) are detached monitoring values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from artent_fast.attention.validate import Problem
+
+TILE_BYTES = 64 * 2**20
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def grouped_mask(mask: torch.Tensor | None, p: Problem) -> torch.Tensor | None:
+    """``(Bm, Hm, T, S)`` -> ``(Bm, Hkv|1, G|1, T, S)`` to match grouped queries."""
+    if mask is None:
+        return None
+    bm, hm, tm, sm = mask.shape
+    if hm == 1:
+        return mask.unsqueeze(2)
+    return mask.reshape(bm, p.kv_heads, p.groups, tm, sm)
+
+
+def block_logits(q_blk, k, mask_blk, row0: int, p: Problem, causal: bool) -> torch.Tensor:
+    """Scaled, masked logits of query rows ``row0 ..`` (grouped layout); masked entries are -inf."""
+    s = torch.matmul(q_blk, k.transpose(-1, -2)) * p.scale
+    if mask_blk is not None:
+        if mask_blk.dtype == torch.bool:
+            s = s.masked_fill(~mask_blk, float("-inf"))
+        else:
+            s = s + mask_blk.to(s.dtype)
+    if causal:
+        rows = torch.arange(row0, row0 + q_blk.shape[-2], device=s.device).unsqueeze(-1)
+        keep = torch.arange(p.kv_len, device=s.device) <= rows + (p.kv_len - p.q_len)
+        s = s.masked_fill(~keep, float("-inf"))
+    return s
+
+
+def safe_softmax(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P, lse)`` of logits rows; rows with no finite logit give P = 0 and lse = -inf."""
+    m = s.detach().amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(s - m)
+    total = e.sum(-1, keepdim=True)
+    probs = e / torch.where(total > 0, total, torch.ones_like(total))
+    lse = (m + torch.log(total.detach())).squeeze(-1)
+    return probs, lse
+
+
+def row_blocks(p: Problem, itemsize: int, tile_bytes: int = TILE_BYTES) -> int:
+    per_row = max(1, p.batch * p.heads * p.kv_len * itemsize * 3)  # logits, exp, probs
+    return max(1, min(p.q_len, tile_bytes // per_row))
+
+
+def mask_rows(mask: torch.Tensor | None, r0: int, r1: int) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    return mask if mask.shape[-2] == 1 else mask[..., r0:r1, :]
+
+
+def torch_attention(q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True):
+    """``(out, lse, entropy)``; out in q's dtype, statistics in float32 (float64 for float64)."""
+    work = work_dtype(q.dtype)
+    qg = q.to(work).reshape(p.batch, p.kv_heads, p.groups, p.q_len, p.head_dim)
+    kg = k.to(work).unsqueeze(2)
+    vg = v.to(work).unsqueeze(2)
+    mg = grouped_mask(mask, p)
+    outs, lses, ents = [], [], []
+    step = row_blocks(p, torch.finfo(work).bits // 8)
+    for r0 in range(0, p.q_len, step):
+        r1 = min(p.q_len, r0 + step)
+        s = block_logits(qg[..., r0:r1, :], kg, mask_rows(mg, r0, r1), r0, p, causal)
+        probs, lse = safe_softmax(s)
+        used = F.dropout(probs, dropout_p, training=training) if dropout_p > 0 else probs
+        outs.append(torch.matmul(used, vg))
+        with torch.no_grad():
+            pd = probs.detach()
+            ents.append(-torch.special.xlogy(pd, pd).sum(-1))
+            lses.append(lse)
+    out = torch.cat(outs, -2).reshape(p.batch, p.heads, p.q_len, v.shape[-1]).to(q.dtype)
+    lse = torch.cat(lses, -1).reshape(p.batch, p.heads, p.q_len)
+    ent = torch.cat(ents, -1).reshape(p.batch, p.heads, p.q_len)
+    return out, lse, ent
+
+
+def backward_from_lse(q, k, v, out, dout, lse, p: Problem, mask, causal: bool):
+    """Gradients ``(dq, dk, dv)`` from the stored log-sum-exp (FlashAttention-2's recurrence, in torch).
+
+    ``P = exp(S - lse)``, ``dV = P^T dO``, ``dP = dO V^T``, ``dS = P * (dP - rowsum(dO * O))``,
+    ``dQ = scale dS K``, ``dK = scale dS^T Q``; query blocks bound the memory like the forward.
+    """
+    work = work_dtype(q.dtype)
+    shape5 = (p.batch, p.kv_heads, p.groups, p.q_len)
+    qg = q.to(work).reshape(*shape5, p.head_dim)
+    dog = dout.to(work).reshape(*shape5, v.shape[-1])
+    og = out.to(work).reshape(*shape5, v.shape[-1])
+    lg = lse.to(work).reshape(*shape5, 1)
+    lg = torch.where(torch.isfinite(lg), lg, torch.full_like(lg, float("inf")))  # dead rows: P = 0
+    kg, vg = k.to(work).unsqueeze(2), v.to(work).unsqueeze(2)
+    mg = grouped_mask(mask, p)
+    dq = torch.empty_like(qg)
+    dk = torch.zeros(p.batch, p.kv_heads, p.kv_len, p.head_dim, dtype=work, device=q.device)
+    dv = torch.zeros(p.batch, p.kv_heads, p.kv_len, v.shape[-1], dtype=work, device=q.device)
+    step = row_blocks(p, torch.finfo(work).bits // 8)
+    for r0 in range(0, p.q_len, step):
+        r1 = min(p.q_len, r0 + step)
+        s = block_logits(qg[..., r0:r1, :], kg, mask_rows(mg, r0, r1), r0, p, causal)
+        probs = torch.exp(s - lg[..., r0:r1, :])
+        do = dog[..., r0:r1, :]
+        dv += torch.matmul(probs.transpose(-1, -2), do).sum(2)
+        dp = torch.matmul(do, vg.transpose(-1, -2))
+        delta = (do * og[..., r0:r1, :]).sum(-1, keepdim=True)
+        ds = probs * (dp - delta)
+        dq[..., r0:r1, :] = torch.matmul(ds, kg) * p.scale
+        dk += torch.matmul(ds.transpose(-1, -2), qg[..., r0:r1, :]).sum(2) * p.scale
+    return dq.reshape(q.shape).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
