@@ -443,5 +443,8 @@ def test_attention_unavailable_is_a_clear_error(monkeypatch):
 
 def test_valley_depth_definition():
     assert valley_depth([1.0, 2.0, 0.5, 3.0, 1.0], row_sites=3) == pytest.approx(2.5 - 0.5)
+    assert valley_depth([3.0, 1.0, 0.5, 0.7, 2.0, 1.0], row_sites=3) == pytest.approx(2.5 - 0.5)  # side peaks
     assert valley_depth([1.0, 0.25], row_sites=2) == pytest.approx(0.75)
+    page = artent_fast.page_curve(64, 64).tolist()
+    assert valley_depth(page, row_sites=6) < 0  # a central peak, no valley
     assert math.isnan(valley_depth([1.0], row_sites=1))

@@ -12,6 +12,13 @@ from artent_fast.plotting.profile import plot_profile
 from artent_fast.tracking.records import record_label
 
 UPDATE_KINDS = ("lora", "dense")
+WRAPPER_PREFIXES = ("base_model.model.",)  # peft's wrapping, dropped from figure labels only
+
+
+def display(label: str) -> str:
+    for prefix in WRAPPER_PREFIXES:
+        label = label.removeprefix(prefix)
+    return label
 
 
 def as_records(history: Any) -> list[dict]:
@@ -82,7 +89,7 @@ def plot_tracked_profile(
             if r.get("rank"):
                 overlays.setdefault(f"random rank-{r['rank']} {m}x{n}", random_lowrank_profile(m, n, r["rank"]))
     first = next(iter(curves.values()))
-    return plot_profile({label: r["entropies"] for label, r in curves.items()}, overlays=overlays,
+    return plot_profile({display(label): r["entropies"] for label, r in curves.items()}, overlays=overlays,
                         center_bond=first["row_sites"] - 1, title=title or f"entanglement profiles, step {step}",
                         path=path)
 
@@ -105,7 +112,7 @@ def plot_bond_heatmap(
     ax.axvline(records[0]["row_sites"], color="white", lw=0.8, ls=":", label="row/column bond")
     ax.set_xlabel("bond")
     ax.set_ylabel("step")
-    ax.set_title(title or f"{label}: entropy per bond and step")
+    ax.set_title(title or f"{display(label)}: entropy per bond and step", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     return save(fig, plt, path)
 
@@ -125,7 +132,7 @@ def plot_valley_depth(
     for label, records in list(groups.items())[:max_curves]:
         records = sorted(records, key=lambda r: r["step"])
         depth = [math.nan if r.get("valley_depth") is None else r["valley_depth"] for r in records]
-        ax.plot([r["step"] for r in records], depth, marker="o", ms=2, lw=1, label=label)
+        ax.plot([r["step"] for r in records], depth, marker="o", ms=2, lw=1, label=display(label))
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("valley depth (nats)")

@@ -11,19 +11,21 @@ from typing import Any
 
 
 def valley_depth(entropies: Sequence[float], row_sites: int) -> float:
-    """Depth of the dip at the row/column bond: mean of its neighbours' entropies minus its own.
+    """Depth of the dip at the row/column bond: the mean of the two side peaks minus that bond's entropy.
 
-    Positive for a valley (LoRA's rank-pinned dip), about zero or negative for a smooth peak
-    (a Page-like curve). With one neighbour (a vector-like site layout) that neighbour alone is
-    used; with none the depth is NaN.
+    The side peaks are the largest entropies among the bonds left of the row/column bond (inside
+    the row sites) and right of it (inside the column sites). Positive for LoRA's rank-pinned
+    valley, negative for a profile that peaks at the centre (a Page curve). With bonds on one side
+    only, that side's peak is used; with none, the depth is NaN. (Nearest neighbours alone would
+    not do: adjacent bonds of dimension-2 sites differ by at most ln 2.)
     """
     c = row_sites - 1
     if not 0 <= c < len(entropies):
         return math.nan
-    neighbours = [entropies[i] for i in (c - 1, c + 1) if 0 <= i < len(entropies)]
-    if not neighbours:
+    sides = [max(part) for part in (entropies[:c], entropies[c + 1 :]) if part]
+    if not sides:
         return math.nan
-    return sum(neighbours) / len(neighbours) - entropies[c]
+    return sum(sides) / len(sides) - entropies[c]
 
 
 def summary_fields(entropies: Sequence[float], row_sites: int) -> dict[str, float]:

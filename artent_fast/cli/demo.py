@@ -1,0 +1,188 @@
+"""``artent demo``: a complete, tracked LoRA fine-tune of a small LLaMA on CPU, and its report folder.
+
+The model is built locally from a ``LlamaConfig`` (no downloads) unless ``--model`` names a local
+Hugging Face causal-LM folder; the text is generated from a small seeded grammar and tokenised as
+bytes (or with the folder's tokenizer). Every optimizer step is tracked with
+:func:`artent_fast.track`; the report folder gets ``history.jsonl``, PNG figures and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SUBJECTS = ("the cat", "a dog", "the old man", "my sister", "the small bird", "a farmer", "the teacher", "our team")
+VERBS = ("sees", "likes", "follows", "paints", "finds", "carries", "reads about", "waits for")
+OBJECTS = ("the red ball", "a green hill", "the river", "an empty house", "the morning train", "a quiet song")
+TAILS = ("today", "every morning", "in the rain", "after lunch", "near the sea", "without a word")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="tracked LoRA fine-tune of a small LLaMA on CPU; writes a report folder")
+    p.add_argument("--out", type=Path, default=Path("artent_demo"), help="report folder (default artent_demo)")
+    p.add_argument("--model", type=Path, help="local Hugging Face causal-LM folder (default: a small LLaMA built here)")
+    p.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
+    p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence (default 64)")
+    p.add_argument("--targets", nargs="+", default=["q_proj", "v_proj"], help="module names to adapt and track")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def build_model(path: Path | None, seed: int) -> tuple[Any, Any, str]:
+    """(model, tokenizer or None, description): a local folder, or a 4-layer 256-hidden LLaMA from its config."""
+    import transformers
+
+    torch.manual_seed(seed)
+    if path is not None:
+        if not path.is_dir():
+            raise FileNotFoundError(f"--model {path} is not a folder")
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError):
+            tokenizer = None  # bytes, folded into the vocabulary
+        return model, tokenizer, f"{type(model).__name__} from {path}"
+    config = transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256)
+    model = transformers.LlamaForCausalLM(config)
+    return model, None, "LLaMA built from LlamaConfig: 4 layers, hidden 256, 8 heads (4 key/value), byte vocabulary"
+
+
+def generate_text(sentences: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}."
+                    for _ in range(sentences))
+
+
+def token_stream(text: str, tokenizer: Any, vocab_size: int) -> torch.Tensor:
+    if tokenizer is not None:
+        return torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.long) % vocab_size
+
+
+def batches(tokens: torch.Tensor, batch: int, seq_len: int, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        starts = torch.randint(0, len(tokens) - seq_len, (batch,), generator=gen)
+        yield torch.stack([tokens[s : s + seq_len] for s in starts.tolist()])
+
+
+def run(args: argparse.Namespace) -> int:
+    import peft
+
+    import artent_fast
+
+    if args.steps < 1 or args.rank < 1 or args.batch < 1 or args.seq_len < 2:
+        raise ValueError("--steps, --rank and --batch must be >= 1 and --seq-len >= 2")
+    t0 = time.perf_counter()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    base, tokenizer, description = build_model(args.model, args.seed)
+    names = [n for n, _ in base.named_modules()]
+    if not any(n.rsplit(".", 1)[-1] in args.targets for n in names):
+        raise ValueError(f"--targets {args.targets} match no module of the model; names look like {names[1:8]}")
+    config = peft.LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=list(args.targets), lora_dropout=0.0)
+    model = peft.get_peft_model(base, config)
+    model.train()
+    text = generate_text(4000, args.seed)
+    tokens = token_stream(text, tokenizer, base.config.vocab_size)
+    if len(tokens) <= args.seq_len:
+        raise ValueError(f"--seq-len {args.seq_len} is longer than the generated text ({len(tokens)} tokens)")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr)
+    print(f"artent demo: {description}")
+    print(f"  LoRA r={args.rank} alpha={args.alpha:g} on {args.targets}: {sum(p.numel() for p in trainable):,} "
+          f"trainable parameters; {args.steps} steps of {args.batch}x{args.seq_len} tokens; report -> {out}")
+    tracker = artent_fast.track(model, optimizer=optimizer, targets=args.targets, out=out)
+    losses: list[float] = []
+    data = batches(tokens, args.batch, args.seq_len, args.seed)
+    t_train = time.perf_counter()
+    with tracker:
+        for step in range(1, args.steps + 1):
+            ids = next(data)
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()  # the tracker measures every LoRA update in the optimizer's post-step hook
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if step == 1 or step % max(1, args.steps // 10) == 0 or step == args.steps:
+                elapsed = time.perf_counter() - t_train
+                print(f"  step {step:4d}/{args.steps}  loss {losses[-1]:.3f}  "
+                      f"row/column-bond S {mean_center(tracker, step):.3f} nats  {elapsed:5.1f} s")
+    history = tracker.history(as_frame=False)
+    figures = write_figures(out, history, losses)
+    write_summary(out, args, description, history, losses, figures, time.perf_counter() - t0, tracker)
+    print(f"wrote {out / 'history.jsonl'}, {', '.join(str(out / f) for f in figures)} and {out / 'summary.md'} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def mean_center(tracker: Any, step: int) -> float:
+    values = [r["row_col_entropy"] for r in tracker.history(as_frame=False)[-len(tracker.units):] if r["step"] == step]
+    return sum(values) / len(values) if values else math.nan
+
+
+def write_figures(out: Path, history: list[dict], losses: list[float]) -> list[str]:
+    """PNG figures of the run, or none (with a note) when matplotlib is missing."""
+    try:
+        from artent_fast.plotting import require_matplotlib
+        from artent_fast.plotting.tracking import plot_bond_heatmap, plot_tracked_profile, plot_valley_depth
+
+        plt = require_matplotlib()
+    except ImportError as exc:
+        print(f"  no figures: {exc}")
+        return []
+    if not history:
+        return []
+    first = history[0]["module"]
+    plot_tracked_profile(history, max_curves=4, path=out / "profile.png")
+    plot_bond_heatmap(history, module=first, path=out / "heatmap.png")
+    plot_valley_depth(history, path=out / "valley_depth.png")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(range(1, len(losses) + 1), losses)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png")
+    plt.close(fig)
+    return ["profile.png", "heatmap.png", "valley_depth.png", "loss.png"]
+
+
+def write_summary(out: Path, args: argparse.Namespace, description: str, history: list[dict], losses: list[float],
+                  figures: list[str], seconds: float, tracker: Any) -> None:
+    last_step = max((r["step"] for r in history), default=0)
+    final = [r for r in history if r["step"] == last_step]
+    lines = [
+        "# artent demo: entanglement of LoRA updates during fine-tuning", "",
+        f"- model: {description}",
+        f"- LoRA: r={args.rank}, alpha={args.alpha:g}, targets {', '.join(args.targets)}; lr {args.lr:g}; "
+        f"{args.steps} steps of {args.batch} x {args.seq_len} tokens of generated text",
+        f"- training loss: {losses[0]:.3f} -> {losses[-1]:.3f}; wall time {seconds:.1f} s (CPU)",
+        f"- records: {len(history)} in `history.jsonl` (one per step and module); zero updates skipped: "
+        f"{tracker.skipped}; modules dropped after errors: {len(tracker.dropped)}", "",
+        f"## Profiles at step {last_step}", "",
+        f"The row/column bond of a rank-{args.rank} update cannot exceed ln r = {math.log(args.rank):.3f} nats: "
+        "LoRA's *entanglement valley*. Valley depth = mean entropy of the two neighbouring bonds minus the "
+        "row/column bond's.", "",
+        "| module | shape | row/column-bond S | valley depth | peak S |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in final:
+        lines.append(f"| `{r['module']}` | {r['shape'][0]}x{r['shape'][1]} | {r['row_col_entropy']:.3f} | "
+                     f"{r['valley_depth']:.3f} | {r['peak_entropy']:.3f} |")
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    lines += ["", "Reproduce: `artent demo " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (
+        ("out", out), ("steps", args.steps), ("rank", args.rank), ("seed", args.seed))) + "`", ""]
+    (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
