@@ -317,3 +317,40 @@ def test_plot_from_sweep_table(tmp_path, rng):
     expect = ((s[c - 1] + s[c + 1]) / 2 - s[c] + (s1[c - 1] + s1[c + 1]) / 2 - s1[c]) / 2
     assert dict(depths[("q_proj", "lora")])[30] == pytest.approx(expect)
     assert math.isfinite(expect)
+
+
+def test_prefetch_thread_gives_the_same_rows(tmp_path, rng):
+    shapes = {"self_attn.q_proj": (12, 20), "self_attn.v_proj": (4, 20)}
+    base = model_tensors(rng, 3, shapes)
+    save(tmp_path / "base", base)
+    save(tmp_path / "t", {k: v + 0.5 * torch.randn_like(v) if v.ndim == 2 else v for k, v in base.items()})
+    kwargs = {"base": tmp_path / "base", "batch": 1, "progress": False, "verbose": False}
+    assert run_sweep([tmp_path / "t"], tmp_path / "a", prefetch=True, **kwargs).ok
+    assert sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "t"), "--out", str(tmp_path / "b"),
+                 "--batch", "1", "--no-prefetch") == 0
+    a, b = rows_by_module(read_table(tmp_path / "a")), rows_by_module(read_table(tmp_path / "b"))
+    assert a.keys() == b.keys() and len(a) == 6
+    for module in a:
+        np.testing.assert_array_equal(a[module], b[module])
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_a_failing_unit_is_reported_and_the_rest_goes_on(tmp_path, rng, monkeypatch, prefetch):
+    import artent_fast.sweep.compute as compute
+
+    save(tmp_path / "m", model_tensors(rng, 2, {"self_attn.q_proj": (8, 8), "self_attn.v_proj": (4, 8)}))
+    real = compute.entanglement_profile
+
+    def flaky(x, **kw):
+        if x.shape[-2] == 4:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(x, **kw)
+
+    monkeypatch.setattr(compute, "entanglement_profile", flaky)
+    result = run_sweep([tmp_path / "m"], tmp_path / "o", progress=False, verbose=False, prefetch=prefetch)
+    assert len(result.errors) == 1 and "out of memory (simulated)" in result.errors[0]["error"]
+    assert sorted(rows_by_module(read_table(tmp_path / "o"))) == [f"model.layers.{i}.self_attn.q_proj" for i in (0, 1)]
+    monkeypatch.setattr(compute, "entanglement_profile", real)  # fixed: the rerun redoes only the failed unit
+    again = run_sweep([tmp_path / "m"], tmp_path / "o", progress=False, verbose=False, prefetch=prefetch)
+    assert again.ok and again.ran == 1 and again.skipped == 1
+    assert len(rows_by_module(read_table(tmp_path / "o"))) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,16 +43,27 @@ def _load(files, name: str, device: torch.device, result: UnitResult) -> torch.T
     result.largest_bytes = max(result.largest_bytes, host.numel() * host.element_size())
     if host.ndim != 2:
         raise CheckpointError(files.file_of(name), name, f"expected a matrix, found shape {tuple(host.shape)}")
-    out = host.to(device=device, dtype=torch.float32)
+    out = host.to(device=device).to(torch.float32)  # copy in the stored dtype (bf16: half the bytes), then upcast
     result.io_s += time.perf_counter() - t0
     return out
 
 
-def _dense_batch(unit: Unit, source: Source, device: torch.device, result: UnitResult) -> tuple[list[Item], Any]:
+@dataclass
+class Loaded:
+    """A unit's matrices on the device, ready to profile (``files``: where each kept item came from)."""
+
+    unit: Unit
+    kept: list[Item]
+    files: list[str]
+    tensors: list[torch.Tensor]
+    result: UnitResult
+
+
+def _dense_batch(unit: Unit, source: Source, device: torch.device, loaded: Loaded) -> None:
     """Fill a preallocated (b, m, n) batch one matrix at a time (host memory: about one matrix)."""
     m, n = unit.shape
     batch = torch.empty((len(unit.items), m, n), dtype=torch.float32, device=device)
-    kept: list[Item] = []
+    result = loaded.result
     for item in unit.items:
         try:
             w = _load(source.weights, item.tensor, device, result)
@@ -65,81 +77,96 @@ def _dense_batch(unit: Unit, source: Source, device: torch.device, result: UnitR
                                           f"base shape {tuple(w0.shape)} does not match tuned {tuple(w.shape)}")
                 w.sub_(w0)
                 del w0
-            batch[len(kept)].copy_(w)
-            kept.append(item)
+            batch[len(loaded.kept)].copy_(w)
+            loaded.kept.append(item)
+            loaded.files.append(source.weights.file_of(item.tensor))
             del w
         except CheckpointError as exc:
             result.errors.append(exc.record())
-    return kept, batch[: len(kept)]
+    loaded.tensors = [batch[: len(loaded.kept)]]
 
 
-def _lora_batch(unit: Unit, source: Source, device: torch.device, result: UnitResult) -> tuple[list[Item], Any]:
+def _lora_batch(unit: Unit, source: Source, device: torch.device, loaded: Loaded) -> None:
     """Stacks of factors (B: (b, m, r), A: (b, r, n)) of the update in the base weight's layout, scale folded in."""
     files = source.adapter.weights
-    bs, as_, kept = [], [], []
+    bs, as_ = [], []
     for item in unit.items:
         try:
-            a = _load(files, item.tensor, device, result)
-            b = _load(files, item.b_tensor, device, result) * item.scale
+            a = _load(files, item.tensor, device, loaded.result)
+            b = _load(files, item.b_tensor, device, loaded.result) * item.scale
             if item.fan_in_fan_out:  # stored layout is (in, out): the update is (B A)^T = A^T B^T
                 a, b = b.mT, a.mT
             bs.append(b)
             as_.append(a)
-            kept.append(item)
+            loaded.kept.append(item)
+            loaded.files.append(files.file_of(item.tensor))
         except CheckpointError as exc:
-            result.errors.append(exc.record())
-    if not kept:
-        return kept, None
-    return kept, (torch.stack(bs), torch.stack(as_))
+            loaded.result.errors.append(exc.record())
+    loaded.tensors = [torch.stack(bs), torch.stack(as_)] if bs else []
 
 
-def _drop_nonfinite(kept: list[Item], tensors: list[torch.Tensor], source: Source, unit: Unit,
-                    result: UnitResult) -> list[int]:
-    finite = torch.ones(len(kept), dtype=torch.bool, device=tensors[0].device)
-    for t in tensors:
+def load_unit(unit: Unit, source: Source, device: torch.device) -> Loaded:
+    """Read a unit's tensors onto ``device`` (on CUDA in a side stream, synchronised before returning).
+
+    Safe to run in a loader thread while the previous unit computes; it closes the source's file handles.
+    """
+    loaded = Loaded(unit, [], [], [], UnitResult())
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    try:
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            (_lora_batch if unit.kind == "lora" else _dense_batch)(unit, source, device, loaded)
+        if stream is not None:
+            stream.synchronize()
+    finally:
+        source.close()
+    return loaded
+
+
+def _drop_nonfinite(loaded: Loaded) -> None:
+    finite = torch.ones(len(loaded.kept), dtype=torch.bool, device=loaded.tensors[0].device)
+    for t in loaded.tensors:
         finite &= torch.isfinite(t).flatten(1).all(1)
     ok = finite.tolist()
-    for item, good in zip(kept, ok, strict=True):
+    for item, file, good in zip(loaded.kept, loaded.files, ok, strict=True):
         if not good:
-            files = source.adapter.weights if source.adapter else source.weights
-            result.errors.append(CheckpointError(files.file_of(item.tensor), item.tensor,
-                                                 "NaN or Inf entries" + (" in the update" if item.base_tensor else ""))
-                                 .record())
-    return [i for i, good in enumerate(ok) if good]
+            loaded.result.errors.append(CheckpointError(file, item.tensor, "NaN or Inf entries" + (
+                " in the update" if item.base_tensor else "")).record())
+    if not all(ok):
+        keep = [i for i, good in enumerate(ok) if good]
+        index = torch.tensor(keep, dtype=torch.long, device=loaded.tensors[0].device)
+        loaded.tensors = [t.index_select(0, index) for t in loaded.tensors] if keep else []
+        loaded.kept = [loaded.kept[i] for i in keep]
+        loaded.files = [loaded.files[i] for i in keep]
+
+
+def profile_unit(loaded: Loaded, *, alpha: float = 1.0, log_base: float = math.e) -> UnitResult:
+    """Batched profiles of a loaded unit as tidy rows; non-finite matrices become error records."""
+    result, unit = loaded.result, loaded.unit
+    if not loaded.kept:
+        return result
+    if loaded.tensors[0].is_cuda:  # made on the loader's stream, used (and freed) on this one
+        for t in loaded.tensors:
+            t.record_stream(torch.cuda.current_stream(t.device))
+    t0 = time.perf_counter()
+    _drop_nonfinite(loaded)
+    if not loaded.kept:
+        return result
+    if unit.kind == "lora":
+        prof = lowrank_profile(*loaded.tensors, alpha=alpha, base=log_base, on_zero="nan", check_finite=False)
+    else:
+        prof = entanglement_profile(loaded.tensors[0], alpha=alpha, base=log_base, on_zero="nan",
+                                    check_finite=False)
+    values = prof.double().cpu().tolist()
+    result.compute_s += time.perf_counter() - t0
+    loaded.tensors = []
+    _append_rows(result, unit, loaded.kept, values, log_base)
+    return result
 
 
 def run_unit(unit: Unit, source: Source, device: torch.device, *, alpha: float = 1.0,
              log_base: float = math.e) -> UnitResult:
-    """Profiles of every matrix of ``unit`` as tidy rows; per-tensor problems become error records."""
-    result = UnitResult()
-    try:
-        if unit.kind == "lora":
-            kept, stacks = _lora_batch(unit, source, device, result)
-            tensors = list(stacks) if stacks else []
-        else:
-            kept, batch = _dense_batch(unit, source, device, result)
-            tensors = [batch]
-        if not kept:
-            return result
-        good = _drop_nonfinite(kept, tensors, source, unit, result)
-        if len(good) < len(kept):
-            index = torch.tensor(good, dtype=torch.long, device=tensors[0].device)
-            tensors = [t.index_select(0, index) for t in tensors]
-            kept = [kept[i] for i in good]
-        if not kept:
-            return result
-        t0 = time.perf_counter()
-        if unit.kind == "lora":
-            prof = lowrank_profile(tensors[0], tensors[1], alpha=alpha, base=log_base, on_zero="nan",
-                                   check_finite=False)
-        else:
-            prof = entanglement_profile(tensors[0], alpha=alpha, base=log_base, on_zero="nan", check_finite=False)
-        values = prof.double().cpu().tolist()
-        result.compute_s += time.perf_counter() - t0
-    finally:
-        source.close()
-    _append_rows(result, unit, kept, values, log_base)
-    return result
+    """Load then profile one unit (no overlap): tidy rows plus per-tensor error records."""
+    return profile_unit(load_unit(unit, source, device), alpha=alpha, log_base=log_base)
 
 
 def _append_rows(result: UnitResult, unit: Unit, kept: list[Item], values: list[list[float]], log_base: float) -> None:

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-base", type=float, default=math.e, help="logarithm base (default e: nats)")
     p.add_argument("--format", dest="table_format", choices=("auto", "parquet", "csv"), default="auto",
                    help="table format (auto: Parquet when pyarrow is installed, else CSV)")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                   help="read the next work unit in a thread while one computes (default: on for CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -40,5 +42,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     targets = None if args.all_linear else (args.target or list(DEFAULT_TARGETS))
     result = run_sweep([*args.checkpoints, *args.tuned], args.out, base=args.base, targets=targets,
                        batch=args.batch, device=args.device, allow_pickle=args.allow_pickle, alpha=args.alpha,
-                       log_base=args.log_base, table_format=args.table_format, progress=not args.no_progress)
+                       log_base=args.log_base, table_format=args.table_format, progress=not args.no_progress,
+                       prefetch=args.prefetch)
     return 1 if result.errors else 0

@@ -7,7 +7,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,10 @@ from typing import Any
 import torch
 
 from artent_fast.sweep import distributed
-from artent_fast.sweep.compute import COLUMNS, run_unit
+from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit
 from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
 from artent_fast.sweep.names import DEFAULT_TARGETS
-from artent_fast.sweep.plan import build_plan
+from artent_fast.sweep.plan import Unit, build_plan
 from artent_fast.sweep.progress import Progress
 from artent_fast.sweep.store import ERRORS, MANIFEST, atomic_write, is_done, merge_parts, write_part, write_table
 
@@ -68,12 +69,14 @@ def run_sweep(
     table_format: str = "auto",
     progress: bool = True,
     verbose: bool = True,
+    prefetch: bool | None = None,
 ) -> SweepResult:
     """Profile every target matrix of ``checkpoints`` (dW against ``base`` when given) into ``out``.
 
     ``targets``: regex patterns searched in module names (``None``: every linear weight). Resumable:
     finished units are skipped on a rerun with the same arguments. Under torchrun the units are
-    sharded across ranks and rank 0 writes the table.
+    sharded across ranks and rank 0 writes the table. ``prefetch`` (default: on for CUDA) reads the
+    next unit in a thread while the current one computes.
     """
     t_start = time.perf_counter()
     if not checkpoints:
@@ -106,9 +109,15 @@ def run_sweep(
         bar = Progress(sum(len(plan.units[i].items) for i in todo), desc=f"sweep[rank {rank.rank}]",
                        enabled=progress and rank.rank == 0)
         delay = float(os.environ.get(_DELAY_ENV, "0") or 0)
-        for i in todo:
-            unit = plan.units[i]
-            res = run_unit(unit, plan.sources[unit.checkpoint], dev, alpha=alpha, log_base=log_base)
+        overlap = dev.type == "cuda" if prefetch is None else prefetch
+        for unit, loaded in _loaded_units([plan.units[i] for i in todo], plan.sources, dev, overlap):
+            try:
+                if isinstance(loaded, BaseException):
+                    raise loaded
+                res = profile_unit(loaded, alpha=alpha, log_base=log_base)
+            except Exception as exc:  # one bad unit (out of memory, a bug) must not end the sweep
+                res = UnitResult(errors=[{"file": unit.checkpoint, "tensor": None,
+                                          "error": f"work unit {unit.kind} {unit.shape} failed: {exc!r}"}])
             write_part(out, unit.id, res.rows, res.errors)
             result.io_s += res.io_s
             result.compute_s += res.compute_s
@@ -134,6 +143,28 @@ def run_sweep(
     if verbose:
         report(result, rank.rank == 0)
     return result
+
+
+def _loaded_units(units: list[Unit], sources: dict, device: torch.device,
+                  overlap: bool) -> Iterator[tuple[Unit, Loaded | BaseException]]:
+    """``(unit, loaded)`` in order; with ``overlap`` a loader thread reads unit i+1 while unit i computes."""
+
+    def load(unit: Unit) -> Loaded | BaseException:
+        try:
+            return load_unit(unit, sources[unit.checkpoint], device)
+        except Exception as exc:  # reported against the unit by the caller
+            return exc
+
+    if not overlap:
+        for unit in units:
+            yield unit, load(unit)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="artent-sweep-load") as pool:
+        pending = pool.submit(load, units[0]) if units else None
+        for k, unit in enumerate(units):
+            loaded = pending.result()
+            pending = pool.submit(load, units[k + 1]) if k + 1 < len(units) else None
+            yield unit, loaded
 
 
 def report(result: SweepResult, header: bool) -> None:
