@@ -82,6 +82,7 @@ def _attn_fwd(
         if MASK_KIND == 2:
             bias = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0.0)
             s = s + bias.to(tl.float32)
+            keep = keep & (s != float("-inf"))
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
