@@ -448,3 +448,37 @@ def test_valley_depth_definition():
     page = artent_fast.page_curve(64, 64).tolist()
     assert valley_depth(page, row_sites=6) < 0  # a central peak, no valley
     assert math.isnan(valley_depth([1.0], row_sites=1))
+
+
+def test_asynchronous_jobs_are_collected_on_a_later_step_and_at_close(monkeypatch):
+    """The CUDA code path's bookkeeping, with a fake event standing in for the side stream's."""
+
+    class FakeEvent:
+        def __init__(self):
+            self.done = False
+
+        def query(self):
+            return self.done
+
+        def synchronize(self):
+            self.done = True
+
+    model = lora(tiny_llama(layers=1))
+    tracker = artent_fast.track(model, out=None)
+    events = []
+    real_run = tracker._launcher.run
+
+    def deferred(*args):
+        job = real_run(*args)
+        job.event = FakeEvent()
+        events.append(job.event)
+        return job
+
+    monkeypatch.setattr(tracker._launcher, "run", deferred)
+    tracker.step()
+    assert tracker.history(as_frame=False) == [] and len(events) == 2  # q_proj and v_proj shapes: two jobs
+    events[0].done = True
+    tracker.step()  # collects the first job of step 1 only: results stay in order
+    assert [(r["step"], r["module"].rsplit(".", 1)[-1]) for r in tracker.history(as_frame=False)] == [(1, "q_proj")]
+    tracker.close()  # waits for everything pending
+    assert sorted(r["step"] for r in tracker.history(as_frame=False)) == [1, 1, 2, 2]

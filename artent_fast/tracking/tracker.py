@@ -21,6 +21,7 @@ from artent_fast.tracking.targets import SplitSpec, find_units
 from artent_fast.tracking.units import Unit
 
 SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")
+MAX_PENDING_JOBS = 256  # CUDA: measurements queued and not yet read back; beyond this, steps are skipped
 
 @functools.lru_cache(maxsize=256)
 def row_sites(m: int, n: int) -> int:
@@ -74,6 +75,7 @@ class Tracker:
                              f"module names look like {linear}")
         self.dropped: dict[str, str] = {}  # label -> why it stopped being tracked
         self.skipped = 0  # zero (or non-finite) updates measured and not recorded (the zero-update policy)
+        self.lagged = 0  # due steps not measured because the side stream was MAX_PENDING_JOBS behind (CUDA)
         self._step = 0
         self._records: list[dict] = []
         self._jobs: deque = deque()
@@ -113,7 +115,9 @@ class Tracker:
             self._collect(wait=False)
             lora_due = self._step % self.every == 0
             dense_due = self._step % self.dense_every == 0
-            if lora_due or dense_due:
+            if (lora_due or dense_due) and len(self._jobs) >= MAX_PENDING_JOBS:
+                self.lagged += 1  # the side stream is behind: skip this step rather than block training
+            elif lora_due or dense_due:
                 self._launch(lora_due, dense_due)
                 self._collect(wait=False)
             if self._channel is not None:
