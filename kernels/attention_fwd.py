@@ -41,7 +41,7 @@ def _attn_fwd(
     sob, soh, sot, sod,
     smb, smh, smt, sms,
     H, T, S, D, GROUPS, scale,
-    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr,
+    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr, ENTROPY: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -87,11 +87,12 @@ def _attn_fwd(
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp(m_i - m_safe)
-        delta = tl.where(m_i == float("-inf"), 0.0, m_i - m_safe)
+        if ENTROPY:
+            delta = tl.where(m_i == float("-inf"), 0.0, m_i - m_safe)
         z = tl.where(keep, s - m_safe[:, None], 0.0)
         p = tl.where(keep, tl.exp(z), 0.0)
-        pz = p * z
-        t_i = alpha * (t_i + delta * l_i) + tl.sum(pz, 1)
+        if ENTROPY:
+            t_i = alpha * (t_i + delta * l_i) + tl.sum(p * z, 1)
         l_i = alpha * l_i + tl.sum(p, 1)
         v = tl.load(V + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd,
                     mask=key_ok[:, None] & d_ok[None, :], other=0.0)
@@ -106,12 +107,13 @@ def _attn_fwd(
     out = acc / l_safe[:, None]
     m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
     lse = tl.where(live, m_fin + tl.log(l_safe), float("-inf"))
-    ent = tl.where(live, tl.log(l_safe) - t_i / l_safe, 0.0)
     tl.store(O + b * sob + h * soh + rows[:, None] * sot + dd[None, :] * sod, out.to(O.dtype.element_ty),
              mask=row_ok[:, None] & d_ok[None, :])
     stat = pid_bh * T + rows
     tl.store(LSE + stat, lse, mask=row_ok)
-    tl.store(ENT + stat, ent, mask=row_ok)
+    if ENTROPY:
+        ent = tl.where(live, tl.log(l_safe) - t_i / l_safe, 0.0)
+        tl.store(ENT + stat, ent, mask=row_ok)
 
 
 @functools.cache
@@ -134,11 +136,13 @@ def default_blocks(head_dim: int, dtype: torch.dtype) -> tuple[int, int]:
     return 128, 64 if head_dim <= 64 else 32
 
 
-def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, block_m: int | None = None,
+def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, entropy: bool = True, block_m: int | None = None,
                   block_n: int | None = None, allow_tf32: bool = False):
     """``(out, lse, entropy)`` for validated q ``(B, H, T, d)``, k/v ``(B, Hkv, S, d)``.
 
     ``mask``: None, or a bool/float tensor broadcastable to ``(B, H, T, S)`` (4 dims).
+    ``entropy=False`` compiles the kernel without the entropy accumulator (entropy comes back
+    None): the "same kernel without capture" of the benchmarks. The lse is always written (the backward needs it).
     """
     if triton is None:
         raise RuntimeError("kernels.attention_fwd needs triton (pip install 'artent_fast[triton]')")
@@ -148,7 +152,7 @@ def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, block_m: int | N
         raise ValueError(f"the Triton attention kernel supports head_dim <= 256 with v's equal to q's, got {d}")
     out = torch.empty_like(q)
     lse = torch.empty(b, h, t, device=q.device, dtype=torch.float32)
-    ent = torch.empty(b, h, t, device=q.device, dtype=torch.float32)
+    ent = torch.empty(b, h, t, device=q.device, dtype=torch.float32) if entropy else lse
     bm, bn = default_blocks(d, q.dtype)
     bm, bn = block_m or bm, block_n or bn
     if mask is None:
@@ -163,7 +167,7 @@ def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, block_m: int | N
         q, k, v, out, lse, ent, mptr,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *mstr,
         h, t, s_len, d, h // k.shape[1], scale,
-        CAUSAL=causal, MASK_KIND=kind, IEEE=(q.dtype == torch.float32 and not allow_tf32),
+        CAUSAL=causal, MASK_KIND=kind, IEEE=(q.dtype == torch.float32 and not allow_tf32), ENTROPY=entropy,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(d)),
     )
-    return out, lse, ent
+    return out, lse, (ent if entropy else None)

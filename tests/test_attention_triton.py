@@ -110,6 +110,18 @@ def test_dispatch_and_backward_through_triton(rng, interpret):
         assert (g - w).abs().max() <= 1e-4
 
 
+@in_child
+def test_interpreted_kernel_without_entropy(rng, interpret):
+    """The "same kernel without capture" (benchmark baseline): same out and lse, no entropy."""
+    q, k, v = qkv(rng, 1, 2, 1, 21, 21, 16)
+    full = interpret.attention_fwd(q, k, v, None, causal=True, scale=0.25)
+    bare = interpret.attention_fwd(q, k, v, None, causal=True, scale=0.25, entropy=False)
+    assert bare[2] is None
+    assert torch.equal(full[0], bare[0]) and torch.equal(full[1], bare[1])
+    out, stats = attention(q, k, v, causal=True, scale=0.25, capture=("lse",), backend="triton")
+    assert set(stats) == {"lse"} and torch.equal(out, full[0])
+
+
 def test_triton_backend_refuses_dropout(rng):
     q, k, v = qkv(rng, 1, 1, 1, 4, 4, 16)
     with pytest.raises(ValueError, match="dropout"):

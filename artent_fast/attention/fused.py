@@ -54,9 +54,10 @@ def attention(
     mask = check_mask(mask, p, q.device)
     if not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
+    want_entropy = "entropy" in names
     if resolve_backend(backend, q, v, dropout_p) == "triton":
-        out, lse, ent = triton_attention(q, k, v, p, mask, bool(causal))
+        out, lse, ent = triton_attention(q, k, v, p, mask, bool(causal), want_entropy)
     else:
-        out, lse, ent = torch_attention(q, k, v, p, mask, bool(causal), float(dropout_p))
+        out, lse, ent = torch_attention(q, k, v, p, mask, bool(causal), float(dropout_p), entropy=want_entropy)
     stats = {"lse": lse, "entropy": ent}
     return out, {name: stats[name] for name in names}

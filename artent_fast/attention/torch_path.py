@@ -68,8 +68,9 @@ def mask_rows(mask: torch.Tensor | None, r0: int, r1: int) -> torch.Tensor | Non
     return mask if mask.shape[-2] == 1 else mask[..., r0:r1, :]
 
 
-def torch_attention(q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True):
-    """``(out, lse, entropy)``; out in q's dtype, statistics in float32 (float64 for float64)."""
+def torch_attention(q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True,
+                    entropy: bool = True):
+    """``(out, lse, entropy or None)``; out in q's dtype, statistics in float32 (float64 for float64)."""
     work = work_dtype(q.dtype)
     qg = q.to(work).reshape(p.batch, p.kv_heads, p.groups, p.q_len, p.head_dim)
     kg = k.to(work).unsqueeze(2)
@@ -83,13 +84,14 @@ def torch_attention(q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 
         probs, lse = safe_softmax(s)
         used = F.dropout(probs, dropout_p, training=training) if dropout_p > 0 else probs
         outs.append(torch.matmul(used, vg))
-        with torch.no_grad():
-            pd = probs.detach()
-            ents.append(-torch.special.xlogy(pd, pd).sum(-1))
-            lses.append(lse)
+        lses.append(lse)
+        if entropy:
+            with torch.no_grad():
+                pd = probs.detach()
+                ents.append(-torch.special.xlogy(pd, pd).sum(-1))
     out = torch.cat(outs, -2).reshape(p.batch, p.heads, p.q_len, v.shape[-1]).to(q.dtype)
     lse = torch.cat(lses, -1).reshape(p.batch, p.heads, p.q_len)
-    ent = torch.cat(ents, -1).reshape(p.batch, p.heads, p.q_len)
+    ent = torch.cat(ents, -1).reshape(p.batch, p.heads, p.q_len) if entropy else None
     return out, lse, ent
 
 

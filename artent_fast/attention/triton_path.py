@@ -47,21 +47,22 @@ class TritonAttention(torch.autograd.Function):
     """Fused forward (out, lse, entropy); backward from lse in torch."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, p: Problem, causal: bool):
-        out, lse, ent = kernel_module().attention_fwd(q, k, v, mask, causal=causal, scale=p.scale)
+    def forward(ctx, q, k, v, mask, p: Problem, causal: bool, entropy: bool):
+        out, lse, ent = kernel_module().attention_fwd(q, k, v, mask, causal=causal, scale=p.scale, entropy=entropy)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.mask, ctx.problem, ctx.causal = mask, p, causal
-        ctx.mark_non_differentiable(lse, ent)
+        ctx.mark_non_differentiable(lse, *([ent] if ent is not None else []))
         return out, lse, ent
 
     @staticmethod
     def backward(ctx, dout, _dlse, _dent):
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = backward_from_lse(q, k, v, out, dout, lse, ctx.problem, ctx.mask, ctx.causal)
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None, None, None
 
 
-def triton_attention(q, k, v, p: Problem, mask, causal: bool):
+def triton_attention(q, k, v, p: Problem, mask, causal: bool, entropy: bool = True):
+    """``(out, lse, entropy or None)`` from the fused kernel, differentiable in q, k, v."""
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
-        return TritonAttention.apply(q, k, v, mask, p, causal)
-    return kernel_module().attention_fwd(q, k, v, mask, causal=causal, scale=p.scale)
+        return TritonAttention.apply(q, k, v, mask, p, causal, entropy)
+    return kernel_module().attention_fwd(q, k, v, mask, causal=causal, scale=p.scale, entropy=entropy)
