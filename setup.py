@@ -1,10 +1,18 @@
 """Packaging: kernels/ ships as ``artent_fast.kernels``; the CUDA extension (csrc/) is optional.
 
-``ARTENT_FAST_BUILD_CUDA=1 pip install -e .`` with nvcc on PATH builds the extension;
-otherwise the package installs as pure Python and every op runs through torch (or Triton).
+``ARTENT_FAST_BUILD_CUDA=1 pip install --no-build-isolation -e .`` with nvcc on PATH (and pybind11
+installed) builds ``artent_fast._cuda_jacobi``; otherwise the package installs as pure Python and
+every op runs through torch (or Triton). ``ARTENT_FAST_CUDA_ARCH`` picks the nvcc target (sm_90).
 """
 
+import importlib.util
+import os
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
 
 
 def packages() -> tuple[list[str], dict[str, str]]:
@@ -13,9 +21,58 @@ def packages() -> tuple[list[str], dict[str, str]]:
     return pkgs + kernel_pkgs, {"artent_fast.kernels": "kernels"}
 
 
+def _csrc_build():
+    """``csrc/build.py`` as a module (csrc/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("artent_fast_csrc_build", ROOT / "csrc" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class NvccBuildExt(build_ext):
+    """build_ext that compiles each extension's ``.cu`` sources with nvcc and links the objects."""
+
+    def build_extension(self, ext):
+        cu = [s for s in ext.sources if s.endswith(".cu")]
+        if cu:
+            csrc = _csrc_build()
+            nvcc = csrc.find_nvcc()
+            ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
+            for src in cu:
+                obj = Path(self.build_temp) / (Path(src).stem + ".cu.o")
+                csrc.compile_cu(nvcc, obj)
+                ext.extra_objects.append(str(obj))
+        super().build_extension(ext)
+
+
 def cuda_extensions() -> list:
-    return []  # filled in by the CUDA backend (csrc/)
+    """The CUDA eigensolver, only with ``ARTENT_FAST_BUILD_CUDA=1``, nvcc and pybind11 present."""
+    if os.environ.get("ARTENT_FAST_BUILD_CUDA", "") != "1":
+        return []
+    csrc = _csrc_build()
+    nvcc = csrc.find_nvcc()
+    if nvcc is None:
+        print("ARTENT_FAST_BUILD_CUDA=1 but nvcc was not found: skipping the CUDA extension")
+        return []
+    try:
+        import pybind11
+    except ImportError:
+        print("ARTENT_FAST_BUILD_CUDA=1 needs pybind11 (pip install pybind11; --no-build-isolation): skipping")
+        return []
+    from setuptools import Extension
+
+    return [
+        Extension(
+            "artent_fast._cuda_jacobi",
+            sources=["csrc/bindings.cpp", "csrc/jacobi_eigvalsh.cu"],
+            include_dirs=[pybind11.get_include()],
+            library_dirs=[str(csrc.cudart_dir(csrc.cuda_home(nvcc)))],
+            libraries=["cudart_static", "dl", "rt", "pthread"],
+            extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
+            language="c++",
+        )
+    ]
 
 
 pkgs, pkg_dir = packages()
-setup(packages=pkgs, package_dir=pkg_dir, ext_modules=cuda_extensions())
+setup(packages=pkgs, package_dir=pkg_dir, ext_modules=cuda_extensions(), cmdclass={"build_ext": NvccBuildExt})
