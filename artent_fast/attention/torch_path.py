@@ -31,30 +31,38 @@ def grouped_mask(mask: torch.Tensor | None, p: Problem) -> torch.Tensor | None:
     return mask.reshape(bm, p.kv_heads, p.groups, tm, sm)
 
 
-def block_logits(q_blk, k, mask_blk, row0: int, p: Problem, causal: bool) -> torch.Tensor:
-    """Scaled, masked logits of query rows ``row0 ..`` (grouped layout); masked entries are -inf."""
-    s = torch.matmul(q_blk, k.transpose(-1, -2)) * p.scale
+def apply_masks(s: torch.Tensor, mask_blk, row0: int, p: Problem, causal: bool) -> torch.Tensor:
+    """Logits with the user mask and the (bottom-right) causal mask applied; masked entries are -inf."""
     if mask_blk is not None:
         if mask_blk.dtype == torch.bool:
             s = s.masked_fill(~mask_blk, float("-inf"))
         else:
             s = s + mask_blk.to(s.dtype)
     if causal:
-        rows = torch.arange(row0, row0 + q_blk.shape[-2], device=s.device).unsqueeze(-1)
+        rows = torch.arange(row0, row0 + s.shape[-2], device=s.device).unsqueeze(-1)
         keep = torch.arange(p.kv_len, device=s.device) <= rows + (p.kv_len - p.q_len)
         s = s.masked_fill(~keep, float("-inf"))
     return s
 
 
+def block_logits(q_blk, k, mask_blk, row0: int, p: Problem, causal: bool) -> torch.Tensor:
+    """Scaled, masked logits of query rows ``row0 ..`` (grouped layout); masked entries are -inf."""
+    return apply_masks(torch.matmul(q_blk, k.transpose(-1, -2)) * p.scale, mask_blk, row0, p, causal)
+
+
 def safe_softmax(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P, lse)`` of logits rows; rows with no finite logit give P = 0 and lse = -inf."""
-    m = s.detach().amax(-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp(s - m)
-    total = e.sum(-1, keepdim=True)
-    probs = e / torch.where(total > 0, total, torch.ones_like(total))
-    lse = (m + torch.log(total.detach())).squeeze(-1)
-    return probs, lse
+    """``(P, lse)`` of logits rows; rows with no finite logit give P = 0 and lse = -inf.
+
+    Fused ``logsumexp`` and ``softmax``; dead rows are patched only when there are any (a
+    host check: this is the CPU path).
+    """
+    lse = torch.logsumexp(s.detach(), -1, keepdim=True)
+    dead = torch.isneginf(lse)
+    if bool(dead.any()):
+        probs = torch.softmax(s.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0)
+    else:
+        probs = torch.softmax(s, -1)
+    return probs, lse.squeeze(-1)
 
 
 def row_blocks(p: Problem, itemsize: int, tile_bytes: int = TILE_BYTES) -> int:
@@ -70,29 +78,39 @@ def mask_rows(mask: torch.Tensor | None, r0: int, r1: int) -> torch.Tensor | Non
 
 def torch_attention(q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True,
                     entropy: bool = True):
-    """``(out, lse, entropy or None)``; out in q's dtype, statistics in float32 (float64 for float64)."""
+    """``(out, lse, entropy or None)``; out in q's dtype, statistics in float32 (float64 for float64).
+
+    Grouped-query heads share their key/value head without copies: the ``G`` query heads of a
+    group are stacked along the rows of one ``(G * rows, d) @ (d, S)`` product.
+    """
     work = work_dtype(q.dtype)
     qg = q.to(work).reshape(p.batch, p.kv_heads, p.groups, p.q_len, p.head_dim)
-    kg = k.to(work).unsqueeze(2)
-    vg = v.to(work).unsqueeze(2)
+    kt = k.to(work).transpose(-1, -2)
+    vw = v.to(work)
     mg = grouped_mask(mask, p)
     outs, lses, ents = [], [], []
     step = row_blocks(p, torch.finfo(work).bits // 8)
     for r0 in range(0, p.q_len, step):
         r1 = min(p.q_len, r0 + step)
-        s = block_logits(qg[..., r0:r1, :], kg, mask_rows(mg, r0, r1), r0, p, causal)
+        rows = r1 - r0
+        qb = qg[..., r0:r1, :].reshape(p.batch, p.kv_heads, p.groups * rows, p.head_dim)
+        s = (torch.matmul(qb, kt) * p.scale).reshape(p.batch, p.kv_heads, p.groups, rows, p.kv_len)
+        s = apply_masks(s, mask_rows(mg, r0, r1), r0, p, causal)
         probs, lse = safe_softmax(s)
         used = F.dropout(probs, dropout_p, training=training) if dropout_p > 0 else probs
-        outs.append(torch.matmul(used, vg))
+        out = torch.matmul(used.reshape(p.batch, p.kv_heads, p.groups * rows, p.kv_len), vw)
+        outs.append(out.reshape(p.batch, p.kv_heads, p.groups, rows, v.shape[-1]))
         lses.append(lse)
         if entropy:
             with torch.no_grad():
                 pd = probs.detach()
                 ents.append(-torch.special.xlogy(pd, pd).sum(-1))
-    out = torch.cat(outs, -2).reshape(p.batch, p.heads, p.q_len, v.shape[-1]).to(q.dtype)
-    lse = torch.cat(lses, -1).reshape(p.batch, p.heads, p.q_len)
-    ent = torch.cat(ents, -1).reshape(p.batch, p.heads, p.q_len) if entropy else None
-    return out, lse, ent
+    out = (outs[0] if len(outs) == 1 else torch.cat(outs, -2)).reshape(p.batch, p.heads, p.q_len, v.shape[-1])
+    lse = (lses[0] if len(lses) == 1 else torch.cat(lses, -1)).reshape(p.batch, p.heads, p.q_len)
+    ent = None
+    if entropy:
+        ent = (ents[0] if len(ents) == 1 else torch.cat(ents, -1)).reshape(p.batch, p.heads, p.q_len)
+    return out.to(q.dtype), lse, ent
 
 
 def backward_from_lse(q, k, v, out, dout, lse, p: Problem, mask, causal: bool):
