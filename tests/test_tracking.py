@@ -482,3 +482,21 @@ def test_asynchronous_jobs_are_collected_on_a_later_step_and_at_close(monkeypatc
     assert [(r["step"], r["module"].rsplit(".", 1)[-1]) for r in tracker.history(as_frame=False)] == [(1, "q_proj")]
     tracker.close()  # waits for everything pending
     assert sorted(r["step"] for r in tracker.history(as_frame=False)) == [1, 1, 2, 2]
+
+
+def test_attention_records_from_the_real_channel(tmp_path):
+    attention = pytest.importorskip("artent_fast.attention")
+    pytest.importorskip("artent_fast.attention.channel")
+    name = attention.register_attention()
+    model = lora(tiny_llama(layers=2))
+    model.base_model.model.set_attn_implementation(name)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    with artent_fast.track(model, optimizer=opt, attention=True, out=tmp_path) as tracker:
+        train(model, opt, 3)
+    records = read_history(tmp_path)
+    attn = [r for r in records if r["kind"] == "attention"]
+    assert {r["step"] for r in attn} == {1, 2, 3}
+    assert {r["module"] for r in attn} == {n for n, _ in model.named_modules() if n.endswith("self_attn")}
+    profiled = [r for r in attn if r.get("entropies")]
+    assert profiled and {r["step"] for r in profiled} == {2, 3}  # profiles requested at each tracked step
+    assert len([r for r in records if r["kind"] == "lora"]) == 3 * 4

@@ -23,6 +23,12 @@ from artent_fast.tracking.units import Unit
 SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")
 MAX_PENDING_JOBS = 256  # CUDA: measurements queued and not yet read back; beyond this, steps are skipped
 
+def is_compiling() -> bool:
+    """True inside a ``torch.compile`` trace (the tracker never runs there)."""
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
+
+
 @functools.lru_cache(maxsize=256)
 def row_sites(m: int, n: int) -> int:
     return sites(m, n).row_sites
@@ -108,7 +114,7 @@ class Tracker:
         Cheap when nothing is due. Skipped inside ``torch.compile`` regions. On CUDA the
         measurement is queued on a side stream and recorded at a later step (or at :meth:`close`).
         """
-        if self._closed or self._broken or torch.compiler.is_compiling():
+        if self._closed or self._broken or is_compiling():
             return
         self._step = self._step + 1 if global_step is None else int(global_step)
         try:
@@ -120,8 +126,11 @@ class Tracker:
             elif lora_due or dense_due:
                 self._launch(lora_due, dense_due)
                 self._collect(wait=False)
-            if self._channel is not None:
+            if self._channel is not None and (lora_due or dense_due):
                 self._drain_attention()
+                request = getattr(self._channel, "request_profile", None)
+                if request is not None:
+                    request()  # the next captured forward also computes attention profiles
         except Exception as exc:
             self._fail(exc)
 
