@@ -1,7 +1,8 @@
 """Optional triton import and lazy jitting shared by the engine kernels (gram, partial_trace, entropy).
 
 Kernels are plain functions jitted on first use, keyed on ``TRITON_INTERPRET``, so importing a
-kernel module needs no triton and the CPU interpreter can be switched on before the first call.
+kernel module needs no triton. The CPU interpreter needs ``TRITON_INTERPRET=1`` before triton is
+first imported (triton builds its own jitted helpers at import).
 """
 
 from __future__ import annotations
@@ -54,6 +55,6 @@ def runnable_on(t: torch.Tensor) -> bool:
 def check_runnable(t: torch.Tensor, name: str) -> None:
     if not runnable_on(t):
         raise RuntimeError(
-            f"{name} is on {t.device}: triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 (set before the first"
-            " call) for CPU tensors" + ("" if AVAILABLE else "; triton is not installed")
+            f"{name} is on {t.device}: triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 (set before triton is"
+            " first imported) for CPU tensors" + ("" if AVAILABLE else "; triton is not installed")
         )
