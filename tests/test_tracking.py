@@ -491,7 +491,7 @@ def test_attention_records_from_the_real_channel(tmp_path):
     model = lora(tiny_llama(layers=2))
     model.base_model.model.set_attn_implementation(name)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    with artent_fast.track(model, optimizer=opt, attention=True, out=tmp_path) as tracker:
+    with artent_fast.track(model, optimizer=opt, attention=True, out=tmp_path):
         train(model, opt, 3)
     records = read_history(tmp_path)
     attn = [r for r in records if r["kind"] == "attention"]
@@ -500,3 +500,25 @@ def test_attention_records_from_the_real_channel(tmp_path):
     profiled = [r for r in attn if r.get("entropies")]
     assert profiled and {r["step"] for r in profiled} == {2, 3}  # profiles requested at each tracked step
     assert len([r for r in records if r["kind"] == "lora"]) == 3 * 4
+
+
+def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
+    model = tiny_llama(16, 2, 2, layers=1, seed=int(rng.integers(1 << 30)))
+    base = {n + ".weight": torch.randn_like(m.weight) for n, m in modules(model, "q_proj").items()}
+    path = tmp_path / "h.jsonl"
+    tracker = artent_fast.track(model, targets="q_proj", dense_every=1, base_weights=base, snapshot_device="cpu",
+                                out=path)
+    tracker.step()
+    tracker.close()
+    for r in tracker.history(as_frame=False):
+        layer = dict(model.named_modules())[r["module"]]
+        want = reference(layer.weight.double() - base[r["module"] + ".weight"].double())
+        assert r["entropies"] == pytest.approx(want, abs=1e-5)
+    with artent_fast.track(model, targets="q_proj", dense_every=1, base_weights=base, out=path, resume=True) as t2:
+        t2.step(global_step=5)
+    assert [r["step"] for r in read_history(path)] == [1, 5]
+    with artent_fast.track(model, targets="q_proj", dense_every=1, base_weights=base, out=path) as t3:
+        t3.step()
+    assert [r["step"] for r in read_history(path)] == [1]  # a new run starts the file afresh
+    with pytest.raises(ValueError, match="base_weights"):
+        artent_fast.track(model, targets="q_proj", base_weights={k: v[:4] for k, v in base.items()}, out=None)
