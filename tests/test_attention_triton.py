@@ -1,4 +1,4 @@
-"""The Triton attention kernel (kernels/attention_fwd.py) against the float64 reference.
+"""The Triton attention kernels (kernels/attention_fwd.py, attention_bwd.py) against the float64 reference.
 
 On CPU it runs under Triton's interpreter (TRITON_INTERPRET=1, fp32 only: the interpreter has
 no bf16), at small sizes and with 16 x 16 blocks so that ragged edges are exercised. The variable
@@ -95,8 +95,33 @@ def test_interpreted_kernel_masks(rng, interpret, kind):
 
 
 @in_child
-def test_dispatch_and_backward_through_triton(rng, interpret):
-    """attention(backend='triton') gives the torch path's numbers; its backward (from lse) the same gradients."""
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(2, 4, 2, 37, 37, 16), (1, 2, 1, 20, 45, 24), (1, 2, 1, 40, 9, 16),
+                                   (1, 1, 1, 1, 7, 16)])
+def test_interpreted_backward_kernel(rng, interpret, shape, causal):
+    """kernels/attention_bwd.py against float64 autograd through the reference, dead rows included."""
+    from artent_fast.attention.triton_path import load_kernel
+
+    bwd = load_kernel("attention_bwd")
+    b, h, hk, t, s, d = shape
+    q, k, v = qkv(rng, *shape, dtype=torch.float64, grad=True)
+    keep = torch.from_numpy(rng.random((b, 1, t, s)) > 0.3)
+    keep[0, 0, -1] = False
+    ro, rl, _ = reference_attention(q, k, v, causal=causal, mask=keep)
+    dout = torch.randn_like(ro)
+    want = torch.autograd.grad(ro, (q, k, v), dout)
+    f32 = [x.detach().float() for x in (q, k, v, ro, dout, rl)]
+    got = bwd.attention_bwd(*f32, keep, causal=causal, scale=d**-0.5)
+    for g, w, name in zip(got, want, "qkv", strict=True):
+        err = (g.double() - w).abs().max().item()
+        assert err <= 1e-4, f"d{name}: max error {err:.3g}"
+
+
+@in_child
+@pytest.mark.parametrize("backward", ["triton", "torch"])
+def test_dispatch_and_backward_through_triton(rng, interpret, monkeypatch, backward):
+    """attention(backend='triton') gives the torch path's numbers, and the same gradients with either backward."""
+    monkeypatch.setattr("artent_fast.attention.triton_path.BACKWARD", backward)
     q, k, v = qkv(rng, 1, 4, 2, 18, 18, 16, grad=True)
     mask = (torch.arange(18) < 13)[None, None, None, :]
     out, stats = attention(q, k, v, causal=True, mask=mask, backend="triton")
@@ -147,3 +172,18 @@ def test_gpu_kernel(rng, d, dtype, causal):
         assert (out.double() - ro).abs().max() <= 2 * (low.double() - ro).abs().max() + 1e-6
     assert (stats["lse"].double() - rl).abs().max() <= 1e-3
     assert (stats["entropy"].double() - re).abs().max() <= 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_backward(rng, dtype):
+    q, k, v = qkv(rng, 2, 8, 2, 200, 200, 64, dtype=dtype, device="cuda", grad=True)
+    out, _ = attention(q, k, v, causal=True)
+    dout = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), dout)
+    ro = reference_attention(q, k, v, causal=True)[0]
+    want = torch.autograd.grad(ro, (q, k, v), dout.double())
+    low = torch.autograd.grad(reference_attention(q, k, v, causal=True, dtype=dtype)[0], (q, k, v), dout)
+    for g, w, lo in zip(got, want, low, strict=True):
+        bound = 1e-4 if dtype == torch.float32 else 2 * (lo.double() - w).abs().max().item() + 1e-6
+        assert (g.double() - w).abs().max().item() <= bound

@@ -1,8 +1,9 @@
-"""The Triton attention path: the fused forward kernel, with a backward from the stored lse.
+"""The Triton attention path: the fused forward kernel, and a backward from the stored lse.
 
-The backward is the documented fallback: FlashAttention-2's recurrence from the saved
-log-sum-exp, run in torch over query blocks (``torch_path.backward_from_lse``); it never stores
-the attention matrix but is slower than a fused backward kernel would be.
+The backward is FlashAttention-2's recurrence from the saved log-sum-exp: the Triton kernels of
+``kernels/attention_bwd.py``, or, with ``BACKWARD = "torch"`` or when that module cannot load,
+the same recurrence in torch over query blocks (``torch_path.backward_from_lse``). Neither stores
+the attention matrix.
 """
 
 from __future__ import annotations
@@ -17,24 +18,31 @@ import torch
 from artent_fast.attention.torch_path import backward_from_lse
 from artent_fast.attention.validate import Problem
 
+BACKWARD = "triton"  # or "torch": the fallback recurrence (for comparisons)
+
 
 @functools.cache
-def kernel_module():
-    """``kernels/attention_fwd.py`` if triton is importable, else None.
+def load_kernel(name: str):
+    """``kernels/<name>.py`` if triton is importable, else None.
 
-    Installed, it is ``artent_fast.kernels.attention_fwd``; in a source checkout whose editable
-    install predates the kernels mapping, it is loaded from ``<repo>/kernels`` by path.
+    Installed, it is ``artent_fast.kernels.<name>``; in a source checkout whose editable install
+    predates the kernels mapping, it is loaded from ``<repo>/kernels`` by path.
     """
     mod = None
     try:
-        mod = importlib.import_module("artent_fast.kernels.attention_fwd")
+        mod = importlib.import_module(f"artent_fast.kernels.{name}")
     except ImportError:
-        path = Path(__file__).resolve().parents[2] / "kernels" / "attention_fwd.py"
+        path = Path(__file__).resolve().parents[2] / "kernels" / f"{name}.py"
         if path.is_file():
-            spec = importlib.util.spec_from_file_location("artent_fast_kernels_attention_fwd", path)
+            spec = importlib.util.spec_from_file_location(f"artent_fast_kernels_{name}", path)
             mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
     return mod if mod is not None and mod.available() else None
+
+
+def kernel_module():
+    """The forward kernel module (``kernels/attention_fwd.py``), or None without triton."""
+    return load_kernel("attention_fwd")
 
 
 def triton_usable(q: torch.Tensor, head_dim: int, v_dim: int, dropout_p: float) -> bool:
@@ -44,7 +52,7 @@ def triton_usable(q: torch.Tensor, head_dim: int, v_dim: int, dropout_p: float) 
 
 
 class TritonAttention(torch.autograd.Function):
-    """Fused forward (out, lse, entropy); backward from lse in torch."""
+    """Fused forward (out, lse, entropy); backward from the stored lse (Triton kernels, or torch)."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask, p: Problem, causal: bool, entropy: bool):
@@ -57,7 +65,12 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlse, _dent):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = backward_from_lse(q, k, v, out, dout, lse, ctx.problem, ctx.mask, ctx.causal)
+        bwd = load_kernel("attention_bwd") if BACKWARD == "triton" else None
+        if bwd is not None and v.shape[-1] == q.shape[-1]:
+            dq, dk, dv = bwd.attention_bwd(q, k, v, out, dout, lse, ctx.mask, causal=ctx.causal,
+                                           scale=ctx.problem.scale)
+        else:
+            dq, dk, dv = backward_from_lse(q, k, v, out, dout, lse, ctx.problem, ctx.mask, ctx.causal)
         return dq, dk, dv, None, None, None, None
 
 
