@@ -20,6 +20,7 @@ import torch
 SUBJECTS = ("the cat", "a dog", "the old man", "my sister", "the small bird", "a farmer", "the teacher", "our team")
 VERBS = ("sees", "likes", "follows", "paints", "finds", "carries", "reads about", "waits for")
 OBJECTS = ("the red ball", "a green hill", "the river", "an empty house", "the morning train", "a quiet song")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 TAILS = ("today", "every morning", "in the rain", "after lunch", "near the sea", "without a word")
 
 
@@ -47,10 +48,9 @@ def build_model(path: Path | None, seed: int) -> tuple[Any, Any, str]:
         if not path.is_dir():
             raise FileNotFoundError(f"--model {path} is not a folder")
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-        try:
+        tokenizer = None  # without tokenizer files: bytes, folded into the vocabulary
+        if any((path / f).exists() for f in TOKENIZER_FILES):
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError):
-            tokenizer = None  # bytes, folded into the vocabulary
         return model, tokenizer, f"{type(model).__name__} from {path}"
     config = transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                                       num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256)
@@ -65,8 +65,12 @@ def generate_text(sentences: int, seed: int) -> str:
 
 
 def token_stream(text: str, tokenizer: Any, vocab_size: int) -> torch.Tensor:
+    """The folder's tokenizer when it has one that yields tokens, else UTF-8 bytes modulo the vocabulary."""
     if tokenizer is not None:
-        return torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+        ids = [i for i in tokenizer(text)["input_ids"] if 0 <= i < vocab_size]
+        if len(ids) > len(text) // 20:
+            return torch.tensor(ids, dtype=torch.long)
+        print("  the tokenizer gave (almost) no usable tokens: using bytes instead")
     return torch.tensor(list(text.encode("utf-8")), dtype=torch.long) % vocab_size
 
 
