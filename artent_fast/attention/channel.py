@@ -61,6 +61,11 @@ def enable(model: torch.nn.Module | None = None, *, profile_every: int | None = 
             return
         for name, module in model.named_modules():
             _STATE.names[module] = name
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if impl is not None and impl != "artent":
+        _warn_once(f"impl-{impl}", f"attention capture enabled on a model with attn_implementation={impl!r}: "
+                   "no records will arrive until it runs on 'artent' (artent_fast.register_attention(), then "
+                   "model.set_attn_implementation('artent'))")
 
 
 def disable(model: torch.nn.Module | None = None) -> None:
