@@ -522,3 +522,28 @@ def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
     assert [r["step"] for r in read_history(path)] == [1]  # a new run starts the file afresh
     with pytest.raises(ValueError, match="base_weights"):
         artent_fast.track(model, targets="q_proj", base_weights={k: v[:4] for k, v in base.items()}, out=None)
+
+
+@pytest.mark.gpu
+def test_cuda_side_stream_matches_reference(tmp_path):
+    model = lora(tiny_llama(64, 4, 2)).cuda()
+    w0 = {n: m.weight.detach().double().clone() for n, m in modules(model, "o_proj").items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    tracker = artent_fast.track(model, optimizer=opt, out=tmp_path)
+    expected = {}
+
+    def snapshot(step):
+        expected[step] = {n: reference(m.get_delta_weight("default")) for n, m in modules(model, "_proj").items()
+                          if hasattr(m, "lora_A")}
+
+    ids = batch(0).cuda()
+    for step in range(1, 4):
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        snapshot(step)
+    tracker.close()
+    assert w0 == {}  # no dense units on a peft model's o_proj (frozen)
+    for r in tracker.history(as_frame=False):
+        assert r["entropies"] == pytest.approx(expected[r["step"]][r["module"]], abs=1e-5)
+    assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [1, 2, 3]
