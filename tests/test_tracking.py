@@ -527,14 +527,13 @@ def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
 @pytest.mark.gpu
 def test_cuda_side_stream_matches_reference(tmp_path):
     model = lora(tiny_llama(64, 4, 2)).cuda()
-    w0 = {n: m.weight.detach().double().clone() for n, m in modules(model, "o_proj").items()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     tracker = artent_fast.track(model, optimizer=opt, out=tmp_path)
     expected = {}
 
     def snapshot(step):
-        expected[step] = {n: reference(m.get_delta_weight("default")) for n, m in modules(model, "_proj").items()
-                          if hasattr(m, "lora_A")}
+        expected[step] = {n: reference(m.get_delta_weight("default")) for n, m in modules(model, "proj").items()
+                          if n.endswith(("q_proj", "v_proj"))}
 
     ids = batch(0).cuda()
     for step in range(1, 4):
@@ -542,8 +541,7 @@ def test_cuda_side_stream_matches_reference(tmp_path):
         opt.step()
         opt.zero_grad()
         snapshot(step)
-    tracker.close()
-    assert w0 == {}  # no dense units on a peft model's o_proj (frozen)
+    tracker.close()  # waits for the side stream's last results
     for r in tracker.history(as_frame=False):
         assert r["entropies"] == pytest.approx(expected[r["step"]][r["module"]], abs=1e-5)
     assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [1, 2, 3]
