@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from transformers import TrainerCallback
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:
+    raise ImportError("artent_fast.integrations.hf needs transformers: pip install 'artent_fast[hf]'") from exc
 
 from artent_fast.tracking import Tracker, track
 
