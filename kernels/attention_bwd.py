@@ -183,7 +183,7 @@ def _mask_args(mask, shape):
     if mask is None:
         return MASK_NONE, None, (0, 0, 0, 0)
     kind = MASK_BOOL if mask.dtype == torch.bool else MASK_ADD
-    small = mask.to(torch.uint8) if kind == MASK_BOOL else mask  # converted before expanding: no copy
+    small = mask.view(torch.uint8) if kind == MASK_BOOL else mask  # a reinterpreting view: no copy
     full = small.expand(*shape)
     return kind, full, tuple(full.stride())
 

@@ -159,7 +159,7 @@ def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, entropy: bool = 
         kind, mptr, mstr = MASK_NONE, q, (0, 0, 0, 0)
     else:
         kind = MASK_BOOL if mask.dtype == torch.bool else MASK_ADD
-        small = mask.to(torch.uint8) if kind == MASK_BOOL else mask  # converted before expanding: no copy
+        small = mask.view(torch.uint8) if kind == MASK_BOOL else mask  # a reinterpreting view: no copy
         mptr = small.expand(b, h, t, s_len)
         mstr = tuple(mptr.stride())
     grid = (triton.cdiv(t, bm), b * h)
@@ -169,5 +169,6 @@ def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, entropy: bool = 
         h, t, s_len, d, h // k.shape[1], scale,
         CAUSAL=causal, MASK_KIND=kind, IEEE=(q.dtype == torch.float32 and not allow_tf32), ENTROPY=entropy,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(d)),
+        num_warps=8 if d > 64 else 4, num_stages=3 if d <= 128 else 2,
     )
     return out, lse, (ent if entropy else None)
