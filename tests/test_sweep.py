@@ -357,15 +357,16 @@ def test_a_failing_unit_is_reported_and_the_rest_goes_on(tmp_path, rng, monkeypa
 
 
 _MEMORY_SCRIPT = """
-import sys, resource
+import sys
 from artent_fast.sweep import run_sweep
-from artent_fast.sweep.memory import current_rss_bytes
+from artent_fast.sweep.memory import current_rss_bytes, peak_rss_bytes, reset_peak
 warm, big, out = sys.argv[1:4]
-assert run_sweep([warm], out + "_warm", batch=2, progress=False, verbose=False).ok
+assert run_sweep([warm], out + "_warm", batch=1, progress=False, verbose=False).ok
+reset_peak()  # where unsupported the warm-up's peak counts too: the bound is only harder to meet
 baseline = current_rss_bytes()
 result = run_sweep([big], out, batch=1, progress=False, verbose=False)
 assert result.ok, result.errors
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline, result.largest_matrix)
+print(peak_rss_bytes() - baseline, result.largest_matrix)
 """
 
 
