@@ -522,6 +522,14 @@ def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
     assert [r["step"] for r in read_history(path)] == [1]  # a new run starts the file afresh
     with pytest.raises(ValueError, match="base_weights"):
         artent_fast.track(model, targets="q_proj", base_weights={k: v[:4] for k, v in base.items()}, out=None)
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    safetensors_torch.save_file({**base, "unused": torch.zeros(3)}, tmp_path / "base.safetensors")
+    with artent_fast.track(model, targets="q_proj", dense_every=1, base_weights=tmp_path / "base.safetensors",
+                           out=None) as t4:
+        t4.step()
+    assert [r["entropies"] for r in t4.history(as_frame=False)] == [r["entropies"] for r in tracker.history(False)]
+    with pytest.raises(FileNotFoundError, match="base_weights"):
+        artent_fast.track(model, targets="q_proj", base_weights=tmp_path / "none.safetensors", out=None)
 
 
 @pytest.mark.gpu

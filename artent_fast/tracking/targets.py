@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,7 +79,7 @@ def find_units(
     targets: Iterable[str],
     *,
     split: Mapping[str, SplitSpec] | None = None,
-    base_weights: Mapping[str, torch.Tensor] | None = None,
+    base_weights: Mapping[str, torch.Tensor] | str | Path | None = None,
     snapshot_device: Any = None,
 ) -> list[Unit]:
     """Every unit of ``model`` whose module name matches one of ``targets``.
@@ -86,8 +87,10 @@ def find_units(
     peft LoRA layers give one unit per active adapter (factored, or dense for DoRA and other
     variants); other peft tuner layers give dense units on ``get_delta_weight``; plain layers with a
     trainable 2-D weight give full-fine-tuning units whose ``W0`` is snapshotted now (or taken from
-    ``base_weights``). Frozen plain layers are not tracked: their update is always zero.
+    ``base_weights``: a mapping or a ``.safetensors`` path). Frozen plain layers are not tracked:
+    their update is always zero.
     """
+    base_weights = as_base_weights(base_weights)
     patterns = [targets] if isinstance(targets, str) else list(targets)
     if not patterns:
         raise ValueError("targets is empty: pass module-name patterns such as ('q_proj', 'v_proj')")
@@ -142,6 +145,39 @@ def adapter_units(name: str, module: nn.Module, fifo: bool) -> list[Unit]:
 
 def replace_part(unit: Unit, part: Part) -> Unit:
     return Unit(unit.module, unit.layer, unit.kind, unit.source, unit.adapter, part, unit.fan_in_fan_out, unit.w0)
+
+
+class CheckpointWeights(Mapping):
+    """Read-only, lazy view of a ``.safetensors`` file (tensors are read one at a time, when asked for)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"base_weights checkpoint {self.path} does not exist")
+        self._file = safe_open(str(self.path), framework="pt")
+        self._keys = list(self._file.keys())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._file.get_tensor(key)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def as_base_weights(base_weights: Mapping[str, torch.Tensor] | str | Path | None) -> Mapping | None:
+    """A mapping as given, or a lazy view of a ``.safetensors`` checkpoint path."""
+    if base_weights is None or isinstance(base_weights, Mapping):
+        return base_weights
+    if Path(base_weights).suffix != ".safetensors":
+        raise ValueError(f"base_weights: expected a mapping or a .safetensors path, got {base_weights!r}")
+    return CheckpointWeights(base_weights)
 
 
 def initial_weight(

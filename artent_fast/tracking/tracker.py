@@ -58,7 +58,7 @@ class Tracker:
         tensorboard: Any = None,
         image_every: int | None = None,
         split: Mapping[str, SplitSpec] | None = None,
-        base_weights: Mapping[str, torch.Tensor] | None = None,
+        base_weights: Mapping[str, torch.Tensor] | str | Path | None = None,
         snapshot_device: Any = None,
     ) -> None:
         for name, value in (("every", every), ("dense_every", dense_every), ("image_every", image_every)):
