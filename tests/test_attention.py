@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import pytest
@@ -443,3 +444,19 @@ def test_torch_attention_is_the_default_on_cpu(rng):
     out, lse, ent = torch_attention(q, k, v, p, None, True)
     got, stats = attention(q, k, v, causal=True)
     assert torch.equal(out, got) and torch.equal(ent, stats["entropy"])
+
+
+def test_without_triton_the_kernels_decline(rng, monkeypatch):
+    """No triton: the kernel modules still import, report unavailable, and attention runs on torch."""
+    from artent_fast.attention import triton_path
+
+    monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.setitem(sys.modules, "triton.language", None)
+    triton_path.load_kernel.cache_clear()
+    try:
+        assert triton_path.kernel_module() is None and triton_path.load_kernel("attention_bwd") is None
+        q, k, v = qkv(rng, 1, 2, 1, 5, 5, 8)
+        out, _ = attention(q, k, v, causal=True)
+        assert_close(out, reference_attention(q, k, v, causal=True)[0], 1e-5, "out")
+    finally:
+        triton_path.load_kernel.cache_clear()

@@ -139,3 +139,9 @@ def test_bert_channel_names(rng, fresh_channel):
         model(input_ids=ids, attention_mask=am)
     names = [r["module"] for r in channel.drain()]
     assert names == ["encoder.layer.0.attention.self", "encoder.layer.1.attention.self"]
+
+
+def test_channel_warns_when_model_is_not_on_artent(rng, fresh_channel):
+    model = tiny_llama(int(rng.integers(1 << 30)))
+    with pytest.warns(RuntimeWarning, match="attn_implementation='eager'"):
+        channel.enable(model)
