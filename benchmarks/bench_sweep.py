@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _timing when run
 from _timing import machine
 
 from artent_fast.sweep import run_sweep
-from artent_fast.sweep.memory import mib
+from artent_fast.sweep.memory import mib, reset_peak
 from artent_fast.sweep.synthetic import make_synthetic
 
 
@@ -53,6 +53,7 @@ def time_sweep(label: str, checkpoint: Path, base: Path, device: str, batch: int
     best = None
     for _ in range(repeat):
         out = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+        reset_peak()  # per-sweep peak (Linux)
         try:
             r = run_sweep([checkpoint], out, base=base, batch=batch, device=device, progress=False, verbose=False)
         finally:
@@ -77,16 +78,19 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "artent_bench_sweep")
     args = ap.parse_args()
     paths = prepare(args.workdir, args.scale, args.layers, args.rank)
+    warm = prepare(args.workdir, "1/64", 1, args.rank)  # first calls (kernels, allocator) are not timed
+    for kind in ("full", "lora"):
+        time_sweep("warm-up", warm[kind][0], warm["base"][0], args.device, args.batch, 1)
     print(f"machine: {machine()}; device {args.device}; scale {args.scale}, {args.layers} layers, q+v, "
           f"batch {args.batch}, LoRA r={args.rank}")
     rows = [time_sweep("dense dW", paths["full"][0], paths["base"][0], args.device, args.batch, args.repeat),
             time_sweep("LoRA adapter", paths["lora"][0], paths["base"][0], args.device, args.batch, args.repeat)]
     print(f"{'sweep':14s} {'read':>10s} {'total s':>8s} {'I/O s':>7s} {'compute s':>9s} {'other s':>7s} "
-          f"{'I/O share':>9s} {'GB/s read':>9s} {'peak RSS':>10s} {'largest':>9s}")
+          f"{'I/O share':>9s} {'GB/s read':>9s} {'RSS start':>10s} {'RSS peak':>10s} {'largest':>9s}")
     for r in rows:
         print(f"{r['label']:14s} {mib(r['bytes']):>10s} {r['total']:8.2f} {r['io']:7.2f} {r['compute']:9.2f} "
               f"{r['other']:7.2f} {r['io'] / r['total']:9.0%} {r['bytes'] / max(r['io'], 1e-9) / 1e9:9.2f} "
-              f"{mib(r['peak']):>10s} {mib(r['largest']):>9s}")
+              f"{mib(r['start']):>10s} {mib(r['peak']):>10s} {mib(r['largest']):>9s}")
 
 
 def test_sweep_tiny(benchmark, tmp_path):

@@ -80,7 +80,7 @@ def expand_checkpoints(paths: list[str]) -> list[str]:
             out += [str(c) for c in sorted(children, key=lambda c: (parse_step(c.name), c.name))]
         else:
             out.append(str(path))
-    return out
+    return list(dict.fromkeys(out))  # a checkpoint given twice is swept once
 
 
 def _base_name(base: WeightFiles, module: str) -> str | None:
