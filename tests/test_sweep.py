@@ -387,3 +387,25 @@ def test_peak_host_memory_stays_within_a_few_matrices(tmp_path, rng):
     # batch 1: one matrix read, its float32 and float64 working copies and the core's temporaries (about 8
     # matrices measured), independent of the model's size (48 matrices here)
     assert growth < 16 * largest, f"peak RSS grew by {growth / 2**20:.0f} MiB for 2 MiB matrices (model: 96 MiB)"
+
+
+def test_progress_fallback_prints_eta(monkeypatch, capsys):
+    from artent_fast.sweep.progress import Progress
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+    bar = Progress(4, desc="sweep")
+    assert bar._bar is None
+    bar.update(1)
+    bar.update(3)  # the last update always prints
+    bar.close()
+    err = capsys.readouterr().err
+    assert "sweep: 4/4 (100%)" in err and "ETA 0s" in err
+
+
+def test_duplicate_checkpoints_and_exclusive_options(tmp_path, rng, capsys):
+    save(tmp_path / "m", model_tensors(rng, 1, {"self_attn.q_proj": (4, 6)}))
+    assert sweep("--tuned", str(tmp_path / "m"), str(tmp_path / "m"), "--out", str(tmp_path / "o")) == 0
+    assert len(read_table(tmp_path / "o")["entropy"]) == 3  # 4x6: 2*2 | 2*3 -> 4 sites, 3 bonds, once
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--all-linear", "--target", "x") == 2
+    assert "exclusive" in capsys.readouterr().err
+    assert sweep("--out", str(tmp_path / "o")) == 2
