@@ -50,13 +50,13 @@ def _entropy_kernel(
         for c0 in range(0, n, BLOCK):
             c = c0 + cols
             v = tl.load(base + c * sv_col, mask=c < n, other=0.0).to(acc_ty)
-            run += tl.maximum(v, 0.0)
+            run += tl.where(v < 0, 0.0, v)  # clamp that keeps NaN (tl.maximum may drop it)
         total = tl.sum(run, axis=0)
     run = tl.zeros([BLOCK], acc_ty)  # p >= 0, so 0 is also the identity of the max
     for c0 in range(0, n, BLOCK):
         c = c0 + cols
         v = tl.load(base + c * sv_col, mask=c < n, other=0.0).to(acc_ty)
-        p = tl.maximum(v, 0.0) / total
+        p = tl.where(v < 0, 0.0, v) / total
         if MODE == 0:
             run += tl.where(p > 0, -p * tl.log(tl.where(p > 0, p, 1.0)), tl.where(p == p, 0.0, p))
         elif MODE == 1:

@@ -2,7 +2,8 @@
 
 The densities at the middle bonds of a chain are Grams of reshapes of the state (SPEC 6). One
 program computes one output tile of one matrix of the batch; only tiles on or above the diagonal
-do work, and each is stored twice (the output is symmetric by construction, exactly). Float64
+do work, off-diagonal ones are stored twice and diagonal ones symmetrised, so the output is
+exactly symmetric (as eigensolvers assume). Float64
 inputs accumulate in float64 with plain FMAs (no tensor-core rounding); other dtypes use
 ``tl.dot`` in IEEE float32 (no TF32), so results match the float64 reference to float32 round-off.
 """
@@ -44,6 +45,8 @@ def _gram_kernel(
                 acc += tl.dot(a.to(tl.float32), tl.trans(c.to(tl.float32)), input_precision="ieee")
             else:
                 acc += tl.sum(a[:, None, :] * c[None, :, :], axis=2)
+        if ti == tj:  # a diagonal tile: symmetrise, so the whole output is exactly symmetric
+            acc = (acc + tl.trans(acc)) * 0.5
         out = acc.to(OUT.dtype.element_ty)
         obase = OUT + b.to(tl.int64) * sob
         ok = (rows[:, None] < n_out) & (cols[None, :] < n_out)
