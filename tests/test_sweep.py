@@ -409,3 +409,19 @@ def test_duplicate_checkpoints_and_exclusive_options(tmp_path, rng, capsys):
     assert sweep("--tuned", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--all-linear", "--target", "x") == 2
     assert "exclusive" in capsys.readouterr().err
     assert sweep("--out", str(tmp_path / "o")) == 2
+
+
+def test_without_pyarrow_or_tqdm_the_table_is_csv(tmp_path, rng):
+    tensors = model_tensors(rng, 2, {"self_attn.v_proj": (6, 12)})
+    save(tmp_path / "m", tensors)
+    script = ("import sys\nfor name in ('pyarrow', 'pyarrow.parquet', 'tqdm', 'tqdm.auto', 'pandas'):\n"
+              "    sys.modules[name] = None\n"
+              "from artent_fast.sweep.__main__ import main\n"
+              f"sys.exit(main(['--tuned', {str(tmp_path / 'm')!r}, '--out', {str(tmp_path / 'o')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "ETA" in proc.stderr and not (tmp_path / "o" / "sweep.parquet").exists()
+    got = rows_by_module(read_table(tmp_path / "o"))
+    assert len(got) == 2
+    for module, profile in got.items():
+        np.testing.assert_allclose(profile, ref(tensors[module + ".weight"]), atol=ATOL)
