@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,16 @@ from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
 from artent_fast.sweep.names import DEFAULT_TARGETS
 from artent_fast.sweep.plan import Unit, build_plan
 from artent_fast.sweep.progress import Progress
-from artent_fast.sweep.store import ERRORS, MANIFEST, atomic_write, is_done, merge_parts, write_part, write_table
+from artent_fast.sweep.store import (
+    ERRORS,
+    MANIFEST,
+    atomic_write,
+    have_pyarrow,
+    is_done,
+    merge_parts,
+    write_part,
+    write_table,
+)
 
 # Test hook: seconds to sleep after each unit, so a test can kill a run mid-way deterministically.
 _DELAY_ENV = "ARTENT_SWEEP_TEST_DELAY"
@@ -44,7 +53,6 @@ class SweepResult:
     largest_matrix: int = 0
     rank: int = 0
     world: int = 1
-    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -83,6 +91,10 @@ def run_sweep(
         raise ValueError("no checkpoints given (pass --tuned DIR, at least one)")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    if table_format not in ("auto", "parquet", "csv"):
+        raise ValueError(f"table_format must be 'auto', 'parquet' or 'csv', got {table_format!r}")
+    if table_format == "parquet" and not have_pyarrow():  # say so before the work, not after
+        raise ImportError("Parquet output needs pyarrow: pip install 'artent_fast[tables]' (or use --format csv)")
     out = Path(out)
     device = device or default_device()
     rank = distributed.setup(device)
