@@ -1,0 +1,254 @@
+"""The op dispatcher and every backend against the torch reference.
+
+Policy tests use fake kernels for a probe op (no GPU needed): device order cuda -> triton ->
+torch, ``NotImplemented`` declines, the ``ARTENT_FAST_BACKEND`` override and its fallback. The
+Triton backend runs end to end on CPU under the interpreter in a child process
+(``TRITON_INTERPRET=1`` must precede triton's import), with spies proving its kernels ran. The
+CUDA backend and cupy input need a GPU (``gpu`` tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import artent_fast as af
+from artent_fast.backends import available_backends, dispatch, registry, selected_backend
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+in_child = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITON_INTERPRET=1 child of test_interpreted_suite")
+in_parent = pytest.mark.skipif(INTERPRETED, reason="parent-process test")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cuda_ext_available() -> bool:
+    try:
+        from artent_fast.backends import cuda_ops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@in_parent
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_interpreted_suite():
+    """Run this file's interpreted tests in a child process with TRITON_INTERPRET=1."""
+    env = {k: v for k, v in os.environ.items() if k != "ARTENT_FAST_BACKEND"}
+    env["TRITON_INTERPRET"] = "1"
+    cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-m", "not gpu", "-p", "no:cacheprovider"]
+    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, f"interpreted backend tests failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}"
+    assert " passed" in res.stdout and "failed" not in res.stdout
+
+
+# ---------------------------------------------------------------- dispatcher policy
+
+
+def test_selected_backend_reads_the_override(monkeypatch):
+    monkeypatch.delenv("ARTENT_FAST_BACKEND", raising=False)
+    assert selected_backend() is None
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", " Triton ")
+    assert selected_backend() == "triton"
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "opencl")
+    with pytest.raises(ValueError, match="ARTENT_FAST_BACKEND='opencl'"):
+        selected_backend()
+
+
+def test_available_backends_match_what_imports():
+    got = available_backends()
+    assert got[0] == "torch"
+    assert ("triton" in got) == (importlib.util.find_spec("triton") is not None)
+    assert ("cuda" in got) == _cuda_ext_available()
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """A fake op 'probe' with a kernel per backend; each records its calls and may decline."""
+    calls: list[str] = []
+    decline: set[str] = set()
+    monkeypatch.setattr(registry, "_KERNELS", {k: dict(v) for k, v in registry._KERNELS.items()})
+    monkeypatch.setattr(registry, "_LOADED", {"torch": True, "triton": True, "cuda": True})
+    monkeypatch.setattr(registry, "_WARNED", set())
+    monkeypatch.delenv("ARTENT_FAST_BACKEND", raising=False)
+    for backend in registry.BACKENDS:
+
+        def kernel(x, _b=backend):
+            calls.append(_b)
+            return NotImplemented if _b in decline else (_b, x)
+
+        registry.register_kernel("probe", backend)(kernel)
+    return calls, decline
+
+
+def test_dispatch_order_by_device(probe):
+    calls, decline = probe
+    x = torch.zeros(2)
+    assert dispatch("probe", x)[0] == "torch" and calls == ["torch"]  # CPU: torch only
+    calls.clear()
+    assert dispatch("probe", x, device=torch.device("cuda"))[0] == "cuda"
+    decline.add("cuda")
+    calls.clear()
+    assert dispatch("probe", x, device=torch.device("cuda"))[0] == "triton" and calls == ["cuda", "triton"]
+    decline.add("triton")
+    calls.clear()
+    assert dispatch("probe", x, device=torch.device("cuda"))[0] == "torch"
+    assert calls == ["cuda", "triton", "torch"]
+
+
+def test_override_forces_a_backend_and_falls_back_to_torch(probe, monkeypatch):
+    calls, decline = probe
+    x = torch.zeros(2)
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "triton")
+    assert dispatch("probe", x)[0] == "triton"  # forced even on CPU
+    decline.add("triton")
+    calls.clear()
+    assert dispatch("probe", x, device=torch.device("cuda"))[0] == "torch"
+    assert calls == ["triton", "torch"]  # forced: cuda is not tried
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "torch")
+    calls.clear()
+    assert dispatch("probe", x, device=torch.device("cuda"))[0] == "torch" and calls == ["torch"]
+
+
+def test_unknown_op_is_a_key_error():
+    with pytest.raises(KeyError, match="no kernel registered for op 'nope'"):
+        dispatch("nope", torch.zeros(1))
+
+
+@in_parent
+def test_forced_backends_on_cpu_without_kernels_give_torch_results(monkeypatch, rng):
+    """Forced triton (no interpreter) or cuda (no GPU): kernels decline, results equal the torch path."""
+    x = torch.from_numpy(rng.standard_normal((3, 12, 18)))
+    ref = af.entanglement_profile(x, method="gram")
+    for backend in ("triton", "cuda"):
+        monkeypatch.setattr(registry, "_WARNED", set())
+        monkeypatch.setenv("ARTENT_FAST_BACKEND", backend)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = af.entanglement_profile(x, method="gram")
+        assert torch.equal(got, ref), backend
+
+
+# ---------------------------------------------------------------- triton backend, interpreted
+
+
+@pytest.fixture
+def triton_spies(monkeypatch):
+    """Force the triton backend and count calls into its kernels."""
+    from artent_fast.backends import triton_ops
+
+    counts: dict[str, int] = {}
+    for mod, name in ((triton_ops._gram, "gram"), (triton_ops._trace, "partial_trace"),
+                      (triton_ops._trace, "partial_trace_chain"), (triton_ops._entropy, "entropy")):
+        real = getattr(mod, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(mod, name, spy)
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "triton")
+    return counts
+
+
+SHAPES = [(8, 8), (12, 18), (30, 64), (3, 16, 24), (2, 2, 27, 20), (7, 2), (1, 96)]
+
+
+@in_child
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_backend_profile_matches_torch(triton_spies, monkeypatch, rng, shape, dtype):
+    x = torch.from_numpy(rng.standard_normal(shape)).to(dtype)
+    got = af.entanglement_profile(x, method="gram")
+    assert triton_spies.get("gram", 0) >= 1
+    if af.sites(*shape[-2:]).num_bonds > 2:
+        assert triton_spies.get("partial_trace", 0) >= 1
+    monkeypatch.delenv("ARTENT_FAST_BACKEND")
+    ref = af.entanglement_profile(x.double(), method="naive")  # per-bond SVDs: a different algorithm
+    assert got.dtype == dtype and got.shape == ref.shape
+    eps = 1e-10 if dtype == torch.float64 else 1e-6  # float32 output: rounded at the end only
+    assert torch.allclose(got.double(), ref, rtol=eps, atol=eps), (got, ref)
+
+
+@in_child
+@pytest.mark.parametrize("m,n,r", [(16, 24, 3), (36, 20, 5), (32, 32, 16)])
+def test_triton_backend_lowrank_matches_torch(triton_spies, monkeypatch, rng, m, n, r):
+    B = torch.from_numpy(rng.standard_normal((2, m, r)))
+    A = torch.from_numpy(rng.standard_normal((2, r, n)))
+    got = af.lowrank_profile(B, A, scale=0.5)
+    assert triton_spies.get("gram", 0) >= 1
+    monkeypatch.delenv("ARTENT_FAST_BACKEND")
+    ref = af.entanglement_profile(0.5 * B @ A, method="naive")
+    assert torch.allclose(got, ref, rtol=1e-9, atol=1e-9)
+
+
+@in_child
+def test_triton_backend_ops_match_torch_ops(triton_spies, rng):
+    from artent_fast.backends import torch_ops
+
+    x = torch.from_numpy(rng.standard_normal((3, 20, 30)))
+    for side in ("left", "right"):
+        assert torch.allclose(dispatch("gram", x, side), torch_ops.gram(x, side), rtol=1e-12, atol=1e-12)
+    rho = x[:, :, :24].mT @ x[:, :, :24]  # 24 = 2 * 3 * 4
+    for keep, traced, side in ((6, 4, "last"), (2, 12, "last"), (4, 6, "first"), (12, 2, "first")):
+        got = dispatch("partial_trace", rho, keep, traced, side)
+        assert torch.allclose(got, torch_ops.partial_trace(rho, keep, traced, side), rtol=1e-12, atol=1e-12)
+    outs = dispatch("partial_trace_chain", rho, [6, 2], [4, 12], "last")
+    assert torch.allclose(outs[1], torch_ops.partial_trace(rho, 2, 12, "last"), rtol=1e-12, atol=1e-12)
+    spec = torch.from_numpy(rng.random((4, 9)))
+    from artent_fast.core.entropy import entropy_from_spectrum
+
+    for alpha in (1.0, 2.0, math.inf):
+        assert torch.allclose(dispatch("entropy", spec, alpha=alpha), entropy_from_spectrum(spec, alpha=alpha))
+    assert set(triton_spies) == {"gram", "partial_trace", "partial_trace_chain", "entropy"}
+
+
+@in_child
+def test_triton_backend_declines_unsupported_dtypes(triton_spies):
+    x = torch.ones(2, 3, 4, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.equal(dispatch("gram", x, "left"), x @ x.mT)
+    assert "gram" not in triton_spies
+
+
+# ---------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ext_available(), reason="CUDA extension not built")
+@pytest.mark.parametrize("n", [32, 33, 64, 100, 128, 256, 512])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_backend_eigvalsh_matches_torch(n, dtype):
+    from artent_fast.backends import cuda_ops
+
+    g = torch.Generator(device="cuda").manual_seed(n)
+    x = torch.randn(7, n, n + 3, device="cuda", dtype=torch.float64, generator=g)
+    a = (x @ x.mT).to(dtype)
+    ref = torch.linalg.eigvalsh(a.double())
+    for force_global in (False, True):
+        got = cuda_ops.jacobi_eigvalsh(a, force_global=force_global)
+        err = float((got.double() - ref).abs().max() / ref.abs().max())
+        assert err < (1e-5 if dtype == torch.float32 else 1e-12), (n, dtype, force_global, err)
+    assert cuda_ops.covers(a) and dispatch("eigvalsh", a).shape == (7, n)
+
+
+@pytest.mark.gpu
+def test_cupy_arrays_are_accepted_zero_copy():
+    cp = pytest.importorskip("cupy")
+    rng = np.random.default_rng(0)
+    host = rng.standard_normal((4, 12, 18))
+    arr = cp.asarray(host)
+    got = af.entanglement_profile(arr)
+    assert got.device.type == "cuda"
+    assert torch.allclose(got.cpu().double(), af.entanglement_profile(torch.from_numpy(host)), atol=1e-10)
+    view = torch.from_dlpack(arr)
+    assert view.data_ptr() == arr.data.ptr  # DLPack shares the buffer
