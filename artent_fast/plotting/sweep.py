@@ -142,6 +142,7 @@ def _heatmaps(plt, table: Mapping[str, list], out: Path, checkpoint: str | None)
         fig.colorbar(im, ax=ax, label="entropy (nats)")
         ax.set_xlabel("bond")
         ax.set_ylabel("layer")
+        ax.set_yticks(layers if len(layers) <= 16 else layers[:: -(-len(layers) // 16)])
         ax.set_title(f"{fam} ({kind}, {m}x{n}) at {Path(checkpoint).name}")
         fig.tight_layout()
         path = out / f"heatmap_{_slug(f'{fam}_{kind}_{m}x{n}')}.png"
