@@ -39,6 +39,8 @@ def test_single_model_rows_equal_reference_profiles(tmp_path, rng, shape_q, shap
     save(tmp_path / "run" / "checkpoint-300", tensors)
     assert sweep("--tuned", str(tmp_path / "run" / "checkpoint-300"), "--out", str(tmp_path / "o"), "--batch", "2") == 0
     table = read_table(tmp_path / "o")
+    units = json.loads((tmp_path / "o" / "manifest.json").read_text())["units"]
+    assert sorted(len(u["modules"]) for u in units) == [1, 1, 2, 2]  # one shape per unit, batches of 2
     got = rows_by_module(table)
     assert sorted(got) == sorted(f"model.layers.{i}.self_attn.{p}" for i in range(3) for p in ("q_proj", "v_proj"))
     for module, profile in got.items():
