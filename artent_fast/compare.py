@@ -1,0 +1,379 @@
+"""The no-hair comparison (SPEC 4): do two differently fine-tuned models attend alike?
+
+``compare(model_a, model_b, inputs)`` runs both models on the same inputs and reports per
+attention layer:
+
+- the relative Frobenius distance ``||o_a - o_b||_F / ||o_a||_F`` and the cosine similarity of
+  the attention outputs (the self-attention module's output, captured with forward hooks);
+- the external profiles: the entanglement profile of every head's attention matrix, averaged
+  over batch and heads, for both models, with their Calabrese-Cardy fits;
+- the internal profiles of both models' targeted projections (``q_proj``, ``v_proj``): LoRA from
+  the peft factors, MPS Adaptation from its cores, full fine-tuning as ``W - W0`` against ``base``,
+  and a dense fallback (peft's ``get_delta_weight``, else the weight itself).
+
+The paper's claim: internal profiles differ, external profiles and attention outputs do not.
+Attention matrices come from eager attention (the probabilities a transformers attention module
+returns); a model running another implementation is switched to ``"eager"`` for the profiling
+pass and switched back.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CompareResult", "attention_modules", "compare", "internal_profile"]
+
+PEFT_PREFIX = "base_model.model."
+
+
+def canonical_name(name: str) -> str:
+    """A module's name with peft's wrapper prefix removed, so wrapped and plain models line up."""
+    return name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The self-attention modules in forward order: names ending in ``self_attn``, else the outermost
+    modules whose class name ends with ``Attention``."""
+    found = [(n, m) for n, m in model.named_modules() if n.endswith("self_attn")]
+    if found:
+        return found
+    out: list[tuple[str, nn.Module]] = []
+    for n, m in model.named_modules():
+        if type(m).__name__.endswith("Attention") and not any(n.startswith(p + ".") for p, _ in out):
+            out.append((n, m))
+    return out
+
+
+# -- internal profiles ---------------------------------------------------------------------------
+def _lora_factors(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
+    if not isinstance(lora_a, nn.ModuleDict) or not isinstance(lora_b, nn.ModuleDict):
+        return None
+    active = getattr(module, "active_adapters", None) or list(lora_a.keys())
+    names = [a for a in active if a in lora_a and a in lora_b]
+    if len(names) != 1 or not hasattr(lora_a[names[0]], "weight"):
+        return None  # several adapters or a non-Linear LoRA: dense path
+    name = names[0]
+    return lora_b[name].weight.detach(), lora_a[name].weight.detach(), float(module.scaling[name])
+
+
+def _effective_weight(module: nn.Module) -> torch.Tensor | None:
+    """The layer's weight as the forward pass uses it (base plus an unmerged adapter update)."""
+    from artent_fast.adapters.mps import MPSLinear
+
+    if isinstance(module, MPSLinear):
+        w = module.base.weight.detach()
+        return w if module.merged else w + module.delta_weight().detach().to(w.dtype)
+    base_layer = getattr(module, "base_layer", None)
+    if base_layer is not None and hasattr(module, "get_delta_weight"):
+        w = base_layer.weight.detach()
+        if getattr(module, "merged", False):
+            return w
+        for name in getattr(module, "active_adapters", []):
+            if name in getattr(module, "lora_A", {}):
+                w = w + module.get_delta_weight(name).detach().to(w.dtype)
+        return w
+    weight = getattr(module, "weight", None)
+    return weight.detach() if isinstance(weight, torch.Tensor) else None
+
+
+def _base_weight(base: nn.Module | Mapping[str, torch.Tensor] | None, name: str) -> torch.Tensor | None:
+    if base is None:
+        return None
+    key = canonical_name(name)
+    if isinstance(base, Mapping):
+        w = base.get(key + ".weight", base.get(key))
+        return None if w is None else torch.as_tensor(w)
+    modules = dict((canonical_name(n), m) for n, m in base.named_modules())
+    module = modules.get(key)
+    return None if module is None else _effective_weight(module)
+
+
+def internal_profile(
+    module: nn.Module,
+    *,
+    name: str = "",
+    base: nn.Module | Mapping[str, torch.Tensor] | None = None,
+) -> tuple[str, torch.Tensor]:
+    """``(kind, profile)`` of one layer's weight update; kinds ``lora``, ``mps``, ``fft``, ``delta``, ``weight``.
+
+    LoRA and MPS use their factors (never ``dW``); FFT is ``W - W0`` with ``W0`` from ``base`` (a
+    model or a state dict, matched by name); ``delta`` is peft's dense ``get_delta_weight``;
+    without any of these the weight itself is profiled. A zero update gives NaN.
+    """
+    from artent_fast.adapters.mps import MPSLinear, mps_update_profile
+    from artent_fast.core.lowrank import lowrank_profile
+    from artent_fast.core.profile import entanglement_profile
+
+    with torch.no_grad():
+        if isinstance(module, MPSLinear):
+            return "mps", mps_update_profile(module).to(torch.float64)
+        factors = _lora_factors(module)
+        if factors is not None:
+            b, a, scale = factors
+            return "lora", lowrank_profile(b.double(), a.double(), scale=scale, on_zero="nan")
+        w, w0 = _effective_weight(module), _base_weight(base, name)
+        if w is None:
+            raise ValueError(f"module {name!r} ({type(module).__name__}) has no weight to profile")
+        if w0 is not None:
+            if w0.shape != w.shape:
+                raise ValueError(f"module {name!r}: weight {tuple(w.shape)} but base weight {tuple(w0.shape)}")
+            return "fft", entanglement_profile(w.double() - w0.to(w.device).double(), on_zero="nan")
+        if hasattr(module, "get_delta_weight") and getattr(module, "active_adapters", None):
+            dw = sum(module.get_delta_weight(n).detach().double() for n in module.active_adapters)
+            return "delta", entanglement_profile(dw, on_zero="nan")
+        return "weight", entanglement_profile(w.double(), on_zero="nan")
+
+
+# -- capture ---------------------------------------------------------------------------------------
+def _run(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _probs(out: Any) -> torch.Tensor | None:
+    if isinstance(out, (tuple, list)) and len(out) > 1 and isinstance(out[1], torch.Tensor) and out[1].ndim == 4:
+        return out[1]
+    return None
+
+
+def _capture(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]], want_probs: bool):
+    """Attention outputs (float64, CPU) and, when asked, eager attention probabilities per layer."""
+    outputs: dict[str, torch.Tensor] = {}
+    probs: dict[str, torch.Tensor | None] = {}
+
+    def hook_for(name: str):
+        def hook(module, args, out):
+            outputs[name] = _first_tensor(out).detach().double().cpu()
+            if want_probs:
+                p = _probs(out)
+                probs[name] = None if p is None else p.detach().double()
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _run(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    missing = [n for n, _ in layers if n not in outputs]
+    if missing:
+        raise RuntimeError(f"attention modules {missing[:3]} did not run on these inputs")
+    return outputs, probs
+
+
+def _attn_impl(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
+def _eager_probs(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
+    """Attention probabilities per layer, switching the model to eager attention for one pass if needed."""
+    _, probs = _capture(model, inputs, layers, True)
+    if all(p is not None for p in probs.values()):
+        return probs  # type: ignore[return-value]
+    previous = _attn_impl(model)
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is None or previous is None:
+        raise ValueError("the model's attention modules return no attention probabilities and the model cannot be "
+                         "switched to eager attention: build it with attn_implementation='eager'")
+    setter("eager")
+    try:
+        _, probs = _capture(model, inputs, layers, True)
+    finally:
+        setter(previous)
+    missing = [n for n, p in probs.items() if p is None]
+    if missing:
+        raise ValueError(f"attention modules {missing[:3]} return no probabilities even with eager attention")
+    return probs  # type: ignore[return-value]
+
+
+def external_profile(probs: torch.Tensor) -> torch.Tensor:
+    """Mean entanglement profile (float64) over batch and heads of attention matrices ``(B, H, T, S)``."""
+    from artent_fast.core.profile import entanglement_profile
+
+    prof = entanglement_profile(probs.double(), on_zero="nan", check_finite=False)
+    return prof.reshape(-1, prof.shape[-1]).nanmean(0).cpu()
+
+
+# -- result ----------------------------------------------------------------------------------------
+@dataclass
+class CompareResult:
+    """Per-layer rows of the no-hair comparison; ``names`` label the two models."""
+
+    table: list[dict[str, Any]]
+    names: tuple[str, str] = ("a", "b")
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    SCALARS = ("layer", "module", "rel_distance", "cosine", "external_gap", "cardy_c_a", "cardy_c_b",
+               "cardy_r2_a", "cardy_r2_b", "internal_gap")
+
+    def to_frame(self):
+        """The table as a pandas DataFrame (profiles as list columns); needs pandas."""
+        import pandas as pd
+
+        return pd.DataFrame(self.table)
+
+    def summary(self) -> dict[str, float]:
+        """Means over layers of the scalar columns."""
+        out = {}
+        for key in ("rel_distance", "cosine", "external_gap", "internal_gap"):
+            vals = [r[key] for r in self.table if r.get(key) is not None and not math.isnan(r[key])]
+            out[key] = sum(vals) / len(vals) if vals else float("nan")
+        return out
+
+    def to_markdown(self, digits: int = 4) -> str:
+        """A markdown table of the scalar columns."""
+        cols = [c for c in self.SCALARS if any(c in r for r in self.table)]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in self.table:
+            cells = []
+            for c in cols:
+                v = r.get(c)
+                cells.append(f"{v:.{digits}g}" if isinstance(v, float) else str(v))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def plot(self, path: str | None = None):
+        """Three panels: attention-output distance/cosine, external and internal profiles; saved to ``path``."""
+        from artent_fast.plotting import require_matplotlib
+
+        plt = require_matplotlib()
+        a, b = self.names
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        layers = [r["layer"] for r in self.table]
+        axes[0].plot(layers, [r["rel_distance"] for r in self.table], "o-", label="relative distance")
+        axes[0].plot(layers, [1 - r["cosine"] for r in self.table], "s-", label="1 - cosine")
+        axes[0].set(xlabel="layer", title=f"attention outputs: {a} vs {b}")
+        axes[0].legend()
+        for r in self.table:
+            if "external_a" in r:
+                bonds = range(1, len(r["external_a"]) + 1)
+                axes[1].plot(bonds, r["external_a"], "-", color="C0", alpha=0.6)
+                axes[1].plot(bonds, r["external_b"], "--", color="C3", alpha=0.6)
+        axes[1].plot([], [], "-", color="C0", label=a)
+        axes[1].plot([], [], "--", color="C3", label=b)
+        axes[1].set(xlabel="bond", ylabel="S (nats)", title="external (attention) profiles, per layer")
+        axes[1].legend()
+        for side, style, color in (("a", "-", "C0"), ("b", "--", "C3")):
+            for r in self.table:
+                for prof in r.get(f"internal_{side}", {}).values():
+                    axes[2].plot(range(1, len(prof) + 1), prof, style, color=color, alpha=0.5)
+            kinds = sorted({r.get(f"internal_kind_{side}") for r in self.table} - {None})
+            axes[2].plot([], [], style, color=color, label=f"{self.names[side == 'b']} ({', '.join(kinds)})")
+        axes[2].set(xlabel="bond", ylabel="S (nats)", title="internal (weight-update) profiles")
+        axes[2].legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+        return fig
+
+
+def _as_list(t: torch.Tensor) -> list[float]:
+    return [float(x) for x in t.reshape(-1)]
+
+
+def _gap(pa: torch.Tensor, pb: torch.Tensor) -> float:
+    d = (pa - pb).abs()
+    return float(d[~torch.isnan(d)].max()) if (~torch.isnan(d)).any() else float("nan")
+
+
+def compare(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: Any,
+    *,
+    layers: Sequence[int] | None = None,
+    profile: bool = True,
+    base: nn.Module | Mapping[str, torch.Tensor] | None = None,
+    targets: Sequence[str] = ("q_proj", "v_proj"),
+    names: tuple[str, str] = ("a", "b"),
+) -> CompareResult:
+    """No-hair comparison of two models on the same ``inputs`` (input ids, or a dict of forward kwargs).
+
+    ``layers``: indices into the attention modules (default all). ``profile=False`` compares the
+    attention outputs only. ``base``: the common pre-trained model (or its state dict) against
+    which full fine-tuning updates ``W - W0`` are measured. See the module docstring.
+    """
+    from artent_fast.adapters.mps import matches
+    from artent_fast.core.theory import fit_cardy
+
+    all_a, all_b = attention_modules(model_a), attention_modules(model_b)
+    if not all_a:
+        raise ValueError("model_a has no attention module (no module named '*self_attn' or class '*Attention')")
+    if len(all_a) != len(all_b):
+        raise ValueError(f"model_a has {len(all_a)} attention modules but model_b has {len(all_b)}")
+    idx = list(range(len(all_a))) if layers is None else [int(i) for i in layers]
+    bad = [i for i in idx if not -len(all_a) <= i < len(all_a)]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the models have {len(all_a)} attention modules")
+    sel_a, sel_b = [all_a[i] for i in idx], [all_b[i] for i in idx]
+    out_a, _ = _capture(model_a, inputs, sel_a, False)
+    out_b, _ = _capture(model_b, inputs, sel_b, False)
+    probs_a = _eager_probs(model_a, inputs, sel_a) if profile else {}
+    probs_b = _eager_probs(model_b, inputs, sel_b) if profile else {}
+    mods_a, mods_b = dict(model_a.named_modules()), dict(model_b.named_modules())
+
+    rows = []
+    for i, (na, _), (nb, _) in zip(idx, sel_a, sel_b, strict=True):
+        oa, ob = out_a[na], out_b[nb]
+        if oa.shape != ob.shape:
+            raise ValueError(f"layer {i}: attention outputs {tuple(oa.shape)} and {tuple(ob.shape)} differ in shape")
+        norm_a = float(oa.norm())
+        row: dict[str, Any] = {
+            "layer": i % len(all_a),
+            "module": canonical_name(na),
+            "rel_distance": float((oa - ob).norm()) / norm_a if norm_a > 0 else float("nan"),
+            "cosine": float(torch.nn.functional.cosine_similarity(oa.reshape(1, -1), ob.reshape(1, -1)).item()),
+        }
+        if profile:
+            ea, eb = external_profile(probs_a[na]), external_profile(probs_b[nb])
+            fa, fb = fit_cardy(ea), fit_cardy(eb)
+            row.update(external_a=_as_list(ea), external_b=_as_list(eb), external_gap=_gap(ea, eb),
+                       cardy_c_a=float(fa.c), cardy_c_b=float(fb.c), cardy_r2_a=float(fa.r2), cardy_r2_b=float(fb.r2))
+            gaps = []
+            for side, prefix, mods in (("a", na, mods_a), ("b", nb, mods_b)):
+                profiles, kinds = {}, set()
+                for name, module in mods.items():
+                    if name.startswith(prefix + ".") and matches(name[len(prefix) + 1:], targets):
+                        kind, prof = internal_profile(module, name=name, base=base)
+                        profiles[name[len(prefix) + 1:]] = _as_list(prof)
+                        kinds.add(kind)
+                row[f"internal_{side}"] = profiles
+                row[f"internal_kind_{side}"] = ",".join(sorted(kinds)) or None
+            for t, pa in row["internal_a"].items():
+                pb = row["internal_b"].get(t)
+                if pb is not None and len(pa) == len(pb):
+                    gaps.append(_gap(torch.tensor(pa), torch.tensor(pb)))
+            row["internal_gap"] = max(gaps) if gaps else float("nan")
+        rows.append(row)
+    return CompareResult(rows, names=tuple(names), meta={"targets": list(targets), "profile": profile})
+
+
+class _CallableModule(types.ModuleType):
+    """``import artent_fast.compare`` binds ``artent_fast.compare`` to this module, shadowing the lazily
+    exported function of the same name; a callable module keeps ``artent_fast.compare(a, b, x)`` working."""
+
+    def __call__(self, *args, **kwargs):
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
