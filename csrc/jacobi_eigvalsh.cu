@@ -89,9 +89,11 @@ __global__ void jacobi_eigvalsh_kernel(T* __restrict__ a_all, T* __restrict__ w_
         if (p > q) { const int t = p; p = q; q = t; }
         T c = 1, s = 0, t = 0;
         if (q < n) {
-          const T apq = a[p * n + q];
-          if (apq != T(0)) {
-            const T tau = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+          const T apq = a[p * n + q], app = a[p * n + p], aqq = a[q * n + q];
+          // Negligible pairs (Demmel-Veselic) are not rotated: the block update zeroes their entry. This
+          // keeps clusters of equal eigenvalues from being stirred by 45-degree rotations of round-off.
+          if (fabs(apq) > tol * sqrt(fabs(app)) * sqrt(fabs(aqq))) {
+            const T tau = (aqq - app) / (2 * apq);
             t = copysign(T(1), tau) / (fabs(tau) + sqrt(T(1) + tau * tau));  // tau = inf gives t = 0
             c = T(1) / sqrt(T(1) + t * t);
             s = t * c;
