@@ -42,7 +42,7 @@ __device__ __forceinline__ bool sorts_before(T x, int i, T y, int j) {
 }
 
 template <typename T>
-__global__ void jacobi_eigvalsh_kernel(T* __restrict__ a_all, T* __restrict__ w_all, int n, int max_sweeps, T tol,
+__global__ void jacobi_eigvalsh_kernel(T* a_all, T* __restrict__ w_all, int n, int max_sweeps, T tol,
                                        bool use_shared) {
   extern __shared__ unsigned char smem_raw[];
   const int m = n + (n & 1);  // players, a dummy index n pads odd sizes
