@@ -7,7 +7,8 @@ r=8 on q_proj and v_proj, batches of 4 x 128 tokens, tracked every step. ``--pre
 Tracked and untracked blocks of steps alternate on the same model so that machine noise hits
 both alike; a block is timed as a whole (with a CUDA synchronize at its end), so on CUDA the
 side-stream work the tracker queues is counted where it competes with training. The table gives
-median per-step times, their ratio, and the host time of ``tracker.step()`` itself.
+median per-step wall times, their ratio, the host time of ``tracker.step()`` itself, and the
+process CPU time per step (less sensitive to other processes on a shared machine; CPU only).
 
     python benchmarks/bench_tracking.py                       # CPU target, vocab 32000
     python benchmarks/bench_tracking.py --vocab 256           # tiny vocabulary: a cheaper step, the harder case
@@ -71,9 +72,11 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
 
+    cpu_time: dict[bool, list[float]] = {False: [], True: []}
+
     def block(tracked: bool, steps: int) -> float:
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             ids = torch.randint(0, vocab, (batch, seq_len), generator=gen).to(args.device)
             loss = model(input_ids=ids, labels=ids).loss
@@ -85,10 +88,12 @@ def main() -> None:
                 tracker.step()
                 own.append(time.perf_counter() - t1)
         sync()
+        cpu_time[tracked].append((time.process_time() - c0) / steps)
         return (time.perf_counter() - t0) / steps
 
     block(True, 3)  # warm-up (and B != 0 from here on)
     own.clear()
+    cpu_time[True].clear()
     plain, tracked = [], []
     for _ in range(args.blocks):
         plain.append(block(False, args.block_steps))
@@ -103,7 +108,11 @@ def main() -> None:
     print(f"{'untracked':32}{p:14.4f}{1.0:8.3f}")
     print(f"{'tracked every step':32}{t:14.4f}{t / p:8.3f}")
     print(f"{'tracker.step() alone (host)':32}{o:14.4f}{o / p:8.3f}")
-    print(f"overhead: {100 * (t / p - 1):+.1f}% by block step times, {100 * o / p:.1f}% by the tracker's own time")
+    cp, ct = statistics.median(cpu_time[False]), statistics.median(cpu_time[True])
+    print(f"{'process CPU time, untracked':32}{cp:14.4f}{1.0:8.3f}")
+    print(f"{'process CPU time, tracked':32}{ct:14.4f}{ct / cp:8.3f}")
+    print(f"overhead: {100 * (t / p - 1):+.1f}% by wall time per step, {100 * (ct / cp - 1):+.1f}% by process CPU "
+          f"time (robust on a shared machine), {100 * o / p:.1f}% by the tracker's own time")
 
 
 if __name__ == "__main__":
