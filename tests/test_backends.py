@@ -137,6 +137,28 @@ def test_forced_backends_on_cpu_without_kernels_give_torch_results(monkeypatch, 
         assert torch.equal(got, ref), backend
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_triton_kernel_that_cannot_compile_hands_over_to_torch(monkeypatch):
+    """On a GPU, a TritonError (compile, ptxas, resources) disables that op's kernel with one warning."""
+    from triton.errors import TritonError
+
+    from artent_fast.backends import triton_ops
+
+    monkeypatch.setattr(triton_ops, "_DISABLED", set())
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise TritonError("ptxas failed")
+
+    with pytest.warns(RuntimeWarning, match="triton kernel for 'gram' failed"):
+        assert triton_ops.run_guarded("gram", broken, "cuda", 1) is NotImplemented
+    assert triton_ops.run_guarded("gram", broken, "cuda", 1) is NotImplemented and len(calls) == 1
+    with pytest.raises(TritonError):  # the interpreter (CPU) shows every failure
+        triton_ops.run_guarded("entropy", broken, "cpu", 1)
+    assert triton_ops.run_guarded("entropy", lambda x: x + 1, "cuda", 1) == 2
+
+
 # ---------------------------------------------------------------- triton backend, interpreted
 
 
