@@ -145,8 +145,9 @@ def write_report(out: Path, results: dict[str, Any], runs: list) -> Path:
     lines += ["", "`tracker vs direct`: largest difference (nats) between `artent_fast.track`'s record and the direct "
               "checkpoint measurement at the last step.", "", "## No-hair comparisons", ""]
     for pair, res in results.get("nohair", {}).items():
-        lines += [f"### {pair}", "", f"Each model moved {res['moved_from_base']:.4f} (relative distance of attention "
-                  "outputs) from the base model.", "", res["markdown"], ""]
+        da, db = res["moved_from_base"]
+        lines += [f"### {pair}", "", f"Mean relative distance of the attention outputs from the base model's: "
+                  f"{da:.4f} and {db:.4f}.", "", res["markdown"], ""]
     lines += ["## Figures", ""]
     for caption, name in figures:
         lines += [f"**{caption}**", "", f"![{caption}]({name})" if name else "", ""]

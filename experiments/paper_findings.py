@@ -5,7 +5,7 @@
     python experiments/paper_findings.py --model /path/to/llama --device cuda # a real local model
 
 Without ``--model`` a small LLaMA is built from a ``LlamaConfig`` (nothing is downloaded), briefly
-pre-trained on generated sentences, then fine-tuned on generated arithmetic lines with every
+pre-trained on generated sentences and addition lines, then fine-tuned on subtraction lines with every
 method from the same start, on the same batches. The internal profiles of ``q_proj``/``v_proj``
 updates are measured at checkpoints (``artent_fast.track`` records LoRA and FFT runs too, and the
 report checks it agrees), the external (attention) profiles and the no-hair comparison
@@ -75,7 +75,7 @@ def settings(quick: bool, steps: int | None) -> Settings:
     if quick:
         s = Settings(True, 24, 30, 8, 32, 3, [2, 8], [8.0, 32.0], [5e-4, 8e-3], 8, 16.0, 2e-3, 1e-3, 4)
     else:
-        s = Settings(False, 120, 200, 8, 64, 4, [2, 4, 8, 16], [4.0, 16.0, 64.0], [5e-4, 2e-3, 8e-3], 8, 16.0, 2e-3,
+        s = Settings(False, 200, 600, 8, 64, 4, [2, 4, 8, 16], [4.0, 16.0, 64.0], [5e-4, 2e-3, 8e-3], 8, 16.0, 2e-3,
                      5e-4, 8)
     if steps is not None:
         s.steps = steps
@@ -111,16 +111,25 @@ def plan_runs(s: Settings, methods: Sequence[str]) -> list[Run]:
 
 # -- data and model --------------------------------------------------------------------------------
 def pretrain_text(n: int, seed: int) -> str:
+    """Pre-training corpus: simple sentences and addition lines ``a+b=c;``."""
     rng = random.Random(seed)
-    return " ".join(f"{rng.choice(WORDS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(n))
+    parts = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            parts.append(f"{rng.choice(WORDS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}.")
+        else:
+            a, b = rng.randint(0, 99), rng.randint(0, 99)
+            parts.append(f"{a}+{b}={a + b};")
+    return " ".join(parts)
 
 
 def finetune_text(n: int, seed: int) -> str:
+    """Fine-tuning task: a new skill in a familiar format, subtraction lines ``a-b=c;`` with ``a >= b``."""
     rng = random.Random(seed)
     lines = []
     for _ in range(n):
-        a, b = rng.randint(0, 99), rng.randint(0, 99)
-        lines.append(f"{a}+{b}={a + b};")
+        a, b = sorted((rng.randint(0, 99), rng.randint(0, 99)), reverse=True)
+        lines.append(f"{a}-{b}={a - b};")
     return " ".join(lines)
 
 
@@ -425,9 +434,10 @@ def nohair(keep: dict[str, Any], runs: list[Run], probe: torch.Tensor, out: Path
     out_pairs = {}
     for i, (a, b) in enumerate(pairs):
         res = artent_fast.compare(keep[a], keep[b], {"input_ids": probe}, base=base, names=(a, b))
-        moved = artent_fast.compare(base, keep[a], {"input_ids": probe}, profile=False)
+        moved = [artent_fast.compare(base, keep[k], {"input_ids": probe}, profile=False).summary()["rel_distance"]
+                 for k in (a, b)]
         out_pairs[f"{a} vs {b}"] = {"table": res.table, "summary": res.summary(), "markdown": res.to_markdown(),
-                                    "moved_from_base": moved.summary()["rel_distance"]}
+                                    "moved_from_base": moved}
         if i == 0:
             try:
                 res.plot(str(out / "nohair.png"))
@@ -494,8 +504,9 @@ def findings(results: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
         add(f"no-hair ({pair}): attention outputs and external profiles agree, internal profiles differ",
             "attention-output cosine > 0.95, external gap < 0.05 nats, internal gap > external gap",
             sm["cosine"] > 0.95 and sm["external_gap"] < 0.05 and sm["internal_gap"] > sm["external_gap"],
-            f"cosine {sm['cosine']:.4f}, relative distance {sm['rel_distance']:.4f} (each moved "
-            f"{res['moved_from_base']:.4f} from the base), external gap {sm['external_gap']:.4f}, "
+            f"cosine {sm['cosine']:.4f}, relative distance {sm['rel_distance']:.4f} (from the base model: "
+            f"{res['moved_from_base'][0]:.4f} and {res['moved_from_base'][1]:.4f}), "
+            f"external gap {sm['external_gap']:.4f}, "
             f"internal gap {sm['internal_gap']:.3f}")
     mps = [r for r in runs if r.method == "mps"]
     base_lora = next((r for r in lora if "base" in r.axes), None)
