@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CompareResult", "attention_modules", "compare", "internal_profile"]
+__all__ = ["CompareResult", "attention_modules", "capture_layers", "compare", "external_profile", "internal_profile"]
 
 PEFT_PREFIX = "base_model.model."
 
@@ -150,17 +150,27 @@ def _probs(out: Any) -> torch.Tensor | None:
     return None
 
 
-def _capture(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]], want_probs: bool):
-    """Attention outputs (float64, CPU) and, when asked, eager attention probabilities per layer."""
+def external_profile(probs: torch.Tensor) -> torch.Tensor:
+    """Mean entanglement profile (float64, CPU) over batch and heads of attention matrices ``(B, H, T, S)``."""
+    from artent_fast.core.profile import entanglement_profile
+
+    prof = entanglement_profile(probs.double(), on_zero="nan", check_finite=False)
+    return prof.reshape(-1, prof.shape[-1]).nanmean(0).cpu()
+
+
+def _capture(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]], want_profiles: bool):
+    """Per layer: the attention output (float64, CPU) and, when asked and the module returns its attention
+    probabilities (eager attention), their mean external profile (computed in the hook, so no layer's
+    ``(B, H, T, T)`` probabilities outlive its forward call)."""
     outputs: dict[str, torch.Tensor] = {}
-    probs: dict[str, torch.Tensor | None] = {}
+    profiles: dict[str, torch.Tensor | None] = {}
 
     def hook_for(name: str):
         def hook(module, args, out):
             outputs[name] = _first_tensor(out).detach().double().cpu()
-            if want_probs:
+            if want_profiles:
                 p = _probs(out)
-                probs[name] = None if p is None else p.detach().double()
+                profiles[name] = None if p is None else external_profile(p.detach())
         return hook
 
     handles = [m.register_forward_hook(hook_for(n)) for n, m in layers]
@@ -176,7 +186,7 @@ def _capture(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]],
     missing = [n for n, _ in layers if n not in outputs]
     if missing:
         raise RuntimeError(f"attention modules {missing[:3]} did not run on these inputs")
-    return outputs, probs
+    return outputs, profiles
 
 
 def _attn_impl(model: nn.Module) -> str | None:
@@ -184,11 +194,12 @@ def _attn_impl(model: nn.Module) -> str | None:
     return getattr(config, "_attn_implementation", None)
 
 
-def _eager_probs(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
-    """Attention probabilities per layer, switching the model to eager attention for one pass if needed."""
-    _, probs = _capture(model, inputs, layers, True)
-    if all(p is not None for p in probs.values()):
-        return probs  # type: ignore[return-value]
+def capture_layers(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]], profile: bool = True):
+    """``(outputs, external profiles)`` per layer; a model whose attention returns no probabilities is switched
+    to eager attention for one more pass (profiles only) and switched back."""
+    outputs, profiles = _capture(model, inputs, layers, profile)
+    if not profile or all(p is not None for p in profiles.values()):
+        return outputs, profiles
     previous = _attn_impl(model)
     setter = getattr(model, "set_attn_implementation", None)
     if setter is None or previous is None:
@@ -196,21 +207,13 @@ def _eager_probs(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Modul
                          "switched to eager attention: build it with attn_implementation='eager'")
     setter("eager")
     try:
-        _, probs = _capture(model, inputs, layers, True)
+        _, profiles = _capture(model, inputs, layers, True)
     finally:
         setter(previous)
-    missing = [n for n, p in probs.items() if p is None]
+    missing = [n for n, p in profiles.items() if p is None]
     if missing:
         raise ValueError(f"attention modules {missing[:3]} return no probabilities even with eager attention")
-    return probs  # type: ignore[return-value]
-
-
-def external_profile(probs: torch.Tensor) -> torch.Tensor:
-    """Mean entanglement profile (float64) over batch and heads of attention matrices ``(B, H, T, S)``."""
-    from artent_fast.core.profile import entanglement_profile
-
-    prof = entanglement_profile(probs.double(), on_zero="nan", check_finite=False)
-    return prof.reshape(-1, prof.shape[-1]).nanmean(0).cpu()
+    return outputs, profiles
 
 
 # -- result ----------------------------------------------------------------------------------------
@@ -326,10 +329,8 @@ def compare(
     if bad:
         raise ValueError(f"layers {bad} out of range: the models have {len(all_a)} attention modules")
     sel_a, sel_b = [all_a[i] for i in idx], [all_b[i] for i in idx]
-    out_a, _ = _capture(model_a, inputs, sel_a, False)
-    out_b, _ = _capture(model_b, inputs, sel_b, False)
-    probs_a = _eager_probs(model_a, inputs, sel_a) if profile else {}
-    probs_b = _eager_probs(model_b, inputs, sel_b) if profile else {}
+    out_a, ext_a = capture_layers(model_a, inputs, sel_a, profile)
+    out_b, ext_b = capture_layers(model_b, inputs, sel_b, profile)
     mods_a, mods_b = dict(model_a.named_modules()), dict(model_b.named_modules())
 
     rows = []
@@ -345,7 +346,7 @@ def compare(
             "cosine": float(torch.nn.functional.cosine_similarity(oa.reshape(1, -1), ob.reshape(1, -1)).item()),
         }
         if profile:
-            ea, eb = external_profile(probs_a[na]), external_profile(probs_b[nb])
+            ea, eb = ext_a[na], ext_b[nb]
             fa, fb = fit_cardy(ea), fit_cardy(eb)
             row.update(external_a=_as_list(ea), external_b=_as_list(eb), external_gap=_gap(ea, eb),
                        cardy_c_a=float(fa.c), cardy_c_b=float(fb.c), cardy_r2_a=float(fa.r2), cardy_r2_b=float(fb.r2))

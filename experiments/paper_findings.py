@@ -269,12 +269,12 @@ def mean_profile(profiles: dict[str, list[float]]) -> list[float]:
 
 
 def external_profiles(model, ids: torch.Tensor) -> list[list[float]]:
-    """Per layer: the mean over batch and heads of the attention matrices' profiles (via compare's capture)."""
-    from artent_fast.compare import _eager_probs, attention_modules, external_profile
+    """Per layer: the mean over batch and heads of the attention matrices' profiles (compare's capture)."""
+    from artent_fast.compare import attention_modules, capture_layers
 
     layers = attention_modules(model)
-    probs = _eager_probs(model, {"input_ids": ids}, layers)
-    return [[float(x) for x in external_profile(probs[n])] for n, _ in layers]
+    _, profiles = capture_layers(model, {"input_ids": ids}, layers)
+    return [[float(x) for x in profiles[n]] for n, _ in layers]
 
 
 # -- the experiment --------------------------------------------------------------------------------
