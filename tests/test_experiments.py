@@ -72,3 +72,22 @@ def test_quick_run_writes_the_report(tmp_path):
             assert run["tracker_max_diff"] is not None and run["tracker_max_diff"] < 1e-4, name
     assert results["runs"]["mps_r8_chi4"]["trainable"] < results["runs"]["lora_r8_a16_lr0.002"]["trainable"]
     assert len(results["nohair"]) == 3
+
+
+def test_local_model_folder_and_method_subset(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    pytest.importorskip("matplotlib")
+    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "model")
+    pf = _script()
+    out = pf.main(["--quick", "--model", str(tmp_path / "model"), "--methods", "lora,mps", "--steps", "4",
+                   "--no-track", "--threads", "1", "--out", str(tmp_path / "report")])
+    results = json.loads((out / "results.json").read_text())
+    assert results["layout"][:2] == [32, 32]
+    assert {r["method"] for r in results["runs"].values()} == {"lora", "mps"}
+    assert all(len(r["losses"]) == 4 for r in results["runs"].values())
+    assert "from " + str(tmp_path / "model") in results["description"]
+    assert (out / "report.md").exists()
