@@ -167,3 +167,17 @@ def test_float32_model_and_llama_targets():
     expect = 2 * (mps.count_parameters(32, 32, r=4, chi=4, dims=(4, 8)) + mps.count_parameters(16, 32, r=4, chi=4,
                                                                                              dims=(4, 8)))
     assert mps.trainable_parameters(model) == expect
+
+
+def test_gradients_of_factored_forward_match_dense_reference():
+    model = mps.apply(_tiny(12, 6), targets=["0"], r=3, chi=2, dims=(2, 2, 3), alpha=1.5, init="random", seed=2)
+    layer = model[0]
+    x = torch.randn(4, 12, dtype=torch.float64)
+    params = [layer.B, *layer.cores]
+    g_fact = torch.autograd.grad(layer(x).square().sum(), params)
+    dense = x @ (layer.base.weight + layer.delta_weight()).T + layer.base.bias  # dW formed explicitly
+    g_dense = torch.autograd.grad(dense.square().sum(), params)
+    for a, b in zip(g_fact, g_dense, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *ps: mps.apply_cores(x, ps[1:], layer.dims) @ ps[0].T,
+                                    tuple(p.detach().clone().requires_grad_(True) for p in params))
