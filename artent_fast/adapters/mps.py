@@ -281,10 +281,17 @@ def mps_update_profile(module: MPSLinear, **kwargs: Any) -> torch.Tensor:
         return lowrank_profile(module.B.detach(), module.a_mps().detach(), scale=module.scale, **kwargs)
 
 
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("saving/loading MPS adapters needs safetensors: pip install 'artent_fast[hf]'") from exc
+    return safetensors.torch
+
+
 def save(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the adapter weights (safetensors) and a JSON config into the folder ``path``."""
-    from safetensors.torch import save_file
-
+    save_file = _safetensors().save_file
     modules = mps_modules(model)
     if not modules:
         raise ValueError("the model has no MPS-adapted modules to save (call artent_fast.adapters.mps.apply first)")
@@ -308,8 +315,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
 
 def load(model: nn.Module, path: str | os.PathLike, *, freeze: bool = True) -> nn.Module:
     """Load an adapter written by :func:`save` into ``model``, wrapping the saved modules first if needed."""
-    from safetensors.torch import load_file
-
+    load_file = _safetensors().load_file
     folder = Path(path)
     for fname in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / fname).is_file():
