@@ -188,6 +188,17 @@ def _mask_args(mask, shape):
     return kind, full, tuple(full.stride())
 
 
+def backward_blocks(head_dim: int, dtype: torch.dtype, interpret: bool = False) -> tuple[int, int]:
+    """``(BLOCK_M, BLOCK_N)`` that fit in an H100's shared memory (checked by compiling for sm_90)."""
+    if interpret:
+        return 16, 16
+    if head_dim > 128:
+        return 32, 32
+    if dtype == torch.float32:
+        return (32, 64) if head_dim > 64 else (64, 64)
+    return (64, 64) if head_dim > 64 else (128, 64)
+
+
 def attention_bwd(q, k, v, out, dout, lse, mask, *, causal: bool, scale: float, block_m: int | None = None,
                   block_n: int | None = None, allow_tf32: bool = False):
     """``(dq, dk, dv)`` for the forward ``out = attention(q, k, v)`` with row log-sum-exp ``lse``."""
@@ -204,19 +215,19 @@ def attention_bwd(q, k, v, out, dout, lse, mask, *, causal: bool, scale: float, 
     kind, mptr, mstr = _mask_args(mask, (b, h, t, s_len))
     mptr = q if mptr is None else mptr
     interp = _interpreting()
-    small = interp or q.dtype == torch.float32 or d > 64
-    bm = block_m or (16 if interp else 64 if small else 128)
-    bn = block_n or (16 if interp else 64)
+    bm, bn = backward_blocks(d, q.dtype, interp)
+    bm, bn = block_m or bm, block_n or bn
     bd = max(16, triton.next_power_of_2(d))
     ieee = q.dtype == torch.float32 and not allow_tf32
     dkdv, dq_kernel = _kernels(interp)
     common = (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *mstr)
+    launch = {"num_warps": 8 if d > 64 else 4, "num_stages": 2}
     dkdv[(triton.cdiv(s_len, bn), b * hk)](
         q, k, v, dout, lse, delta, dk, dv, mptr, *common, h, hk, t, s_len, d, h // hk, scale,
-        CAUSAL=causal, MASK_KIND=kind, IEEE=ieee, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
+        CAUSAL=causal, MASK_KIND=kind, IEEE=ieee, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, **launch,
     )
     dq_kernel[(triton.cdiv(t, bm), b * h)](
         q, k, v, dout, lse, delta, dq, mptr, *common, h, t, s_len, d, h // hk, scale,
-        CAUSAL=causal, MASK_KIND=kind, IEEE=ieee, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
+        CAUSAL=causal, MASK_KIND=kind, IEEE=ieee, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, **launch,
     )
     return dq, dk, dv

@@ -1,10 +1,11 @@
 """Triton FlashAttention-style forward that also returns each row's log-sum-exp and Shannon entropy.
 
 One program computes a ``BLOCK_M`` block of query rows of one (batch, head) with an online
-softmax over ``BLOCK_N`` key blocks, never materialising the ``T x S`` matrix. Besides the
-running max ``m`` and sum ``l`` it keeps ``t = sum_j exp(s_j - m) (s_j - m)``, rescaled with
-``m`` like ``l``; at the end ``lse = m + ln l`` and ``H = ln l - t / l``. That is two extra
-FMAs per logit, which is why entropy capture is nearly free.
+softmax over ``BLOCK_N`` key blocks, never materialising the ``T x S`` matrix. Logits are kept
+in base-2 units (``exp2``). Besides the running max ``m`` and sum ``l`` it keeps
+``t = sum_j 2^(s_j - m) (s_j - m)``, rescaled with ``m`` like ``l``; at the end
+``lse = (m + log2 l) ln 2`` and ``H = (log2 l - t / l) ln 2``. That is one extra FMA and a
+row sum per logit, which is why entropy capture is nearly free.
 
 Supports causal masks (bottom-right aligned), any strided boolean or additive mask that
 broadcasts to ``(B, H, T, S)`` (padding masks), grouped-query attention, head dims up to 256
@@ -60,6 +61,7 @@ def _attn_fwd(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     t_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    qk_scale = scale * 1.4426950408889634  # log2(e): logits in base-2 units: exp2 is the hardware exponential
     offset = S - T
     hi = S
     if CAUSAL:
@@ -70,9 +72,9 @@ def _attn_fwd(
         kt = tl.load(K + b * skb + hk * skh + keys[None, :] * sks + dd[:, None] * skd,
                      mask=key_ok[None, :] & d_ok[:, None], other=0.0)
         if IEEE:
-            s = tl.dot(q, kt, input_precision="ieee") * scale
+            s = tl.dot(q, kt, input_precision="ieee") * qk_scale
         else:
-            s = tl.dot(q, kt) * scale
+            s = tl.dot(q, kt) * qk_scale
         keep = row_ok[:, None] & key_ok[None, :]
         if CAUSAL:
             keep = keep & (keys[None, :] <= rows[:, None] + offset)
@@ -81,16 +83,15 @@ def _attn_fwd(
             keep = keep & (mk != 0)
         if MASK_KIND == 2:
             bias = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0.0)
-            s = s + bias.to(tl.float32)
-            keep = keep & (s != float("-inf"))
+            s = s + bias.to(tl.float32) * 1.4426950408889634
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
+        alpha = tl.math.exp2(m_i - m_safe)
         if ENTROPY:
             delta = tl.where(m_i == float("-inf"), 0.0, m_i - m_safe)
-        z = tl.where(keep, s - m_safe[:, None], 0.0)
-        p = tl.where(keep, tl.exp(z), 0.0)
+        z = tl.maximum(s - m_safe[:, None], -200.0)  # masked (-inf) -> -200: 2^-200 is exactly 0 in fp32
+        p = tl.math.exp2(z)
         if ENTROPY:
             t_i = alpha * (t_i + delta * l_i) + tl.sum(p * z, 1)
         l_i = alpha * l_i + tl.sum(p, 1)
@@ -106,13 +107,13 @@ def _attn_fwd(
     l_safe = tl.where(live, l_i, 1.0)
     out = acc / l_safe[:, None]
     m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
-    lse = tl.where(live, m_fin + tl.log(l_safe), float("-inf"))
+    lse = tl.where(live, (m_fin + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
     tl.store(O + b * sob + h * soh + rows[:, None] * sot + dd[None, :] * sod, out.to(O.dtype.element_ty),
              mask=row_ok[:, None] & d_ok[None, :])
     stat = pid_bh * T + rows
     tl.store(LSE + stat, lse, mask=row_ok)
     if ENTROPY:
-        ent = tl.where(live, tl.log(l_safe) - t_i / l_safe, 0.0)
+        ent = tl.where(live, (tl.math.log2(l_safe) - t_i / l_safe) * 0.6931471805599453, 0.0)
         tl.store(ENT + stat, ent, mask=row_ok)
 
 
@@ -128,12 +129,17 @@ def _interpreting() -> bool:
     return bool(knobs.runtime.interpret)
 
 
-def default_blocks(head_dim: int, dtype: torch.dtype) -> tuple[int, int]:
-    if _interpreting():
+def default_blocks(head_dim: int, dtype: torch.dtype, interpret: bool | None = None) -> tuple[int, int]:
+    """``(BLOCK_M, BLOCK_N)`` that fit in an H100's shared memory (checked by compiling for sm_90)."""
+    if _interpreting() if interpret is None else interpret:
         return 16, 16
     if dtype == torch.float32 or head_dim > 128:
         return 64, 32
     return 128, 64 if head_dim <= 64 else 32
+
+
+def launch_options(head_dim: int) -> dict[str, int]:
+    return {"num_warps": 8 if head_dim > 64 else 4, "num_stages": 3 if head_dim <= 128 else 2}
 
 
 def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, entropy: bool = True, block_m: int | None = None,
@@ -169,6 +175,6 @@ def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, entropy: bool = 
         h, t, s_len, d, h // k.shape[1], scale,
         CAUSAL=causal, MASK_KIND=kind, IEEE=(q.dtype == torch.float32 and not allow_tf32), ENTROPY=entropy,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(d)),
-        num_warps=8 if d > 64 else 4, num_stages=3 if d <= 128 else 2,
+        **launch_options(d),
     )
     return out, lse, (ent if entropy else None)
