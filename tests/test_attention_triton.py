@@ -187,3 +187,43 @@ def test_gpu_backward(rng, dtype):
     for g, w, lo in zip(got, want, low, strict=True):
         bound = 1e-4 if dtype == torch.float32 else 2 * (lo.double() - w).abs().max().item() + 1e-6
         assert (g.double() - w).abs().max().item() <= bound
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INTERPRETED, reason="compiles for a GPU target; runs in the parent process")
+def test_kernels_compile_for_sm90_within_shared_memory():
+    """Without a GPU, compile forward and backward (bf16, d = 128, causal, bool mask) for an H100."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from artent_fast.attention.triton_path import load_kernel
+
+    fwd, bwd = load_kernel("attention_fwd"), load_kernel("attention_bwd")
+    if fwd is None or bwd is None:
+        pytest.skip("kernel modules unavailable")
+
+    def compile_one(fn, pointers, consts, options):
+        sig = {p: "constexpr" if p in consts else pointers.get(p, "fp32" if p == "scale" else "i32")
+               for p in inspect.signature(fn).parameters}
+        try:
+            return triton.compile(ASTSource(triton.jit(fn), sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                                  options=options)
+        except Exception as exc:  # no ptxas / CUDA backend on this machine
+            if "ptxas" in str(exc).lower() or "backend" in str(exc).lower():
+                pytest.skip(f"cannot compile for CUDA here: {exc}")
+            raise
+
+    d, dt = 128, "*bf16"
+    bm, bn = fwd.default_blocks(d, torch.bfloat16, interpret=False)
+    consts = dict(CAUSAL=True, MASK_KIND=1, IEEE=False, ENTROPY=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=d)
+    ptrs = dict(Q=dt, K=dt, V=dt, O=dt, LSE="*fp32", ENT="*fp32", M="*u8")
+    k = compile_one(fwd._attn_fwd, ptrs, consts, fwd.launch_options(d))
+    assert k.metadata.shared <= 232448
+    bm, bn = bwd.backward_blocks(d, torch.bfloat16)
+    consts = dict(CAUSAL=True, MASK_KIND=1, IEEE=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=d)
+    ptrs = dict(Q=dt, K=dt, V=dt, DO=dt, LSE="*fp32", DELTA="*fp32", DK=dt, DV=dt, DQ=dt, M="*u8")
+    for fn in (bwd._dkdv, bwd._dq):
+        assert compile_one(fn, ptrs, consts, {"num_warps": 8, "num_stages": 2}).metadata.shared <= 232448
