@@ -13,26 +13,11 @@ import math
 
 import torch
 
+from artent_fast.core.entropy import entropy_from_spectrum as entropy_reference  # noqa: F401 (the torch twin)
+
 from ._support import DTYPES, check_runnable, interpreting, jit, tl
 
 MODE_VN, MODE_RENYI, MODE_MIN = 0, 1, 2
-
-
-def entropy_reference(
-    values: torch.Tensor, total: torch.Tensor | None = None, *, alpha: float = 1.0, base: float = math.e
-) -> torch.Tensor:
-    """The torch twin: entropy of each spectrum (last dim) normalised by ``total`` (default: its sum)."""
-    values = values.clamp_min(0)
-    if total is None:
-        total = values.sum(-1)
-    p = values / total.unsqueeze(-1)
-    if alpha == 1:
-        s = -torch.special.xlogy(p, p).sum(-1)
-    elif math.isinf(alpha):
-        s = -torch.log(p.amax(-1))
-    else:
-        s = torch.log(p.pow(alpha).sum(-1)) / (1 - alpha)
-    return s / math.log(base) if base != math.e else s
 
 
 def _entropy_kernel(

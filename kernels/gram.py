@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from artent_fast.backends.torch_ops import gram as gram_reference  # noqa: F401 (the torch twin)
+
 from ._support import DTYPES, check_runnable, interpreting, jit, tl
-
-
-def gram_reference(x: torch.Tensor, side: str) -> torch.Tensor:
-    """The torch twin: ``x @ x^T`` (side='left') or ``x^T @ x`` (side='right'), batched over leading dims."""
-    return x @ x.mT if side == "left" else x.mT @ x
 
 
 def _gram_kernel(

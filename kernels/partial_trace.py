@@ -17,17 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
+from artent_fast.backends.torch_ops import partial_trace as partial_trace_reference  # noqa: F401 (the torch twin)
+
 from ._support import DTYPES, check_runnable, interpreting, jit, tl
-
-
-def partial_trace_reference(rho: torch.Tensor, keep: int, traced: int, side: str) -> torch.Tensor:
-    """The torch twin: trace out one factor of dim ``traced`` from ``rho`` ``(..., keep*traced, keep*traced)``."""
-    batch = rho.shape[:-2]
-    if side == "last":
-        r = rho.reshape(*batch, keep, traced, keep, traced)
-        return torch.diagonal(r, dim1=-3, dim2=-1).sum(-1)
-    r = rho.reshape(*batch, traced, keep, traced, keep)
-    return torch.diagonal(r, dim1=-4, dim2=-2).sum(-1)
 
 
 def _trace_kernel(

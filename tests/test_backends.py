@@ -118,6 +118,26 @@ def test_override_forces_a_backend_and_falls_back_to_torch(probe, monkeypatch):
     assert dispatch("probe", x, device=torch.device("cuda"))[0] == "torch" and calls == ["torch"]
 
 
+def test_forced_backend_that_declines_warns_once_per_op(probe, monkeypatch):
+    _, decline = probe
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "cuda")
+    decline.add("cuda")
+    with pytest.warns(UserWarning, match="ARTENT_FAST_BACKEND=cuda: no usable cuda kernel for 'probe'"):
+        assert dispatch("probe", torch.zeros(1))[0] == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent
+        assert dispatch("probe", torch.zeros(1))[0] == "torch"
+
+
+def test_every_op_has_a_torch_kernel():
+    """Other backends may decline any input, so torch must cover every op they register."""
+    for backend in ("triton", "cuda"):
+        registry._load(backend)
+    for op, kernels in registry._KERNELS.items():
+        if op != "probe":
+            assert "torch" in kernels, op
+
+
 def test_unknown_op_is_a_key_error():
     with pytest.raises(KeyError, match="no kernel registered for op 'nope'"):
         dispatch("nope", torch.zeros(1))
@@ -190,9 +210,9 @@ SHAPES = [(8, 8), (12, 18), (30, 64), (3, 16, 24), (2, 2, 27, 20), (7, 2), (1, 9
 def test_triton_backend_profile_matches_torch(triton_spies, monkeypatch, rng, shape, dtype):
     x = torch.from_numpy(rng.standard_normal(shape)).to(dtype)
     got = af.entanglement_profile(x, method="gram")
-    assert triton_spies.get("gram", 0) >= 1
+    assert triton_spies.get("gram", 0) >= 1 and triton_spies.get("entropy", 0) >= 1
     if af.sites(*shape[-2:]).num_bonds > 2:
-        assert triton_spies.get("partial_trace", 0) >= 1
+        assert triton_spies.get("partial_trace_chain", 0) >= 1
     monkeypatch.delenv("ARTENT_FAST_BACKEND")
     ref = af.entanglement_profile(x.double(), method="naive")  # per-bond SVDs: a different algorithm
     assert got.dtype == dtype and got.shape == ref.shape

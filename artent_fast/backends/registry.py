@@ -72,18 +72,25 @@ def dispatch(op: str, *args, device: torch.device | None = None, **kwargs):
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
     _load("torch")
     kernels = _KERNELS.get(op, {})
-    candidates = _candidates(device)
-    for backend in candidates:
+    forced = selected_backend()
+    for backend in _candidates(device):
         fn = kernels.get(backend) if _load(backend) else None
         if fn is None:
             continue
+        if backend == "torch" and forced not in (None, "torch"):
+            _warn_fallback(forced, op)
         result = fn(*args, **kwargs)
         if result is not NotImplemented:  # a kernel may decline shapes it does not cover
             return result
-    forced = selected_backend()
-    if forced and forced != "torch" and forced not in _WARNED:
-        _WARNED.add(forced)
-        warnings.warn(f"ARTENT_FAST_BACKEND={forced}: no usable kernel for {op!r} here; using torch", stacklevel=2)
-    if "torch" not in kernels:
-        raise KeyError(f"no kernel registered for op {op!r}")
-    return kernels["torch"](*args, **kwargs)
+    raise KeyError(f"no kernel registered for op {op!r}")
+
+
+def _warn_fallback(forced: str, op: str) -> None:
+    """Warn once per (backend, op) that a forced backend had nothing to run ``op`` here."""
+    key = f"{forced}:{op}"
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(
+            f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for {op!r} on this input; using torch",
+            stacklevel=3,
+        )

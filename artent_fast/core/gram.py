@@ -46,18 +46,17 @@ def bond_densities(t: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
         left = math.prod(dims[:k_star])
         rho = dispatch("gram", t.reshape(*batch, left, total // left), "left")
         out[k_star - 1] = rho
-        for k in range(k_star - 1, 0, -1):
-            keep = math.prod(dims[:k])
-            rho = dispatch("partial_trace", rho, keep, dims[k], "last")
-            out[k - 1] = rho
+        keeps = [math.prod(dims[:k]) for k in range(k_star - 1, 0, -1)]  # bonds k_star-1 .. 1
+        if keeps:
+            out[: k_star - 1] = dispatch("partial_trace_chain", rho, keeps, [left // k for k in keeps], "last")[::-1]
     if k_star < n_bonds:  # right side: root at bond k_star+1, traced up to bond K-1
         left = math.prod(dims[: k_star + 1])
         rho = dispatch("gram", t.reshape(*batch, left, total // left), "right")
         out[k_star] = rho
-        for k in range(k_star + 2, n_bonds + 1):
-            keep = math.prod(dims[k:])
-            rho = dispatch("partial_trace", rho, keep, dims[k - 1], "first")
-            out[k - 1] = rho
+        right = total // left
+        keeps = [math.prod(dims[k:]) for k in range(k_star + 2, n_bonds + 1)]  # bonds k_star+2 .. K-1
+        if keeps:
+            out[k_star + 1 :] = dispatch("partial_trace_chain", rho, keeps, [right // k for k in keeps], "first")
     return out  # type: ignore[return-value]
 
 

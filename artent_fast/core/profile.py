@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from artent_fast.core.entropy import check_alpha_base, entropy_from_spectrum, renyi2_from_purity
+from artent_fast.backends import dispatch
+from artent_fast.core.entropy import check_alpha_base, renyi2_from_purity
 from artent_fast.core.gram import bond_purities, bond_spectra
 from artent_fast.core.layout import Sites, sites
 from artent_fast.core.sweep import tt_svd
@@ -38,7 +39,8 @@ def normalised_chain(x: torch.Tensor, layout: Sites, dtype: torch.dtype, on_zero
 
 
 def profile_from_spectra(spectra: Sequence[torch.Tensor], alpha: float, base: float) -> torch.Tensor:
-    return torch.stack([entropy_from_spectrum(s, alpha=alpha, base=base) for s in spectra], -1)
+    """Stack the entropy of each bond's spectrum into ``(..., K-1)``."""
+    return torch.stack([dispatch("entropy", s, alpha=alpha, base=base) for s in spectra], -1)
 
 
 def _naive(t: torch.Tensor, layout: Sites) -> list[torch.Tensor]:
