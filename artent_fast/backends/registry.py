@@ -57,8 +57,7 @@ def selected_backend() -> str | None:
     return forced
 
 
-def _candidates(device: torch.device) -> list[str]:
-    forced = selected_backend()
+def _candidates(device: torch.device, forced: str | None) -> list[str]:
     if forced is not None:
         return [forced, "torch"]
     if device.type == "cuda":
@@ -73,7 +72,7 @@ def dispatch(op: str, *args, device: torch.device | None = None, **kwargs):
     _load("torch")
     kernels = _KERNELS.get(op, {})
     forced = selected_backend()
-    for backend in _candidates(device):
+    for backend in _candidates(device, forced):
         fn = kernels.get(backend) if _load(backend) else None
         if fn is None:
             continue

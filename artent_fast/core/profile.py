@@ -39,8 +39,17 @@ def normalised_chain(x: torch.Tensor, layout: Sites, dtype: torch.dtype, on_zero
 
 
 def profile_from_spectra(spectra: Sequence[torch.Tensor], alpha: float, base: float) -> torch.Tensor:
-    """Stack the entropy of each bond's spectrum into ``(..., K-1)``."""
-    return torch.stack([dispatch("entropy", s, alpha=alpha, base=base) for s in spectra], -1)
+    """Entropies of every bond's spectrum, ``(..., K-1)``, in one reduction.
+
+    Spectra have different lengths; zero padding changes no entropy (``0 ln 0 = 0``, ``0^alpha = 0``),
+    so they are packed into one ``(..., K-1, max_len)`` tensor and reduced once, instead of one
+    small reduction per bond.
+    """
+    width = max(s.shape[-1] for s in spectra)
+    packed = spectra[0].new_zeros(*spectra[0].shape[:-1], len(spectra), width)
+    for k, s in enumerate(spectra):
+        packed[..., k, : s.shape[-1]] = s.clamp_min(0)
+    return dispatch("entropy", packed, alpha=alpha, base=base)
 
 
 def _naive(t: torch.Tensor, layout: Sites) -> list[torch.Tensor]:
@@ -92,11 +101,31 @@ def entanglement_profile(
     method = resolve_method(method)
     out_dtype = result_dtype(x)
     work = torch.float64 if method == "gram" else out_dtype
-    t, zero = normalised_chain(x, layout, work, on_zero, "matrix")
-    if method == "gram" and alpha == 2:
-        prof = renyi2_from_purity(bond_purities(t, layout.dims), base=base)
-    else:
-        prof = profile_from_spectra(SPECTRA[method](t, layout), alpha, base)
+    # exact zero test on the input itself (raises, naming the batch index, before any work)
+    zero = handle_zero(x.flatten(-2).ne(0).any(-1).to(torch.int8), on_zero, "matrix")
+    flat = x.reshape(-1, *x.shape[-2:])
+    step = chunk_size(flat[0].numel(), work, x.device)
+    prof = torch.cat(
+        [_profile_block(flat[i : i + step], layout, work, method, alpha, base) for i in range(0, flat.shape[0], step)]
+    ).reshape(*x.shape[:-2], layout.num_bonds)
     if on_zero == "nan":
         prof = prof.masked_fill(zero.unsqueeze(-1), float("nan"))
     return prof.to(out_dtype)
+
+
+def chunk_size(numel: int, dtype: torch.dtype, device: torch.device) -> int:
+    """Matrices per block: the working copy of a block stays within a cache- and memory-friendly size.
+
+    One big batch would hold a float64 copy of every matrix (and its Grams) at once: on CPU that
+    thrashes the caches (a batch of 16 ran ~10% slower per matrix than a loop) and at 8B scale it
+    wastes memory; GPUs get larger blocks to stay busy.
+    """
+    budget = 2**30 if device.type == "cuda" else 2**25
+    return max(1, budget // (numel * torch.finfo(dtype).bits // 8))
+
+
+def _profile_block(x: torch.Tensor, layout: Sites, work: torch.dtype, method: str, alpha: float, base: float):
+    t, _ = normalised_chain(x, layout, work, "nan", "matrix")  # zeros were handled by the caller
+    if method == "gram" and alpha == 2:
+        return renyi2_from_purity(bond_purities(t, layout.dims), base=base)
+    return profile_from_spectra(SPECTRA[method](t, layout), alpha, base)
