@@ -116,3 +116,20 @@ def test_gaussian_follows_page_curve():
     page = af.page_curve(128, 128)
     # Page's formula is the exact mean for the fixed-trace ensemble; 64 samples -> std error ~ 1e-3
     torch.testing.assert_close(mean, page, atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["gram", "sweep"])
+@pytest.mark.parametrize("block", [1, 2, 5])
+def test_blocked_batches_match_reference_and_name_zero_index(rng, monkeypatch, method, block):
+    """Batches processed in blocks (as large batches are) give the same profiles, in order."""
+    import artent_fast.core.profile as profile_mod
+
+    monkeypatch.setattr(profile_mod, "chunk_size", lambda *a: block)
+    x = rng.standard_normal((2, 3, 12, 10))
+    x[1, 2] = 0.0
+    got = af.entanglement_profile(torch.from_numpy(x), method=method, on_zero="nan")
+    ref = reference_profiles(x.reshape(-1, 12, 10)[:5]).reshape(5, -1)
+    np.testing.assert_allclose(got.reshape(6, -1)[:5].numpy(), ref, atol=1e-8, rtol=0)
+    assert torch.isnan(got[1, 2]).all()
+    with pytest.raises(ValueError, match=r"batch index \[\(1, 2\)\]"):
+        af.entanglement_profile(torch.from_numpy(x), method=method)
