@@ -59,7 +59,8 @@ def tflops(b, h, t, d, causal, seconds, factor=1.0):
 
 def forward_table(dev, dtype, shapes, repeats):
     print(f"\n## Forward ({dtype}): capture vs none, vs SDPA")
-    print("| B,H,Hkv,T,d | causal | capture s | no capture s | SDPA s | capture/none | SDPA/capture | TFLOP/s |")
+    print("| B,H,Hkv,T,d | causal | capture s | no capture s | SDPA s | speed capture:none "
+          "| speed capture:SDPA | TFLOP/s |")
     print("|---|---|---|---|---|---|---|---|")
     gen = torch.Generator(device=dev).manual_seed(0)
     for b, h, hk, t, d in shapes:
@@ -77,7 +78,7 @@ def forward_table(dev, dtype, shapes, repeats):
 
 def training_table(dev, dtype, shapes, repeats):
     print(f"\n## Forward + backward ({dtype}), capture every step, vs SDPA")
-    print("| B,H,Hkv,T,d | causal | artent s | SDPA s | SDPA/artent |")
+    print("| B,H,Hkv,T,d | causal | artent s | SDPA s | speed artent:SDPA |")
     print("|---|---|---|---|---|")
     gen = torch.Generator(device=dev).manual_seed(1)
     for b, h, hk, t, d in shapes:
@@ -99,7 +100,7 @@ def training_table(dev, dtype, shapes, repeats):
 
 def profile_table(dev, sizes, repeats):
     print("\n## attention_profile (chunked heads, two Gram roots) vs entanglement_profile(materialised P)")
-    print("| B,H,T,d | attention_profile s | materialise + profile s | ratio |")
+    print("| B,H,T,d | attention_profile s | materialise + profile s | speed-up |")
     print("|---|---|---|---|")
     gen = torch.Generator(device=dev).manual_seed(2)
     for b, h, t, d in sizes:
