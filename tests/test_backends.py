@@ -294,3 +294,17 @@ def test_cupy_arrays_are_accepted_zero_copy():
     assert torch.allclose(got.cpu().double(), af.entanglement_profile(torch.from_numpy(host)), atol=1e-10)
     view = torch.from_dlpack(arr)
     assert view.data_ptr() == arr.data.ptr  # DLPack shares the buffer
+
+
+@pytest.mark.parametrize("shape", [(512, 9), (513, 20), (1031, 3), (2, 700, 31), (1100, 1)])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_torch_gram_split_product_matches_plain_matmul(rng, shape, side):
+    """The halved-work Gram (recursive row split) equals ``x @ x^T`` / ``x^T @ x`` in float64."""
+    from artent_fast.backends import torch_ops
+
+    x = torch.from_numpy(rng.standard_normal(shape))
+    if side == "right":
+        x = x.mT.contiguous()
+    ref = x.numpy() @ np.swapaxes(x.numpy(), -1, -2) if side == "left" else np.swapaxes(x.numpy(), -1, -2) @ x.numpy()
+    got = torch_ops.gram(x, side)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
