@@ -256,7 +256,7 @@ class CompareResult:
 
     def plot(self, path: str | None = None):
         """Three panels: attention-output distance/cosine, external and internal profiles; saved to ``path``."""
-        from artent_fast.plotting import require_matplotlib
+        from artent_fast.plotting import require_matplotlib, save_figure
 
         plt = require_matplotlib()
         a, b = self.names
@@ -283,11 +283,7 @@ class CompareResult:
             axes[2].plot([], [], style, color=color, label=f"{self.names[side == 'b']} ({', '.join(kinds)})")
         axes[2].set(xlabel="bond", ylabel="S (nats)", title="internal (weight-update) profiles")
         axes[2].legend()
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-        return fig
+        return save_figure(fig, plt, path, dpi=100)
 
 
 def _as_list(t: torch.Tensor) -> list[float]:

@@ -17,10 +17,9 @@ def _plt():
 
 
 def _save(fig, path: Path) -> str:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
-    _plt().close(fig)
+    from artent_fast.plotting import save_figure
+
+    save_figure(fig, _plt(), path, dpi=80)
     return path.name
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from artent_fast.plotting import require_matplotlib
+from artent_fast.plotting import require_matplotlib, save_figure
 
 
 def plot_profile(
@@ -37,9 +37,4 @@ def plot_profile(
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        plt.close(fig)
-    return fig
+    return save_figure(fig, plt, path)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from artent_fast.plotting import require_matplotlib
+from artent_fast.plotting import require_matplotlib, save_figure
 
 
 def family(module: str) -> str:
@@ -113,10 +113,8 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
         ax.set_title("Entanglement valley depth at the row/column bond")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
         path = out / "valley_depth.png"
-        fig.savefig(path)
-        plt.close(fig)
+        save_figure(fig, plt, path)
         written.append(path)
     return written
 
@@ -144,9 +142,7 @@ def _heatmaps(plt, table: Mapping[str, list], out: Path, checkpoint: str | None)
         ax.set_ylabel("layer")
         ax.set_yticks(layers if len(layers) <= 16 else layers[:: -(-len(layers) // 16)])
         ax.set_title(f"{fam} ({kind}, {m}x{n}) at {Path(checkpoint).name}")
-        fig.tight_layout()
         path = out / f"heatmap_{_slug(f'{fam}_{kind}_{m}x{n}')}.png"
-        fig.savefig(path)
-        plt.close(fig)
+        save_figure(fig, plt, path)
         written.append(path)
     return written

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from artent_fast.plotting import require_matplotlib
+from artent_fast.plotting import require_matplotlib, save_figure
 from artent_fast.plotting.profile import plot_profile
 from artent_fast.tracking.records import record_label
 
@@ -46,15 +46,6 @@ def select(records: list[dict], modules: Iterable[str] | None, kinds: Sequence[s
         raise ValueError(f"no {'/'.join(kinds)} records{'' if wanted is None else f' for {sorted(wanted)}'} "
                          "in the history")
     return out
-
-
-def save(fig: Any, plt: Any, path: str | Path | None) -> Any:
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        plt.close(fig)
-    return fig
 
 
 def plot_tracked_profile(
@@ -114,7 +105,7 @@ def plot_bond_heatmap(
     ax.set_ylabel("step")
     ax.set_title(title or f"{display(label)}: entropy per bond and step", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
-    return save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_valley_depth(
@@ -139,4 +130,4 @@ def plot_valley_depth(
     ax.set_title(title)
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
-    return save(fig, plt, path)
+    return save_figure(fig, plt, path)
