@@ -111,7 +111,8 @@ def test_override_forces_a_backend_and_falls_back_to_torch(probe, monkeypatch):
     assert dispatch("probe", x)[0] == "triton"  # forced even on CPU
     decline.add("triton")
     calls.clear()
-    assert dispatch("probe", x, device=torch.device("cuda"))[0] == "torch"
+    with pytest.warns(UserWarning, match="no usable triton kernel for 'probe'"):
+        assert dispatch("probe", x, device=torch.device("cuda"))[0] == "torch"
     assert calls == ["triton", "torch"]  # forced: cuda is not tried
     monkeypatch.setenv("ARTENT_FAST_BACKEND", "torch")
     calls.clear()
