@@ -49,6 +49,17 @@ def test_degenerate_factors(rng):
     np.testing.assert_allclose(got.numpy(), reference_profile(B @ A), atol=1e-8)
 
 
+@pytest.mark.parametrize("span", [1e-4, 1e-8, 1e-13])
+def test_ill_conditioned_factors(rng, span):
+    """Factors whose singular values span many decades (the square roots of their Grams lose the smallest)."""
+    m, n, r = 96, 80, 10
+    scales = np.logspace(0, np.log10(span), r)
+    B = np.linalg.qr(rng.standard_normal((m, r)))[0] * scales  # columns scaled over many decades
+    A = rng.standard_normal((r, r)) @ (np.linalg.qr(rng.standard_normal((n, r)))[0] * scales[::-1]).T
+    got = af.lowrank_profile(torch.from_numpy(B), torch.from_numpy(A))
+    np.testing.assert_allclose(got.numpy(), reference_profile(B @ A), atol=1e-8)
+
+
 def test_matches_dense_path_and_valley(rng):
     B, A = torch.randn(256, 8, dtype=torch.float64), torch.randn(8, 256, dtype=torch.float64)
     fact = af.lowrank_profile(B, A)
