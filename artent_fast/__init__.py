@@ -22,12 +22,18 @@ _LAZY = {
     "attention_profile": "artent_fast.attention",
     "register_attention": "artent_fast.attention",
     "compare": "artent_fast.compare",
+    "read_history": "artent_fast.tracking.records",
+    "run_sweep": "artent_fast.sweep",
 }
+# subpackages reachable as attributes (``artent_fast.adapters.mps.apply``) without an explicit import
+_SUBPACKAGES = ("adapters", "integrations", "backends", "plotting", "sweep", "tracking")
 
 __all__ = [*_core_all, *_LAZY, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"artent_fast.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'artent_fast' has no attribute {name!r}")
