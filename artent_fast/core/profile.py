@@ -48,7 +48,7 @@ def profile_from_spectra(spectra: Sequence[torch.Tensor], alpha: float, base: fl
     width = max(s.shape[-1] for s in spectra)
     packed = spectra[0].new_zeros(*spectra[0].shape[:-1], len(spectra), width)
     for k, s in enumerate(spectra):
-        packed[..., k, : s.shape[-1]] = s.clamp_min(0)
+        packed[..., k, : s.shape[-1]] = s  # the entropy op clamps round-off negatives
     return dispatch("entropy", packed, alpha=alpha, base=base)
 
 
