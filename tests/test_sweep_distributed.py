@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,10 +34,11 @@ def test_gloo_two_ranks_match_single_process(tmp_path):
     proc = _torchrun(args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[rank 0]" in proc.stderr and "[rank 1]" in proc.stderr
-    ran = {int(line.split("[rank ")[1][0]): int(line.split("units: ")[1].split(" run")[0])
-           for line in proc.stderr.splitlines() if "units: " in line and "[rank " in line}
+    # ranks share one stderr pipe: each rank's report must still stand on a line of its own
+    ran = {int(rank): int(n) for rank, n in re.findall(r"^\[rank (\d+)\] units: (\d+) run", proc.stderr, re.M)}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["world"] == 2 and ran[0] > 0 and ran[1] > 0 and ran[0] + ran[1] == len(manifest["units"])
+    assert manifest["world"] == 2 and set(ran) == {0, 1}, proc.stderr
+    assert ran[0] > 0 and ran[1] > 0 and ran[0] + ran[1] == len(manifest["units"]), proc.stderr
     single = run_sweep([tmp_path / "ck" / "full", tmp_path / "ck" / "lora"], tmp_path / "one",
                        base=paths["base"][0], batch=2, progress=False, verbose=False, device="cpu")
     assert single.ok

@@ -182,9 +182,13 @@ def _loaded_units(units: list[Unit], sources: dict, device: torch.device,
 def report(result: SweepResult, header: bool) -> None:
     """Timings, peak memory and errors, on stderr."""
     tag = f"[rank {result.rank}] " if result.world > 1 else ""
-    print(f"{tag}units: {result.ran} run, {result.skipped} already done; I/O {result.io_s:.2f} s, compute "
-          f"{result.compute_s:.2f} s, total {result.total_s:.2f} s; peak host memory {mib(result.peak_rss)} RSS "
-          f"(start {mib(result.start_rss)}, largest matrix {mib(result.largest_matrix)})", file=sys.stderr)
+    # one write per line: ranks share stderr, and print's separate newline write lets their lines join
+    sys.stderr.write(
+        f"{tag}units: {result.ran} run, {result.skipped} already done; I/O {result.io_s:.2f} s, compute "
+        f"{result.compute_s:.2f} s, total {result.total_s:.2f} s; peak host memory {mib(result.peak_rss)} RSS "
+        f"(start {mib(result.start_rss)}, largest matrix {mib(result.largest_matrix)})\n"
+    )
+    sys.stderr.flush()
     if header and result.errors:
         print(f"{len(result.errors)} error(s):", file=sys.stderr)
         for e in result.errors:
