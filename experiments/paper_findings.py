@@ -432,12 +432,18 @@ def nohair(keep: dict[str, Any], runs: list[Run], probe: torch.Tensor, out: Path
     if not pairs and len(keep) > 1:
         pairs.append(("base", next(k for k in keep if k != "base")))
     out_pairs = {}
+    moved_from_base: dict[str, float] = {}  # one model sits in several pairs: measure it once
+
+    def moved(name: str) -> float:
+        if name not in moved_from_base:
+            res = artent_fast.compare(base, keep[name], {"input_ids": probe}, profile=False)
+            moved_from_base[name] = res.summary()["rel_distance"]
+        return moved_from_base[name]
+
     for i, (a, b) in enumerate(pairs):
         res = artent_fast.compare(keep[a], keep[b], {"input_ids": probe}, base=base, names=(a, b))
-        moved = [artent_fast.compare(base, keep[k], {"input_ids": probe}, profile=False).summary()["rel_distance"]
-                 for k in (a, b)]
         out_pairs[f"{a} vs {b}"] = {"table": res.table, "summary": res.summary(), "markdown": res.to_markdown(),
-                                    "moved_from_base": moved}
+                                    "moved_from_base": [moved(a), moved(b)]}
         if i == 0:
             try:
                 res.plot(str(out / "nohair.png"))
