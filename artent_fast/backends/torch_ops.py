@@ -67,6 +67,8 @@ def partial_trace_chain(rho: torch.Tensor, keeps: list[int], traced: list[int], 
 
     ``keeps`` shrink level by level (``keeps[l] * traced[l]`` is the root's size); each level is
     traced from the previous one, which costs far less than tracing from the root each time.
+    ``traced`` (the root's size over ``keeps[l]``) is part of the op's signature for the one-launch
+    kernels; here it follows from ``keeps``.
     """
     out, current, size = [], rho, rho.shape[-1]
     for keep in keeps:
