@@ -6,8 +6,7 @@ integrations (tracking, attention, sweeps, adapters) load lazily on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib as _importlib
 
 from artent_fast.api import *  # noqa: F403
 from artent_fast.api import __all__ as _core_all
@@ -31,12 +30,17 @@ _SUBPACKAGES = ("adapters", "integrations", "backends", "plotting", "sweep", "tr
 __all__ = [*_core_all, *_LAZY, "__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str):
     if name in _SUBPACKAGES:
-        return importlib.import_module(f"artent_fast.{name}")
+        return _importlib.import_module(f"artent_fast.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'artent_fast' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The public names (the lazy ones included) and the subpackages, nothing imported for our own use."""
+    return sorted({*__all__, *_SUBPACKAGES})

@@ -6,13 +6,20 @@ import argparse
 import importlib
 import sys
 
+from artent_fast import __version__
+
 # Subcommand modules, in help order. A module that fails to import (missing optional
 # extra) is skipped with a note, so the rest of the CLI keeps working.
 SUBCOMMANDS = ("profile", "demo", "sweep", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="artent", description="Artificial-entanglement profiles of model weights.")
+    parser = argparse.ArgumentParser(
+        prog="artent",
+        description="Artificial-entanglement profiles of model weights, weight updates and attention matrices.",
+        epilog="Run 'artent COMMAND --help' for a command's options. Definitions: docs/definitions.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -37,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"artent {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"artent {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
