@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from artent_fast.plotting import require_matplotlib, save_figure
+from artent_fast.plotting import integer_ticks, legend_outside, line_style, new_figure, require_matplotlib, save_figure
+
+OVERLAY_GREYS = ("black", "0.4", "0.6", "0.75")  # one shade per overlay shape
+OVERLAY_LINES = {"page": "--", "random": "-."}  # one line style per theory
+
+
+def overlay_style(label: str, shades: dict[str, str]) -> dict[str, str]:
+    """Theory curves: line style by theory (first word of the label), grey shade by what follows it."""
+    theory, _, rest = label.partition(" ")
+    shade = shades.setdefault(rest.rsplit(" ", 1)[-1], OVERLAY_GREYS[len(shades) % len(OVERLAY_GREYS)])
+    return {"color": shade, "ls": OVERLAY_LINES.get(theory.lower(), ":")}
 
 
 def plot_profile(
@@ -16,25 +26,32 @@ def plot_profile(
     overlays: Mapping[str, Sequence[float] | torch.Tensor] | None = None,
     center_bond: int | None = None,
     title: str = "Entanglement profile",
+    note: str | None = None,
+    kind_of: Callable[[str], str] | None = None,
     path: str | Path | None = None,
 ):
-    """Line plot of entropy per bond; ``overlays`` (theory curves) dashed; the row/column bond marked.
+    """Entropy per bond: measured curves solid (one line style per kind given by ``kind_of(label)``),
+    ``overlays`` (theory curves) in black and grey, dashed; the row/column bond marked.
 
-    ``center_bond`` is a 0-based profile index. Returns the figure; saves a PNG when ``path`` is given.
+    ``center_bond`` is a 0-based profile index; bonds are drawn 1-based, as in the docs. ``note`` is a
+    line under the title (e.g. "4 of 8 modules shown"). Returns the figure; saves it when ``path`` is given.
     """
     plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = new_figure(plt)
+    kinds: dict[str, int] = {}
     for label, values in profiles.items():
         y = torch.as_tensor(values, dtype=torch.float64).cpu()
-        ax.plot(range(1, len(y) + 1), y, marker="o", ms=3, label=label)
+        kind = kinds.setdefault(kind_of(label) if kind_of else "", len(kinds))
+        ax.plot(range(1, len(y) + 1), y, label=label, **line_style(kind, many_points=len(y) > 40))
+    shades: dict[str, str] = {}
     for label, values in (overlays or {}).items():
         y = torch.as_tensor(values, dtype=torch.float64).cpu()
-        ax.plot(range(1, len(y) + 1), y, ls="--", lw=1.2, label=label)
+        ax.plot(range(1, len(y) + 1), y, lw=1.1, label=label, **overlay_style(label, shades))
     if center_bond is not None:
-        ax.axvline(center_bond + 1, color="grey", lw=0.8, ls=":", label="row/column bond")
+        ax.axvline(center_bond + 1, color="tab:red", lw=1.0, ls=":", label=f"row/column bond ({center_bond + 1})")
     ax.set_xlabel("bond")
     ax.set_ylabel("entropy (nats)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    integer_ticks(ax.xaxis)
+    ax.set_title(title if note is None else f"{title}\n{note}", fontsize=10)
+    legend_outside(ax)
     return save_figure(fig, plt, path)

@@ -7,7 +7,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from artent_fast.plotting import require_matplotlib, save_figure
+from artent_fast.plotting import (
+    integer_ticks,
+    legend_outside,
+    line_style,
+    new_figure,
+    require_matplotlib,
+    save_figure,
+)
 from artent_fast.plotting.profile import plot_profile
 from artent_fast.tracking.records import record_label
 
@@ -19,6 +26,11 @@ def display(label: str) -> str:
     for prefix in WRAPPER_PREFIXES:
         label = label.removeprefix(prefix)
     return label
+
+
+def projection(label: str) -> str:
+    """The module's role without layer, part or adapter: ``model.layers.3.self_attn.q_proj@default`` -> ``q_proj``."""
+    return label.split("@", 1)[0].split("[", 1)[0].rsplit(".", 1)[-1]
 
 
 def as_records(history: Any) -> list[dict]:
@@ -43,8 +55,9 @@ def select(records: list[dict], modules: Iterable[str] | None, kinds: Sequence[s
         if wanted is None or label in wanted or r.get("module") in wanted:
             out.setdefault(label, []).append(r)
     if not out:
-        raise ValueError(f"no {'/'.join(kinds)} records{'' if wanted is None else f' for {sorted(wanted)}'} "
-                         "in the history")
+        raise ValueError(
+            f"no {'/'.join(kinds)} records{'' if wanted is None else f' for {sorted(wanted)}'} in the history"
+        )
     return out
 
 
@@ -61,7 +74,9 @@ def plot_tracked_profile(
     """Entropy vs bond of each unit at ``step`` (default: the last recorded), with theory overlays.
 
     Overlays (dashed): the Page curve of a Gaussian matrix of the same shape and, for LoRA units,
-    the profile of a random rank-r product with Gaussian factors (SPEC section 5).
+    the profile of a random rank-r product with Gaussian factors (docs/definitions.md, section 5).
+    When more than ``max_curves`` units were tracked, the first ``max_curves`` are drawn, spread over
+    the kinds (q, v, ...), and the title says how many are shown.
     """
     from artent_fast.api import page_curve, random_lowrank_profile
 
@@ -71,7 +86,7 @@ def plot_tracked_profile(
     at_step = {label: r for label, rs in groups.items() for r in rs if r["step"] == step}
     if not at_step:
         raise ValueError(f"no records at step {step}")
-    curves = dict(list(at_step.items())[:max_curves])
+    curves = dict(spread_over_kinds(list(at_step.items()), max_curves))
     overlays: dict[str, Any] = {}
     if theory:
         for r in curves.values():
@@ -80,9 +95,30 @@ def plot_tracked_profile(
             if r.get("rank"):
                 overlays.setdefault(f"random rank-{r['rank']} {m}x{n}", random_lowrank_profile(m, n, r["rank"]))
     first = next(iter(curves.values()))
-    return plot_profile({display(label): r["entropies"] for label, r in curves.items()}, overlays=overlays,
-                        center_bond=first["row_sites"] - 1, title=title or f"entanglement profiles, step {step}",
-                        path=path)
+    note = None if len(curves) == len(at_step) else f"{len(curves)} of {len(at_step)} tracked modules shown"
+    return plot_profile(
+        {display(label): r["entropies"] for label, r in curves.items()},
+        overlays=overlays,
+        center_bond=first["row_sites"] - 1,
+        kind_of=projection,
+        note=note,
+        title=title or f"Entanglement profiles of the weight updates, step {step}",
+        path=path,
+    )
+
+
+def spread_over_kinds(items: list[tuple[str, Any]], limit: int) -> list[tuple[str, Any]]:
+    """At most ``limit`` items, taken round-robin over the projection kinds so each kind is shown."""
+    by_kind: dict[str, list] = {}
+    for item in items:
+        by_kind.setdefault(projection(item[0]), []).append(item)
+    chosen: list = []
+    while len(chosen) < min(limit, len(items)):
+        for group in by_kind.values():
+            if group and len(chosen) < limit:
+                chosen.append(group.pop(0))
+    order = {label: i for i, (label, _) in enumerate(items)}
+    return sorted(chosen, key=lambda item: order[item[0]])
 
 
 def plot_bond_heatmap(
@@ -95,16 +131,36 @@ def plot_bond_heatmap(
     records = sorted(records, key=lambda r: r["step"])
     grid = [[math.nan if e is None else e for e in r["entropies"]] for r in records]
     steps = [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = new_figure(plt)
+    ax.grid(False)
     bonds = len(grid[0])
-    image = ax.imshow(grid, aspect="auto", origin="lower", interpolation="nearest",
-                      extent=(0.5, bonds + 0.5, steps[0] - 0.5, steps[-1] + 0.5))
-    fig.colorbar(image, ax=ax, label="entropy (nats)")
-    ax.axvline(records[0]["row_sites"], color="white", lw=0.8, ls=":", label="row/column bond")
+    image = ax.imshow(
+        grid,
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        cmap="viridis",
+        extent=(0.5, bonds + 0.5, steps[0] - 0.5, steps[-1] + 0.5),
+    )
+    fig.colorbar(image, ax=ax, label="entropy (nats)", pad=0.02)
+    center = records[0]["row_sites"]
+    ax.axvline(center, color="tab:red", lw=1.2, ls="--")
+    ax.annotate(
+        f"row/column bond ({center})",
+        xy=(center, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        color="tab:red",
+        fontsize=8,
+    )
     ax.set_xlabel("bond")
     ax.set_ylabel("step")
-    ax.set_title(title or f"{display(label)}: entropy per bond and step", fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
+    integer_ticks(ax.xaxis)
+    integer_ticks(ax.yaxis)
+    ax.set_title(title or f"Entropy per bond and step: {display(label)}", fontsize=10, pad=14)
     return save_figure(fig, plt, path)
 
 
@@ -113,21 +169,43 @@ def plot_valley_depth(
     *,
     modules: Iterable[str] | None = None,
     max_curves: int = 12,
-    title: str = "valley depth at the row/column bond",
+    title: str = "Valley depth at the row/column bond",
     path: str | Path | None = None,
 ):
-    """Valley depth (neighbours' mean entropy minus the row/column bond's) over steps, one line per unit."""
+    """Valley depth over steps, one line per unit; one line style (and marker) per projection kind.
+
+    The depth is the mean of the highest entropy on each side of the row/column bond minus the entropy
+    at it (docs/definitions.md, section 1.7).
+    """
     plt = require_matplotlib()
     groups = select(as_records(history), modules, UPDATE_KINDS)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for label, records in list(groups.items())[:max_curves]:
+    shown = spread_over_kinds(list(groups.items()), max_curves)
+    fig, ax = new_figure(plt)
+    kinds: dict[str, int] = {}
+    for label, records in shown:
         records = sorted(records, key=lambda r: r["step"])
         depth = [math.nan if r.get("valley_depth") is None else r["valley_depth"] for r in records]
-        ax.plot([r["step"] for r in records], depth, marker="o", ms=2, lw=1, label=display(label))
+        kind = kinds.setdefault(projection(label), len(kinds))
+        ax.plot(
+            [r["step"] for r in records], depth, label=display(label), **line_style(kind, many_points=len(records) > 30)
+        )
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("valley depth (nats)")
-    ax.set_title(title)
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(alpha=0.3)
+    integer_ticks(ax.xaxis)
+    note = "" if len(shown) == len(groups) else f"\n{len(shown)} of {len(groups)} tracked modules shown"
+    ax.set_title(title + note, fontsize=10)
+    legend_outside(ax)
+    return save_figure(fig, plt, path)
+
+
+def plot_losses(losses: Sequence[float], *, title: str = "Training loss", path: str | Path | None = None):
+    """Training loss per step, in the same style and size as the other figures."""
+    plt = require_matplotlib()
+    fig, ax = new_figure(plt)
+    ax.plot(range(1, len(losses) + 1), losses, lw=1.2, color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    integer_ticks(ax.xaxis)
+    ax.set_title(title, fontsize=10)
     return save_figure(fig, plt, path)
