@@ -30,14 +30,24 @@ def test_paper_parameter_count_on_meta_device():
     assert 1_574_912 < 2 * 4096 * 256  # fewer than LoRA's 2,097,152
 
 
-@pytest.mark.parametrize("d_in,dims,chi,r", [(12, (3, 4), 5, 3), (64, (4, 4, 4), 3, 6), (30, (2, 3, 5), 4, 2),
-                                             (16, (16,), 2, 4), (48, None, 7, 5), (8, (2, 2, 2), 1, 1)])
+@pytest.mark.parametrize(
+    "d_in,dims,chi,r",
+    [
+        (12, (3, 4), 5, 3),
+        (64, (4, 4, 4), 3, 6),
+        (30, (2, 3, 5), 4, 2),
+        (16, (16,), 2, 4),
+        (48, None, 7, 5),
+        (8, (2, 2, 2), 1, 1),
+    ],
+)
 @pytest.mark.parametrize("batch", [(), (3,), (2, 5)])
 def test_forward_matches_dense_reference(d_in, dims, chi, r, batch):
     gen = torch.Generator().manual_seed(d_in * 7 + r)
     d_out = 10
-    model = mps.apply(_tiny(d_in, d_out), targets=["0"], r=r, chi=chi, dims=dims, alpha=2.5 * r, init="random",
-                      seed=d_in + chi)
+    model = mps.apply(
+        _tiny(d_in, d_out), targets=["0"], r=r, chi=chi, dims=dims, alpha=2.5 * r, init="random", seed=d_in + chi
+    )
     layer = model[0]
     x = torch.randn(*batch, d_in, generator=gen, dtype=torch.float64)
     # plain twin: contract the cores with einsum over all indices at once
@@ -122,11 +132,33 @@ def test_save_load_round_trip(tmp_path):
         mps.load(_tiny(16, 8), tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("d_out,d_in,dims,chi,r", [(16, 16, (4, 4), 3, 2), (12, 18, (2, 3, 3), 2, 3),
-                                                   (8, 32, (8, 4), 4, 4), (6, 10, (2, 5), 5, 1)])
+def test_save_is_atomic_a_failed_write_keeps_the_old_adapter(tmp_path, monkeypatch):
+    st = pytest.importorskip("safetensors.torch")
+    src = mps.apply(_tiny(16, 8, seed=5), targets=["0"], r=2, chi=3, alpha=4, init="random", seed=9)
+    folder = mps.save(src, tmp_path / "adapter")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def half_write(tensors, filename, **kwargs):  # writes part of a file, then the disk fills up
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(st, "save_file", half_write)
+    with torch.no_grad():
+        src[0].B.add_(1.0)
+    with pytest.raises(OSError, match="No space"):
+        mps.save(src, folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # old files intact, no temp file left
+
+
+@pytest.mark.parametrize(
+    "d_out,d_in,dims,chi,r",
+    [(16, 16, (4, 4), 3, 2), (12, 18, (2, 3, 3), 2, 3), (8, 32, (8, 4), 4, 4), (6, 10, (2, 5), 5, 1)],
+)
 def test_profile_equals_dense_profile(d_out, d_in, dims, chi, r):
-    model = mps.apply(_tiny(d_in, d_out), targets=["0"], r=r, chi=chi, dims=dims, alpha=3.0, init="random",
-                      seed=d_out + d_in)
+    model = mps.apply(
+        _tiny(d_in, d_out), targets=["0"], r=r, chi=chi, dims=dims, alpha=3.0, init="random", seed=d_out + d_in
+    )
     layer = model[0]
     got = mps.mps_update_profile(layer)
     want = artent_fast.entanglement_profile(layer.delta_weight().detach(), method="naive")
@@ -154,8 +186,15 @@ def test_clear_errors():
 
 def test_float32_model_and_llama_targets():
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg)
     ids = torch.randint(0, 64, (2, 8))
@@ -164,8 +203,9 @@ def test_float32_model_and_llama_targets():
     assert len(mps.mps_modules(model)) == 4
     torch.testing.assert_close(model(ids).logits, before)
     # v_proj: 16 x 32 (2 kv heads of 8); q_proj: 32 x 32
-    expect = 2 * (mps.count_parameters(32, 32, r=4, chi=4, dims=(4, 8)) + mps.count_parameters(16, 32, r=4, chi=4,
-                                                                                             dims=(4, 8)))
+    expect = 2 * (
+        mps.count_parameters(32, 32, r=4, chi=4, dims=(4, 8)) + mps.count_parameters(16, 32, r=4, chi=4, dims=(4, 8))
+    )
     assert mps.trainable_parameters(model) == expect
 
 
@@ -179,5 +219,7 @@ def test_gradients_of_factored_forward_match_dense_reference():
     g_dense = torch.autograd.grad(dense.square().sum(), params)
     for a, b in zip(g_fact, g_dense, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda *ps: mps.apply_cores(x, ps[1:], layer.dims) @ ps[0].T,
-                                    tuple(p.detach().clone().requires_grad_(True) for p in params))
+    assert torch.autograd.gradcheck(
+        lambda *ps: mps.apply_cores(x, ps[1:], layer.dims) @ ps[0].T,
+        tuple(p.detach().clone().requires_grad_(True) for p in params),
+    )

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.atomic import atomic_path, atomic_write
+
 CONFIG_NAME = "mps_adapter_config.json"
 WEIGHTS_NAME = "mps_adapter_model.safetensors"
 INITS = ("lora", "random")
@@ -302,14 +304,14 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
         tensors[f"{name}.B"] = m.B.detach().cpu().contiguous()
         for j, core in enumerate(m.cores):
             tensors[f"{name}.cores.{j}"] = core.detach().cpu().contiguous()
-    config = {"format": "artent_fast.mps/1", "modules": {name: m.config() for name, m in modules.items()},
-              "merged": any(m.merged for m in modules.values())}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / WEIGHTS_NAME)
-    tmp = folder / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, folder / CONFIG_NAME)
+    config = {
+        "format": "artent_fast.mps/1",
+        "modules": {name: m.config() for name, m in modules.items()},
+        "merged": any(m.merged for m in modules.values()),
+    }
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:  # weights first: the config names a complete file
+        save_file(tensors, str(tmp))
+    atomic_write(folder / CONFIG_NAME, json.dumps(config, indent=2))
     return folder
 
 
