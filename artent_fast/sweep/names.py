@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_TARGETS = ("q_proj", "v_proj")
@@ -39,3 +40,63 @@ def is_target(module: str, patterns: Sequence[str] | None) -> bool:
     if patterns is None:
         return not _NOT_LINEAR.search(module)
     return any(re.search(p, module) for p in patterns)
+
+
+# ``base_model_prefix`` of transformers' model classes: a task-head model (``*ForSequenceClassification``...)
+# stores the bare model under it (``bert.encoder...``), the bare model's own checkpoint does not.
+KNOWN_PREFIXES = ("model", "transformer", "bert", "roberta", "deberta", "distilbert", "electra", "albert",
+                  "gpt_neox", "mpnet", "xlnet", "funnel", "longformer", "bart", "t5", "encoder", "decoder")
+
+
+@dataclass(frozen=True)
+class NameMap:
+    """How a module name of a checkpoint becomes the base's: strip or add one ``base_model_prefix``."""
+
+    strip: str = ""
+    add: str = ""
+
+    def __call__(self, module: str) -> str:
+        if self.strip:
+            return module.removeprefix(self.strip + ".")
+        return f"{self.add}.{module}" if self.add else module
+
+    def describe(self) -> str:
+        if self.strip:
+            return f"strip prefix '{self.strip}.'"
+        return f"add prefix '{self.add}.'" if self.add else "same names"
+
+
+def choose_name_map(modules: Sequence[str], base_has: Callable[[str], bool], base_modules: Sequence[str] = ()
+                    ) -> NameMap:
+    """The mapping (as transformers does when it loads a checkpoint into a model with or without a task head:
+    add or strip the ``base_model_prefix``) under which most ``modules`` exist in the base; names unchanged
+    when that is as good. Prefixes tried: the known ones and the first name part of either side."""
+    firsts = {m.split(".", 1)[0] for m in [*modules, *base_modules] if "." in m}
+    prefixes = sorted(set(KNOWN_PREFIXES) | firsts)
+    candidates = [NameMap()] + [NameMap(strip=p) for p in prefixes] + [NameMap(add=p) for p in prefixes]
+    best, best_hits = NameMap(), sum(map(base_has, modules))
+    if best_hits == len(modules):
+        return best
+    for mapping in candidates[1:]:
+        hits = sum(base_has(mapping(m)) for m in modules)
+        if hits > best_hits:
+            best, best_hits = mapping, hits
+    return best
+
+
+def check_targets(patterns: Sequence[str] | None) -> list[str] | None:
+    """The target patterns, each compiled once: a bad one is a ValueError naming it (before any work)."""
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    out = []
+    for p in patterns:
+        if not isinstance(p, str) or not p:
+            raise ValueError(f"--target: a pattern must be a non-empty string, got {p!r}")
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"--target {p!r} is not a valid regular expression ({exc})") from None
+        out.append(p)
+    return out

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from artent_fast.sweep.adapter import AdapterFolder
-from artent_fast.sweep.names import is_target, module_name, parse_step
+from artent_fast.sweep.confine import Escape, confine, roots_of
+from artent_fast.sweep.names import NameMap, choose_name_map, is_target, module_name, parse_step
 from artent_fast.sweep.reader import CheckpointError, WeightFiles, has_weights, is_adapter, open_weights
 
 
@@ -64,34 +66,64 @@ class Plan:
     units: list[Unit] = field(default_factory=list)
     sources: dict[str, Source] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    name_maps: dict[str, str] = field(default_factory=dict)  # checkpoint -> how its names map to the base's
 
 
 def natural_key(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-def expand_checkpoints(paths: list[str]) -> list[str]:
+def _children(run: Path, errors: list[dict[str, Any]]) -> list[Path]:
+    """A run folder's ``checkpoint-*`` sub-folders; one that is a link leaving the run folder is refused."""
+    roots = roots_of(run)
+    out = []
+    for child in run.iterdir():
+        if parse_step(child.name) is None:
+            continue
+        if child.is_symlink():
+            try:
+                target = confine(roots[0], child.name, roots)
+            except Escape as exc:
+                errors.append(CheckpointError(run, child.name, f"{exc}; refused, not read").record())
+                continue
+            if target.is_dir():
+                out.append(child)
+        elif child.is_dir():
+            out.append(child)
+    return out
+
+
+def expand_checkpoints(paths: list[str], errors: list[dict[str, Any]] | None = None) -> list[str]:
     """Each path as given; a run folder without weights expands to its ``checkpoint-*`` children by step."""
+    errors = [] if errors is None else errors
     out: list[str] = []
     for path in paths:
         p = Path(path)
-        children = [c for c in p.iterdir() if c.is_dir() and parse_step(c.name) is not None] if p.is_dir() else []
-        if children and not has_weights(p):
+        children = _children(p, errors) if p.is_dir() and not has_weights(p) else []
+        if children:
             out += [str(c) for c in sorted(children, key=lambda c: (parse_step(c.name), c.name))]
         else:
             out.append(str(path))
     return list(dict.fromkeys(out))  # a checkpoint given twice is swept once
 
 
-def _base_name(base: WeightFiles, module: str) -> str | None:
-    for candidate in (f"{module}.weight", f"{module.removeprefix('model.')}.weight", f"model.{module}.weight"):
-        if candidate in base:
-            return candidate
-    return None
+def _has(files: WeightFiles) -> Callable[[str], bool]:
+    return lambda module: f"{module}.weight" in files
 
 
-def _dense_items(ckpt: str, weights: WeightFiles, base: WeightFiles | None, targets, errors) -> list[tuple]:
+def _base_modules(base: WeightFiles) -> list[str]:
+    return [module_name(n) for n in base.names() if n.endswith(".weight")]
+
+
+def _dense_items(ckpt: str, weights: WeightFiles, base: WeightFiles | None, targets, errors,
+                 maps: dict[str, str]) -> list[tuple]:
     items = []
+    to_base = NameMap()
+    if base is not None:
+        mine = [module_name(n) for n in weights.names()
+                if n.endswith(".weight") and len(weights.shape(n)) == 2 and is_target(module_name(n), targets)]
+        to_base = choose_name_map(mine, _has(base), _base_modules(base))
+        maps[ckpt] = to_base.describe()
     for name in list(weights.broken) + (list(base.broken) if base else []):
         if name.endswith(".weight") and is_target(module_name(name), targets):
             errors.append((weights.broken.get(name) or base.broken[name]).record())  # type: ignore[union-attr]
@@ -103,39 +135,45 @@ def _dense_items(ckpt: str, weights: WeightFiles, base: WeightFiles | None, targ
         if base is None:
             items.append(("weight", shape, Item(module, name)))
             continue
-        if name not in base:
-            if name not in base.broken:
-                errors.append(CheckpointError(base.describe(), name, f"missing from the base (present in {ckpt})")
-                              .record())
+        base_name = f"{to_base(module)}.weight"
+        if base_name not in base:
+            if base_name not in base.broken:
+                errors.append(CheckpointError(base.describe(), base_name,
+                                              f"missing from the base (present in {ckpt})").record())
             continue
-        if base.shape(name) != shape:
+        if base.shape(base_name) != shape:
             errors.append(CheckpointError(weights.file_of(name), name, f"shape {shape} does not match the base's "
-                                          f"{base.shape(name)} ({base.file_of(name)})").record())
+                                          f"{base.shape(base_name)} ({base.file_of(base_name)})").record())
             continue
-        items.append(("dW", shape, Item(module, name, base_tensor=name)))
+        items.append(("dW", shape, Item(module, name, base_tensor=base_name)))
     if base is not None and not weights.file_errors:  # with an unreadable file, absent names are already explained
+        covered = {f"{to_base(module_name(n))}.weight" for n in [*weights.names(), *weights.broken]}
         for name in base.names():
             if (name.endswith(".weight") and len(base.shape(name)) == 2 and is_target(module_name(name), targets)
-                    and name not in weights and name not in weights.broken):
+                    and name not in covered):
                 errors.append(CheckpointError(ckpt, name, "missing tensor (present in the base)").record())
     return items
 
 
-def _lora_items(adapter: AdapterFolder, base: WeightFiles | None, targets, errors) -> list[tuple]:
+def _lora_items(ckpt: str, adapter: AdapterFolder, base: WeightFiles | None, targets, errors,
+                maps: dict[str, str]) -> list[tuple]:
     mods, errs = adapter.modules()
     errors += [e.record() for e in errs]
+    mods = [mod for mod in mods if is_target(mod.module, targets)]
+    to_base = NameMap()
+    if base is not None:
+        to_base = choose_name_map([mod.module for mod in mods], _has(base), _base_modules(base))
+        maps[ckpt] = to_base.describe()
     items = []
     for mod in mods:
-        if not is_target(mod.module, targets):
-            continue
         shape = adapter.update_shape(mod)
         base_tensor = None
         if base is not None:
-            base_tensor = _base_name(base, mod.module)
-            if base_tensor is None:
-                errors.append(CheckpointError(base.describe(), f"{mod.module}.weight",
-                                              f"the adapter {adapter.path} adapts a module the base does not have")
-                              .record())
+            base_tensor = f"{to_base(mod.module)}.weight"
+            if base_tensor not in base:
+                errors.append(CheckpointError(base.describe(), base_tensor,
+                                              f"the adapter {adapter.path} adapts a module the base does not have "
+                                              f"(module names: {to_base.describe()})").record())
                 continue
             if base.shape(base_tensor) != shape:
                 errors.append(CheckpointError(adapter.weights.file_of(mod.a_name), mod.a_name,
@@ -166,20 +204,20 @@ def build_plan(checkpoints: list[str], *, base: str | None, targets, batch: int,
             plan.errors += [e.record() for e in base_files.file_errors]
         except CheckpointError as exc:
             plan.errors.append(exc.record())
-    for ckpt in expand_checkpoints(checkpoints):
+    for ckpt in expand_checkpoints(checkpoints, plan.errors):
         known_errors = len(plan.errors)
         try:
             if is_adapter(ckpt):
                 adapter = AdapterFolder(ckpt, allow_pickle)
                 source = Source(ckpt, adapter=adapter, base=base_files)
-                found = _lora_items(adapter, base_files, targets, plan.errors)
+                found = _lora_items(ckpt, adapter, base_files, targets, plan.errors, plan.name_maps)
             else:
                 if base is not None and base_files is None:
                     raise CheckpointError(ckpt, None, f"needs the base {base}, which could not be read")
                 weights = open_weights(ckpt, allow_pickle)
                 plan.errors += [e.record() for e in weights.file_errors]
                 source = Source(ckpt, weights=weights, base=base_files)
-                found = _dense_items(ckpt, weights, base_files, targets, plan.errors)
+                found = _dense_items(ckpt, weights, base_files, targets, plan.errors, plan.name_maps)
         except CheckpointError as exc:
             plan.errors.append(exc.record())
             continue
@@ -197,13 +235,29 @@ def build_plan(checkpoints: list[str], *, base: str | None, targets, batch: int,
                 chunk = items[start:start + batch]
                 unit = Unit(ckpt, step, kind, (key[0], key[1]), chunk)
                 unit.cost = unit_cost(kind, unit.shape, chunk[0].rank, len(chunk))
-                unit.id = unit_id(unit, base if kind != "weight" else None, settings)
+                unit.id = unit_id(unit, base if kind != "weight" else None, settings, read_by(unit, source))
                 plan.units.append(unit)
     return plan
 
 
-def unit_id(unit: Unit, base: str | None, settings: dict[str, Any]) -> str:
-    """Stable id of a unit's work: same inputs and settings, same id (so reruns find finished parts)."""
+def read_by(unit: Unit, source: Source) -> list[Any]:
+    """The identity (file, size, mtime, ctime, inode) of everything a unit reads, as planned."""
+    seen: list[Any] = []
+    for item in unit.items:
+        if source.adapter is not None:
+            seen += [source.adapter.identity, source.adapter.weights.identity(item.tensor),
+                     source.adapter.weights.identity(item.b_tensor or item.tensor)]
+        else:
+            seen.append(source.weights.identity(item.tensor))  # type: ignore[union-attr]
+            if item.base_tensor is not None and unit.kind == "dW":
+                seen.append(source.base.identity(item.base_tensor))  # type: ignore[union-attr]
+    return list({json.dumps(s, default=str): s for s in seen}.values())
+
+
+def unit_id(unit: Unit, base: str | None, settings: dict[str, Any], identities: list[Any] = ()) -> str:
+    """Stable id of a unit's work: same inputs (files unchanged since) and settings, same id, so reruns find
+    finished parts; a checkpoint rewritten in place gets new ids and is recomputed."""
     key = {"checkpoint": str(Path(unit.checkpoint).resolve()), "base": str(Path(base).resolve()) if base else None,
-           "kind": unit.kind, "shape": unit.shape, "items": [asdict(i) for i in unit.items], "settings": settings}
+           "kind": unit.kind, "shape": unit.shape, "items": [asdict(i) for i in unit.items], "settings": settings,
+           "read": list(identities)}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]

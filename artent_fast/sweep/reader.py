@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from artent_fast.sweep.confine import Escape, confine, roots_of
 
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -63,6 +66,7 @@ class WeightFiles:
         self.broken: dict[str, CheckpointError] = {}
         self.file_errors: list[CheckpointError] = []
         self._handles: dict[str, Any] = {}
+        self._identity: dict[str, tuple[int, ...]] = {}
         for file, names in files.items():
             self._scan(file, names)
 
@@ -85,6 +89,8 @@ class WeightFiles:
     def _header(self, file: str) -> dict[str, tuple[int, ...]]:
         if not Path(file).is_file():
             raise CheckpointError(file, None, "file does not exist")
+        st = os.stat(file)
+        self._identity[file] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         if file.endswith(".safetensors"):
             handle = self._open(file)
             return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
@@ -146,6 +152,12 @@ class WeightFiles:
         except Exception as exc:
             raise CheckpointError(info.file, name, f"cannot read tensor ({exc})") from exc
 
+    def identity(self, name: str) -> tuple[str, tuple[int, ...]]:
+        """What a tensor is read from, as it was when planned: (file, (size, mtime_ns, ctime_ns, inode)).
+        A file rewritten in place gets a new identity, so work units that read it get new ids."""
+        file = self.file_of(name)
+        return file, self._identity.get(file, ())
+
     def describe(self) -> str:
         files = sorted({i.file for i in self.infos.values()})
         return files[0] if len(files) == 1 else str(Path(files[0]).parent) if files else "?"
@@ -155,28 +167,75 @@ class WeightFiles:
         self._handles.clear()
 
 
+def read_index(index: Path, folder: Path, roots: tuple[Path, ...]) -> dict[str, list[str]]:
+    """``{confined file: [tensor names]}`` of a sharded checkpoint's index, every entry checked first.
+
+    One error for the whole index when it is malformed or any entry leaves the folder (naming the first
+    such entry): nothing it names is opened.
+    """
+    try:
+        doc = json.loads(index.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(index, None, f"unreadable index ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise CheckpointError(index, None, f"the index must be a JSON object, found {type(doc).__name__}")
+    weight_map = doc.get("weight_map")
+    if not isinstance(weight_map, dict):
+        found = "missing" if "weight_map" not in doc else f"a {type(weight_map).__name__}"
+        raise CheckpointError(index, "weight_map", f"'weight_map' must be an object of tensor name -> file, "
+                                                   f"found {found}")
+    files: dict[str, list[str]] = {}
+    bad: list[tuple[str, str]] = []
+    for name, file in weight_map.items():
+        if not isinstance(file, str) or not file:
+            bad.append((name, f"weight_map[{name!r}] must name a file (a non-empty string), found {file!r}"))
+            continue
+        try:
+            files.setdefault(str(confine(folder, file, roots)), []).append(name)
+        except Escape as exc:
+            bad.append((name, f"weight_map[{name!r}] = {exc}; refused, not read"))
+    if bad:
+        more = f" (and {len(bad) - 1} more bad entries)" if len(bad) > 1 else ""
+        raise CheckpointError(index, bad[0][0], bad[0][1] + more)
+    return files
+
+
+def _confined_glob(folder: Path, roots: tuple[Path, ...], pattern: str) -> list[str]:
+    out = []
+    for p in sorted(folder.glob(pattern)):
+        try:
+            out.append(str(confine(folder, p.name, roots)))
+        except Escape as exc:
+            raise CheckpointError(p, None, f"{exc}; refused, not read") from exc
+    return out
+
+
 def weight_files(path: str | Path, allow_pickle: bool = False) -> dict[str, list[str] | None]:
-    """The weight files of a model folder (or a single file): ``{file: expected names or None}``."""
+    """The weight files of a model folder (or a single file): ``{file: expected names or None}``.
+
+    Every file named by the folder's index or found in it is resolved inside the folder first
+    (symbolic links included); one that leaves it is refused before it is opened, pickled or not.
+    """
     path = Path(path)
     if path.is_file():
         return {str(path): None}
     if not path.is_dir():
         raise CheckpointError(path, None, "no such file or folder")
+    roots = roots_of(path)
+    folder = roots[0]
     for index_name in (SAFE_INDEX, BIN_INDEX):
-        index = path / index_name
-        if index.is_file() and (index_name == SAFE_INDEX or allow_pickle):
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise CheckpointError(index, None, f"unreadable index ({exc})") from exc
-            files: dict[str, list[str] | None] = {}
-            for name, file in weight_map.items():
-                files.setdefault(str(path / file), []).append(name)  # type: ignore[union-attr]
-            return files
-    safe = sorted(str(p) for p in path.glob("*.safetensors"))
+        try:
+            index = confine(folder, index_name, roots)
+        except Escape as exc:
+            raise CheckpointError(path / index_name, None, f"{exc}; refused, not read") from exc
+        if index.is_file():
+            files = read_index(index, folder, roots)  # checked even when pickle is off: no invitation to read
+            if index_name == SAFE_INDEX or allow_pickle:  # a file that would be refused anyway
+                return files  # type: ignore[return-value]
+    safe = _confined_glob(folder, roots, "*.safetensors")
     if safe:
         return {f: None for f in safe}
-    pickled = sorted(str(p) for p in path.glob("*.bin")) + sorted(str(p) for p in path.glob("*.pt"))
+    pickled = _confined_glob(folder, roots, "*.bin") + _confined_glob(folder, roots, "*.pt")
     if pickled and not allow_pickle:
         raise CheckpointError(path, None, "holds only pickled checkpoints (.bin/.pt): pass --allow-pickle to read "
                                           "them with torch.load(weights_only=True)")
@@ -190,7 +249,8 @@ def open_weights(path: str | Path, allow_pickle: bool = False) -> WeightFiles:
 
 
 def is_adapter(path: str | Path) -> bool:
-    return (Path(path) / ADAPTER_CONFIG).is_file()
+    """A peft adapter folder (its config is looked at without following a link out of the folder)."""
+    return os.path.lexists(Path(path) / ADAPTER_CONFIG)
 
 
 def has_weights(path: str | Path) -> bool:
