@@ -1,4 +1,4 @@
-"""The no-hair comparison (SPEC 4): do two differently fine-tuned models attend alike?
+"""The no-hair comparison (docs/definitions.md §4): do two differently fine-tuned models attend alike?
 
 ``compare(model_a, model_b, inputs)`` runs both models on the same inputs and reports per
 attention layer:

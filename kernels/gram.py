@@ -1,6 +1,6 @@
 """Batched Gram products ``x @ x^T`` / ``x^T @ x`` in one launch (torch reference: :func:`gram_reference`).
 
-The densities at the middle bonds of a chain are Grams of reshapes of the state (SPEC 6). One
+The densities at the middle bonds of a chain are Grams of reshapes of the state (docs/definitions.md §6). One
 program computes one output tile of one matrix of the batch; only tiles on or above the diagonal
 do work, off-diagonal ones are stored twice and diagonal ones symmetrised, so the output is
 exactly symmetric (as eigensolvers assume). Float64

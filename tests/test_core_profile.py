@@ -78,7 +78,7 @@ def test_numpy_input_accepted(rng):
     np.testing.assert_allclose(af.entanglement_profile(x).numpy(), reference_profile(x), atol=1e-8)
 
 
-# ---- properties (derivable facts, SPEC 1) ----
+# ---- properties (derivable facts, docs/definitions.md §1) ----
 
 @pytest.mark.parametrize("method", METHODS)
 def test_scale_invariance(rng, method):

@@ -1,6 +1,6 @@
 """Parameter-efficient adapters measured by artent_fast.
 
-:mod:`artent_fast.adapters.mps`: MPS Adaptation (SPEC 7), ``dW = (alpha / r) * B @ A_mps`` with
+:mod:`artent_fast.adapters.mps`: MPS Adaptation (docs/definitions.md §7), ``dW = (alpha / r) * B @ A_mps`` with
 ``A_mps`` a tensor train. Imported on first use (``from artent_fast.adapters import mps``).
 """
 

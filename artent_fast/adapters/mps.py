@@ -1,4 +1,4 @@
-"""MPS Adaptation (SPEC 7): a frozen Linear plus ``(alpha / r) * B @ A_mps``.
+"""MPS Adaptation (docs/definitions.md §7): a frozen Linear plus ``(alpha / r) * B @ A_mps``.
 
 ``A_mps`` (``r x d_in``) is the contraction of a chain of trainable cores over the factors
 ``dims = (d_1, ..., d_k)`` of ``d_in`` (``d_1`` the most significant, as in a row-major reshape):

@@ -1,4 +1,4 @@
-"""Fused attention with entropy capture, and the external entanglement of attention matrices (SPEC 3).
+"""Fused attention with entropy capture, and the external entanglement of attention matrices (docs/definitions.md §3).
 
 - :func:`attention`: attention output plus each row's log-sum-exp and Shannon entropy
   (Triton kernel on CUDA, torch elsewhere).

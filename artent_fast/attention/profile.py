@@ -1,7 +1,7 @@
-"""External entanglement (SPEC 3): the entanglement profile of every head's attention matrix.
+"""External entanglement (docs/definitions.md §3): the entanglement profile of every head's attention matrix.
 
 For each (batch, head) the attention matrix ``P`` (``T x S``) is a matrix like any other
-(SPEC 1, row-major sites). Bonds inside the row sites take their reduced density matrix from
+(docs/definitions.md §1, row-major sites). Bonds inside the row sites take their reduced density matrix from
 ``P P^T`` (``T x T``), bonds inside the column sites from ``P^T P`` (``S x S``), each traced down
 site by site with the core's partial trace (``artent_fast.core.gram``'s recipe, with the two
 Gram roots at the row/column bond). Heads are processed in chunks so that only a few

@@ -1,6 +1,6 @@
 """Every bond's reduced density matrix from one or two Gram products and nested partial traces.
 
-SPEC 6. For a state ``t`` over a chain of sites with dims ``d_1..d_K`` (flattened, ``(..., N)``),
+docs/definitions.md §6. For a state ``t`` over a chain of sites with dims ``d_1..d_K`` (flattened, ``(..., N)``),
 bond ``k`` splits the chain into a left block of dim ``L_k`` and a right block of dim ``R_k``.
 Its entropy only needs the spectrum of the *smaller* block's reduced density matrix. Left
 blocks grow with ``k`` and right blocks shrink, so bonds ``1..k*`` use the left side and the rest

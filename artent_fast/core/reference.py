@@ -1,4 +1,4 @@
-"""Plain float64 numpy references: one SVD per bond, straight from SPEC 1. Slow and obviously right.
+"""Plain float64 numpy references: one SVD per bond, straight from docs/definitions.md §1. Slow and obviously right.
 
 The fast paths are tested against these; they are not used by the library itself.
 """

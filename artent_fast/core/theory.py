@@ -1,4 +1,4 @@
-"""Random-matrix references and the Cardy fit (SPEC 3 and 5)."""
+"""Random-matrix references and the Cardy fit (docs/definitions.md §3 and §5)."""
 
 from __future__ import annotations
 
