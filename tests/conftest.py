@@ -14,7 +14,7 @@ interpreted = pytest.mark.interpreted
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "interpreted: runs in the TRITON_INTERPRET=1 child process (see run_interpreted)")
+    config.addinivalue_line("markers", "interpreted: runs in the TRITON_INTERPRET=1 child (run_interpreted)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,8 +36,18 @@ def run_interpreted(test_file: str, timeout: float = 1200) -> None:
     """Run ``test_file``'s ``interpreted`` tests in a child pytest with TRITON_INTERPRET=1 (Triton's CPU
     interpreter must be chosen before triton is imported, hence a separate process); fail with its output."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    cmd = [sys.executable, "-m", "pytest", test_file, "-q", "-x", "-m", "interpreted and not gpu",
-           "-p", "no:cacheprovider"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        test_file,
+        "-q",
+        "-x",
+        "-m",
+        "interpreted and not gpu",
+        "-p",
+        "no:cacheprovider",
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"interpreted Triton tests failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}"
 
