@@ -150,11 +150,28 @@ def test_real_peft_adapter_matches_delta_weight(tmp_path):
             np.testing.assert_allclose(got[key], ref(module.get_delta_weight("default").detach()), atol=ATOL)
 
 
+# The sweep's CLI with each part write slowed down (patched in the child, as monkeypatch would), so the
+# test can kill it mid-way deterministically; with delay 0 it is the plain CLI.
+_SLOW_SWEEP = """
+import sys, time
+import artent_fast.sweep.runner as runner
+delay = float(sys.argv[1])
+real = runner.write_part
+def slow(*args, **kwargs):
+    real(*args, **kwargs)
+    time.sleep(delay)
+runner.write_part = slow
+from artent_fast.sweep.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_resume_after_sigkill(tmp_path):
     make_synthetic(tmp_path / "ck", scale="1/128", layers=6, steps=(10,), kinds=("lora",))
-    args = [sys.executable, "-m", "artent_fast.sweep", "--tuned", str(tmp_path / "ck" / "lora"),
-            "--base", str(tmp_path / "ck" / "base"), "--out", str(tmp_path / "o"), "--batch", "1", "--no-progress"]
-    env = {**os.environ, "ARTENT_SWEEP_TEST_DELAY": "0.25", "OMP_NUM_THREADS": "1"}
+    cli = ["--tuned", str(tmp_path / "ck" / "lora"), "--base", str(tmp_path / "ck" / "base"), "--out",
+           str(tmp_path / "o"), "--batch", "1", "--no-progress"]
+    args = [sys.executable, "-c", _SLOW_SWEEP, "0.25", *cli]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     parts = tmp_path / "o" / "parts"
     deadline = time.monotonic() + 120
@@ -165,8 +182,8 @@ def test_resume_after_sigkill(tmp_path):
     done_before = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.json")}
     assert 3 <= len(done_before) < 12, "the run should have been killed mid-way"
     assert not (tmp_path / "o" / "sweep.parquet").exists()
-    rerun = subprocess.run(args, env={**env, "ARTENT_SWEEP_TEST_DELAY": "0"}, capture_output=True, text=True,
-                           timeout=300)
+    rerun = subprocess.run([sys.executable, "-m", "artent_fast.sweep", *cli], env=env, capture_output=True,
+                           text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"skips {len(done_before)} finished" in rerun.stderr
     for name, mtime in done_before.items():  # finished parts were not redone

@@ -163,10 +163,9 @@ def profile_unit(loaded: Loaded, *, alpha: float = 1.0, log_base: float = math.e
     return result
 
 
-def run_unit(unit: Unit, source: Source, device: torch.device, *, alpha: float = 1.0,
-             log_base: float = math.e) -> UnitResult:
-    """Load then profile one unit (no overlap): tidy rows plus per-tensor error records."""
-    return profile_unit(load_unit(unit, source, device), alpha=alpha, log_base=log_base)
+def unit_rows(unit: Unit) -> int:
+    """How many table rows a unit with no error makes: one per matrix and bond."""
+    return len(unit.items) * len(sites(*unit.shape).bond_dims())
 
 
 def _append_rows(result: UnitResult, unit: Unit, kept: list[Item], values: list[list[float]], log_base: float) -> None:

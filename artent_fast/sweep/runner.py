@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import operator
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -15,25 +15,23 @@ from typing import Any
 
 import torch
 
+from artent_fast.atomic import atomic_write
 from artent_fast.sweep import distributed
-from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit
+from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
 from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
-from artent_fast.sweep.names import DEFAULT_TARGETS
+from artent_fast.sweep.names import DEFAULT_TARGETS, check_targets
 from artent_fast.sweep.plan import Unit, build_plan
 from artent_fast.sweep.progress import Progress
 from artent_fast.sweep.store import (
     ERRORS,
     MANIFEST,
-    atomic_write,
     have_pyarrow,
     is_done,
     merge_parts,
+    remove_stale_temps,
     write_part,
     write_table,
 )
-
-# Test hook: seconds to sleep after each unit, so a test can kill a run mid-way deterministically.
-_DELAY_ENV = "ARTENT_SWEEP_TEST_DELAY"
 
 
 @dataclass
@@ -63,6 +61,62 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str) -> str:
+    """``device`` if this machine has it (cpu, cuda[:i], mps), else a ValueError naming ``--device``."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"--device {device!r} is not a device (cpu, cuda, cuda:N, mps): {exc}") from None
+    if dev.type == "cpu":
+        return device
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    if dev.type == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return device
+    raise ValueError(f"--device {device!r} is not available here (cpu{', cuda' if torch.cuda.is_available() else ''})")
+
+
+def check_settings(alpha: Any, log_base: Any, batch: Any) -> tuple[float, float, int]:
+    """The numeric options, checked before any work: a ValueError naming the option."""
+    def real(v: Any, name: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{name} must be a number, got {v!r}")
+        return float(v)
+
+    a, b = real(alpha, "alpha (--alpha)"), real(log_base, "log_base (--log-base)")
+    if not (a > 0):  # NaN fails too
+        raise ValueError(f"alpha (--alpha) must be a positive number (1: von Neumann, inf: min-entropy), got {alpha}")
+    if not (math.isfinite(b) and b > 0 and b != 1):
+        raise ValueError(f"log_base (--log-base) must be a finite positive number other than 1, got {log_base}")
+    try:
+        n = operator.index(batch) if not isinstance(batch, bool) else -1
+    except TypeError:
+        n = -1
+    if n < 1:
+        raise ValueError(f"batch (--batch) must be an integer >= 1, got {batch!r}")
+    return a, b, n
+
+
+def check_out(out: str | Path) -> Path:
+    """The output folder, created: an existing file, or a path under a file, is a ValueError naming ``--out``."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is a file" if p == out else f"lies under the file {p}"
+                raise ValueError(f"--out {out}: {where}, not a folder")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    return out
+
+
 def run_sweep(
     checkpoints: Sequence[str | Path],
     out: str | Path,
@@ -89,30 +143,35 @@ def run_sweep(
     t_start = time.perf_counter()
     if not checkpoints:
         raise ValueError("no checkpoints given (pass --tuned DIR, at least one)")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    alpha, log_base, batch = check_settings(alpha, log_base, batch)
+    targets = check_targets(targets)
     if table_format not in ("auto", "parquet", "csv"):
         raise ValueError(f"table_format must be 'auto', 'parquet' or 'csv', got {table_format!r}")
     if table_format == "parquet" and not have_pyarrow():  # say so before the work, not after
         raise ImportError("Parquet output needs pyarrow: pip install 'artent_fast[tables]' (or use --format csv)")
-    out = Path(out)
-    device = device or default_device()
+    device = check_device(device or default_device())
+    out = check_out(out)
     rank = distributed.setup(device)
     dev = torch.device(f"cuda:{rank.local_rank}" if device == "cuda" and rank.world > 1 else device)
     start_rss = current_rss_bytes()
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose and rank.rank == 0 else (lambda *a: None)
     try:
         settings = {"alpha": alpha, "log_base": log_base, "version": 1}
-        targets = list(targets) if targets is not None else None
         plan = build_plan([str(c) for c in checkpoints], base=str(base) if base else None, targets=targets,
                           batch=batch, allow_pickle=allow_pickle, settings=settings)
         if rank.rank == 0:
+            for path in remove_stale_temps(out):  # a crashed run's leftovers; no rank writes before the barrier
+                say(f"removed {path} (left by an interrupted run)")
             manifest = {"settings": settings, "base": str(base) if base else None, "targets": targets,
                         "checkpoints": [str(c) for c in checkpoints], "world": rank.world,
-                        "units": [u.describe() for u in plan.units]}
+                        "base_name_mapping": plan.name_maps, "units": [u.describe() for u in plan.units]}
             atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
+            for ckpt, mapping in plan.name_maps.items():
+                if mapping != "same names":
+                    say(f"{ckpt}: module names matched to the base's by {mapping}")
+        distributed.barrier(rank)
         mine = distributed.shard([u.cost for u in plan.units], rank.world)[rank.rank]
-        todo = [i for i in mine if not is_done(out, plan.units[i].id)]
+        todo = [i for i in mine if not is_done(out, plan.units[i].id, COLUMNS, unit_rows(plan.units[i]))]
         skipped = len(mine) - len(todo)
         say(f"artent sweep: {len(plan.units)} work units ({sum(len(u.items) for u in plan.units)} matrices) on "
             f"{rank.world} rank(s), device {dev}; rank 0 skips {skipped} finished")
@@ -120,7 +179,6 @@ def run_sweep(
                              start_rss=start_rss)
         bar = Progress(sum(len(plan.units[i].items) for i in todo), desc=f"sweep[rank {rank.rank}]",
                        enabled=progress and rank.rank == 0)
-        delay = float(os.environ.get(_DELAY_ENV, "0") or 0)
         overlap = dev.type == "cuda" if prefetch is None else prefetch
         for unit, loaded in _loaded_units([plan.units[i] for i in todo], plan.sources, dev, overlap):
             try:
@@ -135,12 +193,11 @@ def run_sweep(
             result.compute_s += res.compute_s
             result.largest_matrix = max(result.largest_matrix, res.largest_bytes)
             bar.update(len(unit.items))
-            if delay:
-                time.sleep(delay)
         bar.close()
         distributed.barrier(rank)
         if rank.rank == 0:
-            table, unit_errors = merge_parts(out, [u.id for u in plan.units], COLUMNS)
+            table, unit_errors = merge_parts(out, [u.id for u in plan.units], COLUMNS,
+                                             [unit_rows(u) for u in plan.units])
             result.table_path = write_table(out, table, table_format)
             result.errors = plan.errors + unit_errors
             atomic_write(out / ERRORS, json.dumps(result.errors, indent=1))

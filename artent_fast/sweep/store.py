@@ -6,8 +6,12 @@ import csv
 import io
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
+
+from artent_fast.atomic import TMP_SUFFIX, atomic_path, atomic_write
 
 PARTS = "parts"
 MANIFEST = "manifest.json"
@@ -17,25 +21,82 @@ _INT = ("step", "layer", "rows", "cols", "rank", "bond", "left_dim", "right_dim"
 _FLOAT = ("entropy", "theory")
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path``, flush to disk, then ``os.replace``: all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_TEMP = re.compile(r"^\..+\.(\d+)" + re.escape(TMP_SUFFIX) + "$")  # artent_fast.atomic.temp_name's form
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process (or cannot tell): leave its file
+    return True
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary files a crashed run left in ``out`` and ``out/parts`` (those whose writer is gone)."""
+    removed = []
+    for folder in (Path(out), Path(out) / PARTS):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            match = _TEMP.match(path.name)
+            if match and path.is_file() and not path.is_symlink() and not _alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def part_path(out: Path, unit_id: str, failed: bool = False) -> Path:
     return Path(out) / PARTS / (f"{unit_id}.err.json" if failed else f"{unit_id}.json")
 
 
-def is_done(out: Path, unit_id: str) -> bool:
-    """A unit is finished when its clean part exists; units that hit errors run again."""
-    return part_path(out, unit_id).is_file()
+def _part_problem(part: Any, unit_id: str, columns: tuple[str, ...], rows: int | None, clean: bool) -> str | None:
+    if not isinstance(part, dict) or part.get("unit") != unit_id:
+        return "not a part of this work unit"
+    table, errors = part.get("rows"), part.get("errors")
+    if not isinstance(table, dict) or not isinstance(errors, list) or (clean and errors):
+        return "wrong shape (rows and errors)"
+    if any(not isinstance(table.get(c), list) for c in columns):
+        return f"missing columns {[c for c in columns if not isinstance(table.get(c), list)]}"
+    lengths = {len(table[c]) for c in columns}
+    if len(lengths) != 1:
+        return "columns of different lengths"
+    n = lengths.pop()
+    if rows is not None and (n != rows if clean else n > rows):
+        return f"{n} rows where the work unit makes {rows}"
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in table["entropy"]):
+        return "non-numeric entropies"
+    if any(not isinstance(e, dict) or not {"file", "error"} <= set(e) for e in errors):
+        return "malformed error records"
+    return None
+
+
+def load_part(out: Path, unit_id: str, columns: tuple[str, ...], rows: int | None = None,
+              failed: bool = False) -> dict[str, Any] | None:
+    """The part of ``unit_id`` if it is there and well formed; a corrupt or wrong-shaped one is removed with a
+    warning (so its unit is computed again) and None returned. ``rows``: how many rows a clean part holds."""
+    path = part_path(out, unit_id, failed)
+    if not path.is_file():
+        return None
+    try:
+        part = json.loads(path.read_text())
+        problem = _part_problem(part, unit_id, columns, rows, clean=not failed)
+    except (OSError, ValueError) as exc:
+        problem = f"unreadable ({exc})"
+    if problem is None:
+        return part
+    warnings.warn(f"{path}: corrupt part file ({problem}); its work unit is computed again", stacklevel=2)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def is_done(out: Path, unit_id: str, columns: tuple[str, ...], rows: int | None = None) -> bool:
+    """A unit is finished when its clean part exists and is well formed; units that hit errors run again."""
+    return load_part(out, unit_id, columns, rows) is not None
 
 
 def write_part(out: Path, unit_id: str, rows: dict[str, list], errors: list[dict[str, Any]]) -> None:
@@ -46,20 +107,21 @@ def write_part(out: Path, unit_id: str, rows: dict[str, list], errors: list[dict
         stale.unlink(missing_ok=True)
 
 
-def read_part(out: Path, unit_id: str) -> dict[str, Any] | None:
+def read_part(out: Path, unit_id: str, columns: tuple[str, ...], rows: int | None = None) -> dict[str, Any] | None:
     for failed in (False, True):
-        path = part_path(out, unit_id, failed)
-        if path.is_file():
-            return json.loads(path.read_text())
+        part = load_part(out, unit_id, columns, rows, failed)
+        if part is not None:
+            return part
     return None
 
 
-def merge_parts(out: Path, unit_ids: list[str], columns: tuple[str, ...]) -> tuple[dict[str, list], list[dict]]:
+def merge_parts(out: Path, unit_ids: list[str], columns: tuple[str, ...],
+                rows: list[int | None] | None = None) -> tuple[dict[str, list], list[dict]]:
     """Concatenate the parts of ``unit_ids`` in order: every row once; their errors listed."""
     table: dict[str, list] = {c: [] for c in columns}
     errors: list[dict] = []
-    for uid in unit_ids:
-        part = read_part(out, uid)
+    for k, uid in enumerate(unit_ids):
+        part = read_part(out, uid, columns, rows[k] if rows else None)
         if part is None:
             errors.append({"file": str(part_path(out, uid)), "tensor": None, "error": "work unit never finished"})
             continue
@@ -91,10 +153,9 @@ def write_table(out: Path, table: dict[str, list], fmt: str = "auto") -> Path:
 
         types = {c: pa.int64() for c in _INT} | {c: pa.float64() for c in _FLOAT} | {"center": pa.bool_()}
         arrays = {c: pa.array(v, type=types.get(c, pa.string())) for c, v in table.items()}
-        buf = pa.BufferOutputStream()
-        pq.write_table(pa.table(arrays), buf)
         path = out / f"{TABLE_STEM}.parquet"
-        atomic_write(path, buf.getvalue().to_pybytes())
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.table(arrays), str(tmp))
         return path
     text = io.StringIO()
     writer = csv.writer(text)
