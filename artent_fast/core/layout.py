@@ -1,6 +1,6 @@
 """Site layouts: how a matrix's row and column indices are split into MPS sites.
 
-SPEC 1.1: by default the row dimension ``m`` and column dimension ``n`` are factored into
+docs/definitions.md §1.1: by default the row dimension ``m`` and column dimension ``n`` are factored into
 ascending prime factors, row sites first, then column sites (the row-major flattening of
 the matrix). Explicit ``row_dims`` / ``col_dims`` and an ``interleaved`` order
 (``i_1 j_1 i_2 j_2 ...``) are also accepted.
@@ -12,15 +12,32 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
+
+from artent_fast.core.validate import as_int
 
 ORDERS = ("row-major", "interleaved")
+# Largest matrix side that is factored into primes (2**40, about 1.1e12 rows): trial division stays
+# below ~0.1 s; no real matrix comes near it. Larger sides are refused with a ValueError.
+MAX_SIDE = 2**40
+
+
+def prime_factors(n: Any) -> tuple[int, ...]:
+    """Prime factors of ``n`` in ascending order (``()`` for 1); ``n`` at most :data:`MAX_SIDE`."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        try:
+            n = as_int(n, "n")
+        except TypeError:
+            raise ValueError(f"prime_factors needs a positive integer, got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"prime_factors needs a positive integer, got {n!r}")
+    if n > MAX_SIDE:
+        raise ValueError(f"prime_factors: {n} is above the supported size 2**40 (artent_fast.core.layout.MAX_SIDE)")
+    return _prime_factors(n)
 
 
 @lru_cache(maxsize=4096)
-def prime_factors(n: int) -> tuple[int, ...]:
-    """Prime factors of ``n`` in ascending order (``()`` for 1)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"prime_factors needs a positive integer, got {n!r}")
+def _prime_factors(n: int) -> tuple[int, ...]:
     out: list[int] = []
     p = 2
     while p * p <= n:
@@ -36,10 +53,12 @@ def prime_factors(n: int) -> tuple[int, ...]:
 def _check_dims(name: str, dims: Sequence[int] | None, size: int) -> tuple[int, ...]:
     if dims is None:
         return prime_factors(size)
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}")
     try:
-        dims = tuple(int(d) for d in dims)
-    except TypeError as exc:
-        raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}") from exc
+        dims = tuple(as_int(d, name) for d in dims)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}") from None
     if any(d < 1 for d in dims):
         raise ValueError(f"{name} must hold positive integers, got {dims}")
     dims = tuple(d for d in dims if d != 1)
@@ -119,13 +138,27 @@ def sites(
     col_dims: Sequence[int] | None = None,
     order: str = "row-major",
 ) -> Sites:
-    """The site layout of an ``m x n`` matrix (SPEC 1.1).
+    """The site layout of an ``m x n`` matrix (docs/definitions.md §1.1).
 
     Default: ascending prime factors, rows then columns. Dimensions of 1 are dropped.
+    ``m``, ``n`` and the dims may be Python or numpy integers; ``row_dims`` / ``col_dims`` that
+    are not sequences of integers (``3.5``, ``"12"``) are a TypeError naming them. Sides above
+    :data:`MAX_SIDE` (2**40) without explicit dims are refused (ValueError), so that factoring
+    stays instant.
     """
+    sizes = []
     for name, v in (("m", m), ("n", n)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        try:
+            v = as_int(v, name)
+        except TypeError:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}") from None
+        if v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        sizes.append(v)
+    m, n = sizes
+    for name, v, dims in (("m", m, row_dims), ("n", n, col_dims)):
+        if dims is None and v > MAX_SIDE:
+            raise ValueError(f"{name}={v} is above the supported side 2**40 (MAX_SIDE): pass explicit dims")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     layout = Sites(m, n, _check_dims("row_dims", row_dims, m), _check_dims("col_dims", col_dims, n), order)

@@ -1,4 +1,4 @@
-"""Exact profiles of factored updates ``scale * B @ A`` without forming the product (SPEC 6).
+"""Exact profiles of factored updates ``scale * B @ A`` without forming the product (docs/definitions.md §6).
 
 With ``L_A L_A^T = A A^T`` and ``L_B L_B^T = B^T B`` (``r x r`` square roots of the small Grams):
 ``(B A)(B A)^T = (B L_A)(B L_A)^T`` and ``(B A)^T (B A) = (L_B^T A)^T (L_B^T A)``. Every row
@@ -15,6 +15,7 @@ to ``~eps`` of the total weight, which moves an entropy by ~1e-14 nats.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,11 +25,33 @@ from artent_fast.core.entropy import check_alpha_base
 from artent_fast.core.gram import bond_spectra
 from artent_fast.core.layout import sites
 from artent_fast.core.profile import profile_from_spectra
-from artent_fast.core.validate import as_matrix, check_zero_policy, handle_zero
+from artent_fast.core.validate import as_matrix, check_finite_real, check_zero_policy, handle_zero, unit_scale
 
 
 def gram_sqrt(gram: torch.Tensor) -> torch.Tensor:
-    """``L`` with ``L L^T = gram`` for symmetric positive semi-definite ``(..., r, r)`` (round-off clamped)."""
+    """``L`` with ``L L^T = gram`` for symmetric positive semi-definite ``(..., r, r)``.
+
+    Cholesky where the Gram is positive definite (cheap, and differentiable even at degenerate
+    spectra); ``V sqrt(Lambda)`` from ``eigh`` (round-off clamped) for the singular ones. On CUDA,
+    without autograd, ``eigh`` throughout: the Cholesky check would wait on the device.
+    """
+    if gram.device.type == "cuda" and not (gram.requires_grad and torch.is_grad_enabled()):
+        return _eigh_sqrt(gram)
+    root, info = torch.linalg.cholesky_ex(gram)
+    failed = info != 0
+    if not bool(failed.any()):
+        return root
+    if gram.requires_grad and torch.is_grad_enabled():
+        warnings.warn(
+            "lowrank_profile: a factor is rank-deficient; the entropy is not differentiable there "
+            "and its gradient may be inf or NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return torch.where(failed[..., None, None], _eigh_sqrt(gram), root)
+
+
+def _eigh_sqrt(gram: torch.Tensor) -> torch.Tensor:
     values, vectors = torch.linalg.eigh(gram)
     return vectors * values.clamp_min(0).sqrt().unsqueeze(-2)
 
@@ -55,7 +78,7 @@ def lowrank_profile(
     ``B``: ``(..., m, r)``, ``A``: ``(..., r, n)``; leading dims broadcast. Same output and
     zero policy as :func:`artent_fast.entanglement_profile`.
     """
-    check_alpha_base(alpha, base)
+    alpha, base = check_alpha_base(alpha, base)
     check_zero_policy(on_zero)
     B = as_matrix(B, "B", check_finite=check_finite)
     A = as_matrix(A, "A", check_finite=check_finite)
@@ -67,19 +90,21 @@ def lowrank_profile(
         batch = torch.broadcast_shapes(B.shape[:-2], A.shape[:-2])
     except RuntimeError as exc:
         raise ValueError(f"batch dims of B {tuple(B.shape[:-2])} and A {tuple(A.shape[:-2])} do not broadcast") from exc
-    scale = float(scale)
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale}")
+    scale = check_finite_real(scale, "scale")
     m, r, n = B.shape[-2], B.shape[-1], A.shape[-1]
     layout = sites(m, n, row_dims=row_dims, col_dims=col_dims)
     out_dtype = torch.float64 if torch.float64 in (B.dtype, A.dtype) else torch.float32
-    B64 = B.to(torch.float64).expand(*batch, m, r)
-    A64 = A.to(torch.float64).expand(*batch, r, n)
+    # profiles are scale invariant: only scale == 0 matters; each factor is brought to max-abs ~1
+    # (a power of two, exact) so that no Gram overflows or underflows, whatever the magnitudes
+    B64 = unit_scale(B.to(torch.float64), (-2, -1)).expand(*batch, m, r)
+    A64 = unit_scale(A.to(torch.float64), (-2, -1)).expand(*batch, r, n)
     b_red, a_red = reduced_factors(B64, A64)
     k_b, k_a = b_red.shape[-1], a_red.shape[-2]
-    norm_sq = b_red.square().sum((-2, -1)) * (scale * scale)
+    norm_sq = b_red.square().sum((-2, -1))
+    if scale == 0:
+        norm_sq = torch.zeros_like(norm_sq)
     zero = handle_zero(norm_sq, on_zero, "scale * B @ A")
-    unit = torch.where(zero, 1.0, norm_sq.sqrt() / abs(scale or 1.0))[..., None, None]
+    unit = torch.where(zero, 1.0, norm_sq.sqrt())[..., None, None]
     b_red, a_red = b_red / unit, a_red / unit
     a, b = layout.row_sites, len(layout.col_dims)
     spectra: list[torch.Tensor] = []

@@ -1,8 +1,9 @@
-"""Matrix product states of matrices: ``mps_decompose`` and the :class:`MPS` it returns (SPEC 1.6)."""
+"""Matrix product states of matrices: ``mps_decompose`` and the :class:`MPS` it returns (docs/definitions.md §1.6)."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ class MPS:
 
     def entropies(self, alpha: float = 1.0, base: float = math.e) -> torch.Tensor:
         """Entropy at every bond from the kept singular values (exact without truncation)."""
-        check_alpha_base(alpha, base)
+        alpha, base = check_alpha_base(alpha, base)
         values = [entropy_from_spectrum(s.square(), alpha=alpha, base=base) for s in self.singular_values]
         return torch.stack(values).to(self.dtype)
 
@@ -85,15 +86,17 @@ def mps_decompose(
     singular values whose squared weight (relative to that bond's total) stays within it.
     Without either, the MPS is exact.
     """
-    check_positive_int(max_bond, "max_bond")
-    if not isinstance(cutoff, (int, float)) or not 0 <= cutoff < 1:
+    max_bond = check_positive_int(max_bond, "max_bond")
+    if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 <= cutoff < 1:
         raise ValueError(f"cutoff must be a number in [0, 1), got {cutoff!r}")
     x = as_matrix(matrix, "matrix")
     if x.ndim != 2:
         raise ValueError(f"mps_decompose takes one matrix (m, n), got shape {tuple(x.shape)}: loop over the batch")
     layout = sites(x.shape[0], x.shape[1], row_dims=row_dims, col_dims=col_dims, order=order)
     dtype = x.dtype
-    norm = torch.linalg.matrix_norm(x.to(torch.float64))
+    x64 = x.to(torch.float64)
+    peak = x64.abs().amax()
+    norm = torch.linalg.matrix_norm(x64 / peak) * peak if peak > 0 else peak  # no overflow or underflow
     t, _ = normalised_chain(x, layout, torch.float64, "raise", "matrix")
     res = tt_svd(t, layout.dims, max_bond=max_bond, cutoff=float(cutoff))
     return MPS(res.cores, res.singular_values, res.discarded_weight, norm, layout, dtype)

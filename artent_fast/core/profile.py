@@ -1,4 +1,4 @@
-"""Exact entanglement profiles of dense matrices (SPEC 1): naive, sweep and gram methods."""
+"""Exact entanglement profiles of dense matrices (docs/definitions.md §1): naive, sweep and gram methods."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from artent_fast.core.entropy import check_alpha_base, renyi2_from_purity
 from artent_fast.core.gram import bond_purities, bond_spectra
 from artent_fast.core.layout import Sites, sites
 from artent_fast.core.sweep import tt_svd
-from artent_fast.core.validate import as_matrix, check_zero_policy, handle_zero, result_dtype
+from artent_fast.core.validate import as_matrix, check_zero_policy, handle_zero, result_dtype, unit_scale
 
 METHODS = ("auto", "naive", "sweep", "gram")
 
@@ -30,8 +30,12 @@ def to_chain(x: torch.Tensor, layout: Sites) -> torch.Tensor:
 
 
 def normalised_chain(x: torch.Tensor, layout: Sites, dtype: torch.dtype, on_zero: str, name: str):
-    """Unit-norm chain state in ``dtype`` and the mask of zero matrices (NaN rows under 'nan')."""
-    t = to_chain(x, layout).to(dtype)
+    """Unit-norm chain state in ``dtype`` and the mask of zero matrices (NaN rows under 'nan').
+
+    Entries are first brought to max-abs ~1 by a power of two (exact), so that squaring neither
+    overflows (entries of 1e154 and above in float64) nor underflows (1e-300): profiles are scale invariant.
+    """
+    t = to_chain(unit_scale(x, (-2, -1)), layout).to(dtype)
     norm_sq = t.square().sum(-1)
     zero = handle_zero(norm_sq, on_zero, name)
     t = t / norm_sq.sqrt().clamp_min(torch.finfo(dtype).tiny).unsqueeze(-1)
@@ -94,7 +98,7 @@ def entanglement_profile(
     ``on_zero``: "raise" (ValueError) or "nan" for zero matrices, whose entropy is undefined.
     ``check_finite=False`` skips the NaN/Inf scan (it synchronises with the device).
     """
-    check_alpha_base(alpha, base)
+    alpha, base = check_alpha_base(alpha, base)
     check_zero_policy(on_zero)
     x = as_matrix(matrix, "matrix", check_finite=check_finite)
     layout = sites(x.shape[-2], x.shape[-1], row_dims=row_dims, col_dims=col_dims, order=order)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from typing import Any
 
 import numpy as np
@@ -10,13 +13,27 @@ import torch
 ZERO_POLICIES = ("raise", "nan")
 
 
+def _from_numpy(x: np.ndarray, name: str) -> torch.Tensor:
+    """``torch.from_numpy`` that also takes negative strides and non-native byte order (by copying)."""
+    if x.dtype.kind == "c":
+        raise TypeError(f"{name} has complex dtype {x.dtype}: only real matrices are supported")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name} has dtype {x.dtype}: a floating-point matrix is required (cast it first)")
+    if x.dtype.itemsize > 8:  # long double: no torch dtype
+        raise TypeError(f"{name} has dtype {x.dtype}: use float16, float32 or float64")
+    if not x.dtype.isnative or any(s < 0 for s in x.strides):
+        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    return torch.from_numpy(x)
+
+
 def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> torch.Tensor:
     """Return ``x`` as a real floating tensor with at least 2 dims (low precision upcast to fp32).
 
-    Accepts torch tensors, numpy arrays and anything exposing DLPack (cupy arrays, zero copy).
+    Accepts torch tensors, numpy arrays (any strides or byte order) and anything exposing DLPack
+    (cupy arrays, zero copy).
     """
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        x = _from_numpy(x, name)
     elif not isinstance(x, torch.Tensor):
         if hasattr(x, "__dlpack__"):
             x = torch.from_dlpack(x)
@@ -38,6 +55,20 @@ def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> tor
     return x
 
 
+def unit_scale(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``x`` divided by a power of two near its largest absolute entry over ``dims`` (kept as size 1).
+
+    Profiles are scale invariant; squaring entries of 1e154 (float64) overflows and of 1e-170
+    underflows, so every path brings its input to max-abs in ``[0.5, 1)`` first. A power of two
+    is exact: it changes no mantissa. Zero slices stay zero.
+    """
+    amax = x.detach().abs().amax(dim=dims, keepdim=True)
+    _, exponent = torch.frexp(amax)
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    # two factors: 2**-e alone overflows for subnormal maxima (e < -1022 in float64, < -126 in float32)
+    return x * torch.pow(2.0, -half.to(x.dtype)) * torch.pow(2.0, (half - exponent).to(x.dtype))
+
+
 def result_dtype(x: torch.Tensor) -> torch.dtype:
     """Profiles come back in float64 for float64 input, float32 otherwise."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -51,7 +82,7 @@ def check_zero_policy(on_zero: str) -> None:
 def handle_zero(norm_sq: torch.Tensor, on_zero: str, name: str) -> torch.Tensor:
     """Mask of matrices whose squared Frobenius norm is zero; raises under ``on_zero='raise'``.
 
-    A zero matrix has no normalised state (SPEC 1.2), so its entropy is undefined: by default
+    A zero matrix has no normalised state (docs/definitions.md §1.2), so its entropy is undefined: by default
     this is a ValueError naming the batch index; with ``on_zero='nan'`` the profile is NaN.
     """
     zero = norm_sq <= 0
@@ -65,8 +96,38 @@ def handle_zero(norm_sq: torch.Tensor, on_zero: str, name: str) -> torch.Tensor:
     return zero
 
 
-def check_positive_int(value: Any, name: str, *, allow_none: bool = True) -> None:
+def as_int(value: Any, name: str) -> int:
+    """``value`` as a Python int (numpy integer scalars accepted); TypeError naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def check_positive_int(value: Any, name: str, *, allow_none: bool = True) -> int | None:
+    """``value`` as a positive Python int (numpy integers accepted), or None where allowed."""
     if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return None
+    try:
+        out = as_int(value, name)
+    except TypeError:
+        out = None
+    if out is None or out < 1:
         raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    return out
+
+
+def as_real(value: Any, name: str) -> float:
+    """``value`` as a Python float (numpy scalars accepted); TypeError naming ``name`` for non-numbers."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def check_finite_real(value: Any, name: str) -> float:
+    out = as_real(value, name)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
