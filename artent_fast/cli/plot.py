@@ -5,13 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+DESCRIPTION = (
+    "Figures from an `artent sweep` table: the mean profile over layers per checkpoint with its theory curve "
+    "(profiles_*.png), layer x bond entropy heatmaps at one checkpoint (heatmap_*.png), and the valley depth at "
+    "the row/column bond against the training step (valley_depth.png). See docs/sweep.md."
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="figures from an `artent sweep` table")
+    from artent_fast.sweep.options import HelpFormatter
+
+    p = sub.add_parser("plot", help="figures from an `artent sweep` table", description=DESCRIPTION,
+                       epilog="exit codes: 0 figures written, 2 bad arguments (no table, or no such checkpoint)",
+                       formatter_class=HelpFormatter)
     p.add_argument("--in", dest="inp", required=True, type=Path, metavar="DIR",
-                   help="sweep output folder (or the sweep.parquet/.csv file)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the PNG figures")
-    p.add_argument("--checkpoint", help="checkpoint (as in the table) for the heatmaps (default: the last step)")
+                   help="sweep output folder (or its sweep.parquet / sweep.csv file)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="folder for the PNG figures (created if absent)")
+    p.add_argument("--checkpoint", metavar="NAME",
+                   help="checkpoint for the heatmaps, as written in the table's checkpoint column, or its folder "
+                        "name (default: the last step)")
     p.set_defaults(func=run)
 
 
@@ -19,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from artent_fast.plotting.sweep import plot_sweep
     from artent_fast.sweep.store import read_table
 
-    table = read_table(args.inp)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
+    try:
+        table = read_table(args.inp)
+    except ValueError as exc:
+        raise ValueError(f"--in: {exc}") from None
     paths = plot_sweep(table, args.out, checkpoint=args.checkpoint)
     for path in paths:
         print(f"wrote {path}")

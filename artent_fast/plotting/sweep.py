@@ -80,6 +80,22 @@ def valley_depths(table: Mapping[str, list]) -> dict[tuple, list[tuple[int, floa
     return {k: sorted((s, _mean(v)) for s, v in per.items()) for k, per in depth.items()}
 
 
+def resolve_checkpoint(table: Mapping[str, list], checkpoint: str | None) -> str | None:
+    """``checkpoint`` as written in the table (given so, or by its folder name); a ValueError naming
+    ``--checkpoint`` and the table's checkpoints when it is none of them."""
+    if checkpoint is None:
+        return None
+    known = list(dict.fromkeys(str(c) for c in table.get("checkpoint", [])))
+    if checkpoint in known:
+        return checkpoint
+    by_name = [c for c in known if Path(c).name == checkpoint or str(Path(c)) == str(Path(checkpoint))]
+    if len(by_name) == 1:
+        return by_name[0]
+    shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+    what = "names several" if by_name else "is not"
+    raise ValueError(f"--checkpoint {checkpoint!r} {what} a checkpoint of the table (it has: {shown})")
+
+
 def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | None = None) -> list[Path]:
     """Write every figure into ``out``; returns their paths.
 
@@ -90,10 +106,11 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
     plt = require_matplotlib()
     from artent_fast.plotting.profile import plot_profile
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if not table or not table.get("entropy"):
         raise ValueError("the sweep table is empty: nothing to plot")
+    checkpoint = resolve_checkpoint(table, checkpoint)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for (fam, kind, m, n), group in profile_groups(table).items():
         name = _slug(f"{fam}_{kind}_{m}x{n}")

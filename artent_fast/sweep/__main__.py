@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from artent_fast.sweep.options import add_arguments, run_from_args
+from artent_fast.sweep.options import DESCRIPTION, EPILOG, HelpFormatter, add_arguments, run_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m artent_fast.sweep",
-                                     description="Entanglement profiles of every target matrix of checkpoints.")
+    parser = argparse.ArgumentParser(prog="python -m artent_fast.sweep", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -8,6 +8,23 @@ from pathlib import Path
 
 from artent_fast.sweep.names import DEFAULT_TARGETS
 
+DESCRIPTION = (
+    "Entanglement profiles of every target matrix of Hugging Face checkpoints, peft LoRA adapters, or "
+    "fine-tuning updates dW = W_tuned - W_base, into one tidy table (sweep.parquet or sweep.csv) with a "
+    "manifest and per-unit parts; resumable, and sharded across ranks under torchrun. Only files inside each "
+    "checkpoint folder are read; pickled files only with --allow-pickle. See docs/sweep.md."
+)
+EPILOG = "exit codes: 0 all swept, 1 some inputs had errors (listed; the table holds every good row), 2 bad arguments"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", nargs="*", help="model or adapter folders (same as --tuned)")
@@ -15,17 +32,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a checkpoint: HF model folder, peft adapter folder, or a run folder of checkpoint-* "
                         "(repeatable)")
     p.add_argument("--base", metavar="DIR", help="base model: dense checkpoints are swept as dW = W_tuned - W_base; "
-                                                 "adapters are checked against it")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (table, parts, manifest)")
+                                                 "adapters are checked against it (default: none, the weights "
+                                                 "themselves are swept)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="output folder (table, parts, manifest); created if absent, must not be a file")
     p.add_argument("--target", action="append", metavar="REGEX",
-                   help=f"module name pattern, repeatable (default: {' '.join(DEFAULT_TARGETS)})")
-    p.add_argument("--all-linear", action="store_true", help="every linear weight (attention and MLP projections)")
-    p.add_argument("--batch", type=int, default=4, help="matrices per work unit, batched on the device (default 4)")
-    p.add_argument("--device", help="cpu, cuda (default: cuda when available); under torchrun cuda:LOCAL_RANK")
+                   help=f"module name pattern (a regular expression searched in the name), repeatable "
+                        f"(default: {' '.join(DEFAULT_TARGETS)})")
+    p.add_argument("--all-linear", action="store_true",
+                   help="every linear weight (attention and MLP projections); exclusive with --target")
+    p.add_argument("--batch", type=int, default=4, help="matrices per work unit, batched on the device")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available, else cpu); under torchrun "
+                                    "cuda:LOCAL_RANK")
     p.add_argument("--allow-pickle", action="store_true",
                    help="also read pickled .bin checkpoints (torch.load(weights_only=True)); off by default")
-    p.add_argument("--alpha", type=float, default=1.0, help="Renyi index (default 1: von Neumann)")
-    p.add_argument("--log-base", type=float, default=math.e, help="logarithm base (default e: nats)")
+    p.add_argument("--alpha", type=float, default=1.0, help="Renyi index, > 0 (1: von Neumann, inf: min-entropy)")
+    p.add_argument("--log-base", type=float, default=math.e,
+                   help="logarithm base of the entropies, > 0 and != 1 (e: nats, 2: bits)")
     p.add_argument("--format", dest="table_format", choices=("auto", "parquet", "csv"), default="auto",
                    help="table format (auto: Parquet when pyarrow is installed, else CSV)")
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,

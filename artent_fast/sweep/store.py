@@ -178,16 +178,14 @@ def find_table(path: str | Path) -> Path:
     raise FileNotFoundError(f"no {TABLE_STEM}.parquet or {TABLE_STEM}.csv in {path} (run `artent sweep` first)")
 
 
-def read_table(path: str | Path) -> dict[str, list]:
-    """The tidy table as columns of Python values (no pandas needed)."""
-    path = find_table(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pydict()
+def _parse_csv(path: Path) -> dict[str, list]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError("empty file")
     header, body = rows[0], rows[1:]
+    if any(len(r) != len(header) for r in body):
+        raise ValueError("rows of different lengths")
     table: dict[str, list] = {}
     for j, col in enumerate(header):
         raw = [r[j] for r in body]
@@ -199,4 +197,31 @@ def read_table(path: str | Path) -> dict[str, list]:
             table[col] = [v == "True" for v in raw]
         else:
             table[col] = raw
+    return table
+
+
+def read_table(path: str | Path) -> dict[str, list]:
+    """The tidy table as columns of Python values (no pandas needed).
+
+    A file that is not a sweep table (another format, unreadable, or without the table's columns) is a
+    ValueError naming it; a folder without a table is a FileNotFoundError."""
+    from artent_fast.sweep.compute import COLUMNS
+
+    path = find_table(path)
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{path} is not a sweep table (expected {TABLE_STEM}.parquet or {TABLE_STEM}.csv)")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path).to_pydict()
+        else:
+            table = _parse_csv(path)
+    except ImportError:
+        raise
+    except Exception as exc:  # pyarrow's ArrowInvalid, csv.Error, UnicodeDecodeError, ValueError
+        raise ValueError(f"{path} is not a readable sweep table ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"{path} is not a sweep table: missing columns {', '.join(missing)}")
     return table
