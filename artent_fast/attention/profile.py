@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 
 from artent_fast.api import CardyFit, fit_cardy, sites
+from artent_fast.attention.masking import apply_mask
 from artent_fast.attention.torch_path import safe_softmax
 from artent_fast.attention.validate import Problem, check_mask, check_qk
 from artent_fast.backends import dispatch
@@ -31,13 +32,8 @@ def chunk_probs(q, k, mask, p: Problem, causal: bool, heads: torch.Tensor) -> to
     qc = q[b, h].to(torch.float64)
     kc = k[b, h // p.groups].to(torch.float64)
     s = torch.matmul(qc, kc.transpose(-1, -2)) * p.scale
-    if mask is not None:
-        m = mask.expand(p.batch, p.heads, -1, -1)[b, h]
-        s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.to(torch.float64)
-    if causal:
-        i = torch.arange(p.q_len, device=q.device).unsqueeze(-1)
-        s = s.masked_fill(torch.arange(p.kv_len, device=q.device) > i + (p.kv_len - p.q_len), float("-inf"))
-    return safe_softmax(s)[0]
+    m = None if mask is None else mask.expand(p.batch, p.heads, -1, -1)[b, h]
+    return safe_softmax(apply_mask(s, m, causal=causal, q_len=p.q_len))[0]
 
 
 def bond_densities_of(probs: torch.Tensor, row_dims: Sequence[int], col_dims: Sequence[int]) -> list[torch.Tensor]:

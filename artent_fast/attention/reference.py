@@ -12,14 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from artent_fast.attention.masking import apply_mask
 from artent_fast.attention.validate import check_mask, check_qk, check_v
-
-
-def causal_keep(q_len: int, kv_len: int, device: torch.device) -> torch.Tensor:
-    """Boolean ``(T, S)`` causal pattern, bottom-right aligned."""
-    i = torch.arange(q_len, device=device).unsqueeze(-1)
-    j = torch.arange(kv_len, device=device)
-    return j <= i + (kv_len - q_len)
 
 
 def reference_logits(q, k, *, causal: bool, mask=None, scale=None, dtype=torch.float64) -> torch.Tensor:
@@ -28,14 +22,7 @@ def reference_logits(q, k, *, causal: bool, mask=None, scale=None, dtype=torch.f
     mask = check_mask(mask, p, q.device)
     kk = k.to(dtype).repeat_interleave(p.groups, dim=1)
     s = torch.matmul(q.to(dtype), kk.transpose(-1, -2)) * p.scale
-    if mask is not None:
-        if mask.dtype == torch.bool:
-            s = s.masked_fill(~mask, float("-inf"))
-        else:
-            s = s + mask.to(dtype)
-    if causal:
-        s = s.masked_fill(~causal_keep(p.q_len, p.kv_len, q.device), float("-inf"))
-    return s
+    return apply_mask(s, mask, causal=causal, q_len=p.q_len)
 
 
 def reference_probs(q, k, *, causal: bool, mask=None, scale=None, dtype=torch.float64) -> torch.Tensor:

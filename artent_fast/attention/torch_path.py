@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from artent_fast.attention.masking import apply_mask
 from artent_fast.attention.validate import Problem
 
 TILE_BYTES = 64 * 2**20
@@ -31,23 +32,10 @@ def grouped_mask(mask: torch.Tensor | None, p: Problem) -> torch.Tensor | None:
     return mask.reshape(bm, p.kv_heads, p.groups, tm, sm)
 
 
-def apply_masks(s: torch.Tensor, mask_blk, row0: int, p: Problem, causal: bool) -> torch.Tensor:
-    """Logits with the user mask and the (bottom-right) causal mask applied; masked entries are -inf."""
-    if mask_blk is not None:
-        if mask_blk.dtype == torch.bool:
-            s = s.masked_fill(~mask_blk, float("-inf"))
-        else:
-            s = s + mask_blk.to(s.dtype)
-    if causal:
-        rows = torch.arange(row0, row0 + s.shape[-2], device=s.device).unsqueeze(-1)
-        keep = torch.arange(p.kv_len, device=s.device) <= rows + (p.kv_len - p.q_len)
-        s = s.masked_fill(~keep, float("-inf"))
-    return s
-
-
 def block_logits(q_blk, k, mask_blk, row0: int, p: Problem, causal: bool) -> torch.Tensor:
     """Scaled, masked logits of query rows ``row0 ..`` (grouped layout); masked entries are -inf."""
-    return apply_masks(torch.matmul(q_blk, k.transpose(-1, -2)) * p.scale, mask_blk, row0, p, causal)
+    s = torch.matmul(q_blk, k.transpose(-1, -2)) * p.scale
+    return apply_mask(s, mask_blk, causal=causal, q_len=p.q_len, row0=row0)
 
 
 def safe_softmax(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +83,7 @@ def torch_attention(q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 
         rows = r1 - r0
         qb = qg[..., r0:r1, :].reshape(p.batch, p.kv_heads, p.groups * rows, p.head_dim)
         s = (torch.matmul(qb, kt) * p.scale).reshape(p.batch, p.kv_heads, p.groups, rows, p.kv_len)
-        s = apply_masks(s, mask_rows(mg, r0, r1), r0, p, causal)
+        s = apply_mask(s, mask_rows(mg, r0, r1), causal=causal, q_len=p.q_len, row0=r0)
         probs, lse = safe_softmax(s)
         used = F.dropout(probs, dropout_p, training=training) if dropout_p > 0 else probs
         out = torch.matmul(used.reshape(p.batch, p.kv_heads, p.groups * rows, p.kv_len), vw)
