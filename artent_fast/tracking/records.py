@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,25 +51,117 @@ def clean(value: Any) -> Any:
     return value
 
 
+class HistoryInUseError(RuntimeError):
+    """Another tracker holds the lock of this history file (two trackers must not write one file)."""
+
+
 class HistoryFile:
-    """Appends records as JSON lines, flushed per batch: a crash loses at most the step in flight."""
+    """Appends records as JSON lines, flushed per batch: a crash loses at most the step in flight.
+
+    The file is opened without truncation, locked (an advisory ``flock``, released at :meth:`close`
+    or when the process ends) and only then emptied (``resume=False``) or repaired (``resume=True``:
+    a line cut by a crash is removed, so the next record starts on a line of its own; the records
+    already there are kept in :attr:`previous`). An I/O error while writing or closing (e.g. a full
+    disk) is never raised: it is kept in :attr:`error`, warned once, the handle is released and the
+    file stops growing (the tracker keeps its records in memory).
+    """
 
     def __init__(self, path: str | Path, *, resume: bool = False) -> None:
         self.path = Path(path)
+        self.error: str | None = None
+        self.previous: list[dict] = []
+        if self.path.is_dir():
+            raise ValueError(f"out: history file {self.path} is a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 - lives with the tracker
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the tracker
+        try:
+            lock(self._file, self.path)
+            if resume:
+                repair_tail(self.path)
+                self.previous = read_history(self.path)
+            else:
+                self._file.truncate(0)
+        except BaseException:
+            self._file.close()
+            raise
 
     def write(self, records: Sequence[dict]) -> None:
-        if not records:
+        if not records or self._file is None:
             return
-        self._file.write("".join(json.dumps(clean(r), separators=(",", ":")) + "\n" for r in records))
-        self._file.flush()
+        try:
+            self._file.write("".join(json.dumps(clean(r), separators=(",", ":")) + "\n" for r in records))
+            self._file.flush()
+        except OSError as exc:
+            self._give_up(exc)
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is None:
+            return
+        try:
             self._file.flush()
             os.fsync(self._file.fileno())
-            self._file.close()
+        except OSError as exc:
+            self._give_up(exc)
+        finally:
+            self._release()
+
+    def _give_up(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = f"{self.path}: {exc!r}"
+            warnings.warn(
+                f"artent_fast.track: cannot write the history file {self.path} ({exc}); training goes "
+                "on, records stay in memory (tracker.history()) and the file stops here",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        self._release()
+
+    def _release(self) -> None:
+        handle, self._file = self._file, None
+        if handle is None:
+            return
+        try:
+            handle.close()  # closes the descriptor (and drops the lock) even when the final flush fails
+        except OSError:
+            pass
+
+
+def lock(handle: Any, path: Path) -> None:
+    """An exclusive advisory lock on ``handle`` (POSIX ``flock``; a no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise HistoryInUseError(
+            f"out: history file {path} is in use by another tracker (it holds the file's "
+            "lock): close that tracker first or give this one another out="
+        ) from None
+    except OSError:
+        return  # file systems without flock support (some network mounts): go on unlocked
+
+
+def repair_tail(path: Path) -> None:
+    """Make the file end at a line boundary: drop a last line cut by a crash, or end a complete one."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[keep:])
+        except ValueError:
+            warnings.warn(
+                f"artent_fast.track: {path}: removed a last line cut by a crash "
+                f"({len(data) - keep} bytes) before resuming",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            handle.truncate(keep)
+        else:
+            handle.write(b"\n")
 
 
 def history_path(out: str | Path) -> Path:
@@ -78,22 +171,35 @@ def history_path(out: str | Path) -> Path:
 
 
 def read_history(path: str | Path) -> list[dict]:
-    """Records of a history file (or of ``DIR/history.jsonl``); a truncated last line (a crash) is ignored."""
+    """Records of a history file (or of ``DIR/history.jsonl``).
+
+    A last line that is not a JSON object (cut by a crash) is left out with a ``RuntimeWarning``;
+    every good record is kept. A bad line anywhere else is a ``ValueError`` naming the file and line.
+    """
     path = history_path(path)
     if not path.exists():
         raise FileNotFoundError(f"history file {path} does not exist")
     records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break  # the write in flight when the run stopped
-            raise ValueError(f"{path}: line {i + 1} is not JSON") from None
-        record["entropies"] = [math.nan if e is None else e for e in record.get("entropies", [])]
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if i == last:
+                warnings.warn(
+                    f"{path}: line {i + 1} (the last) is cut or corrupt (a crash while writing?): "
+                    f"left out, {len(records)} records kept",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                break
+            raise ValueError(f"{path}: line {i + 1} is not a JSON record (the file is corrupt there)") from None
+        record["entropies"] = [math.nan if e is None else e for e in record.get("entropies") or []]
         records.append(record)
     return records
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.tracking.distributed import unwrapped_name
 from artent_fast.tracking.units import Part, Unit
 
 SplitSpec = int | Sequence[str] | Mapping[str, int]
@@ -96,7 +97,8 @@ def find_units(
         raise ValueError("targets is empty: pass module-name patterns such as ('q_proj', 'v_proj')")
     units: list[Unit] = []
     owners: list[str] = []  # peft layers already taken: their sub-modules are not separate targets
-    for name, module in model.named_modules():
+    for path, module in model.named_modules():
+        name = unwrapped_name(path)
         if not any(matches(name, p) for p in patterns):
             continue
         if any(name.startswith(owner + ".") for owner in owners):
@@ -117,6 +119,8 @@ def find_units(
                 raise ValueError(f"split for {name}: the module has no 2-D weight to split")
             out_features = weight.shape[1] if fifo else weight.shape[0]
             new = [replace_part(u, p) for u in new for p in parse_parts(spec, out_features, name)]
+        for unit in new:
+            unit.path = path
         units += new
     return units
 
@@ -144,7 +148,9 @@ def adapter_units(name: str, module: nn.Module, fifo: bool) -> list[Unit]:
 
 
 def replace_part(unit: Unit, part: Part) -> Unit:
-    return Unit(unit.module, unit.layer, unit.kind, unit.source, unit.adapter, part, unit.fan_in_fan_out, unit.w0)
+    return Unit(
+        unit.module, unit.layer, unit.kind, unit.source, unit.adapter, part, unit.fan_in_fan_out, unit.w0, unit.path
+    )
 
 
 class CheckpointWeights(Mapping):
@@ -189,7 +195,8 @@ def initial_weight(
             if key in base_weights:
                 w0 = torch.as_tensor(base_weights[key])
                 if tuple(w0.shape) != tuple(weight.shape):
-                    raise ValueError(f"base_weights[{key!r}] has shape {tuple(w0.shape)}, "
-                                     f"the weight {tuple(weight.shape)}")
+                    raise ValueError(
+                        f"base_weights[{key!r}] has shape {tuple(w0.shape)}, the weight {tuple(weight.shape)}"
+                    )
                 return w0.detach().to(device or weight.device)
     return weight.detach().to(device or weight.device, copy=True)

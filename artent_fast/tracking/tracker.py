@@ -1,9 +1,10 @@
-"""``Tracker``: entanglement profiles of weight updates measured while a model trains (SPEC section 2)."""
+"""``Tracker``: entanglement profiles of weight updates measured while a model trains (docs/definitions.md §2)."""
 
 from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import math
 import warnings
 from collections import deque
@@ -15,13 +16,16 @@ import torch
 from torch import nn
 
 from artent_fast.api import sites
+from artent_fast.tracking import distributed as dist_support
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, measure_dense, measure_lowrank
 from artent_fast.tracking.records import HistoryFile, history_path, record_label, summary_fields
 from artent_fast.tracking.targets import SplitSpec, find_units
-from artent_fast.tracking.units import Unit
+from artent_fast.tracking.units import Unit, same
 
 SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")
 MAX_PENDING_JOBS = 256  # CUDA: measurements queued and not yet read back; beyond this, steps are skipped
+MAX_FAILURES = 3  # consecutive failed measurements of one unit before it is dropped
+
 
 def is_compiling() -> bool:
     """True inside a ``torch.compile`` trace (the tracker never runs there)."""
@@ -33,14 +37,18 @@ def is_compiling() -> bool:
 def row_sites(m: int, n: int) -> int:
     return sites(m, n).row_sites
 
+
 class Tracker:
     """Measures the entanglement profile of each tracked update every ``every`` optimizer steps.
 
     Build it with :func:`artent_fast.track`. Steps arrive from the optimizer's post-step hook
     (``optimizer=``), from the HF/Lightning callbacks, or from explicit :meth:`step` calls.
     Records go to :meth:`history`, to ``out`` (JSON lines, flushed every step) and, optionally,
-    to TensorBoard. Errors never stop training: a failing module is reported once and dropped
-    (``strict=True`` re-raises instead).
+    to TensorBoard. Errors never stop training: non-finite or zero updates are skipped
+    (``skipped``), a module that fails ``MAX_FAILURES`` measurements in a row is reported once and
+    dropped (``dropped``), an I/O error is reported once (``io_error``) and the file stops growing;
+    ``strict=True`` re-raises measuring errors instead. Under ``torch.distributed`` every rank
+    builds its tracker and the ranks share the work (see ``artent_fast.tracking.distributed``).
     """
 
     def __init__(
@@ -60,38 +68,77 @@ class Tracker:
         split: Mapping[str, SplitSpec] | None = None,
         base_weights: Mapping[str, torch.Tensor] | str | Path | None = None,
         snapshot_device: Any = None,
+        distributed: bool | None = None,
     ) -> None:
+        """Arguments (all keywords but ``model``):
+
+        optimizer: register a post-step hook, so every ``optimizer.step()`` is a step.
+        targets: module-name patterns (last name component, dotted suffix, glob, or ``"re:<regex>"``).
+        every: measure LoRA (factored) updates every N steps. dense_every: dense updates (default 10 * every).
+        out: folder (gets ``history.jsonl``) or ``.jsonl`` path, locked while the tracker writes; None: memory only.
+        resume: append to an existing history, continuing its step count (no (step, module) twice).
+        attention: also record attention profiles from the side channel (rank 0 only when distributed).
+        strict: re-raise measuring errors instead of skipping/dropping the module.
+        tensorboard: a log dir or SummaryWriter. image_every: steps between profile images (default 10 * every).
+        split: fused projections, e.g. ``{"c_attn": ("q", "k", "v")}``.
+        base_weights: ``W0`` for full fine-tuning (mapping or ``.safetensors`` path) instead of a snapshot.
+        snapshot_device: where ``W0`` snapshots live (e.g. ``"cpu"``).
+        distributed: None (default): share the work across ranks when ``torch.distributed`` is initialised
+            with more than one rank; True: require it; False: each process tracks on its own.
+        """
         for name, value in (("every", every), ("dense_every", dense_every), ("image_every", image_every)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        dist_support.refuse_unsupported(model)
+        group_info = dist_support.process_group(distributed)
+        self.rank, self.world = group_info if group_info is not None else (0, 1)
+        self.distributed = group_info is not None
         self.model = model
         self.every = every
         self.dense_every = dense_every or 10 * every
         self.image_every = image_every or 10 * every
         self.strict = strict
         self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
-        self.units: list[Unit] = find_units(model, self.targets, split=split, base_weights=base_weights,
-                                            snapshot_device=snapshot_device)
+        self.units: list[Unit] = find_units(
+            model, self.targets, split=split, base_weights=base_weights, snapshot_device=snapshot_device
+        )
         if not self.units and not attention:
-            linear = [n for n, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
-                      and m.weight.ndim == 2][:6]
-            raise ValueError(f"targets {self.targets} match no trainable 2-D layer or peft adapter of the model; "
-                             f"module names look like {linear}")
+            linear = [
+                n
+                for n, m in model.named_modules()
+                if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+            ][:6]
+            raise ValueError(
+                f"targets {self.targets} match no trainable 2-D layer or peft adapter of the model; "
+                f"module names look like {linear}"
+            )
         self.dropped: dict[str, str] = {}  # label -> why it stopped being tracked
-        self.skipped = 0  # zero (or non-finite) updates measured and not recorded (the zero-update policy)
+        self.skipped = 0  # (step, unit) measurements not recorded: zero or non-finite update, or a failure
         self.lagged = 0  # due steps not measured because the side stream was MAX_PENDING_JOBS behind (CUDA)
+        self.failures: dict[str, int] = {}  # label -> consecutive failed measurements (reset by a good one)
         self._step = 0
+        self._resumed_step = 0  # steps up to this one are already in the resumed history file
         self._records: list[dict] = []
         self._jobs: deque = deque()
         self._launcher = Launcher()
         self._latest: dict[str, float] = {}
         self._closed = False
         self._broken: str | None = None
-        self._file = HistoryFile(history_path(out), resume=resume) if out is not None else None
-        self._tb, self._tb_owned = open_tensorboard(tensorboard)
-        self._channel = open_attention_channel(model) if attention else None
+        self._all_units = list(self.units)
+        self._owners = [0] * len(self._all_units)
+        self._gathering: list[Any] = [None] * len(self._all_units)
+        if self.distributed:
+            self._owners = dist_support.assign_owners([dist_support.unit_cost(u) for u in self._all_units], self.world)
+            self._gathering = [dist_support.Gathering(model, u) for u in self._all_units]
+            self._snapshot_fsdp1()
+        self._file = self._open_history(out, resume)
+        if self.rank == 0:
+            self._tb, self._tb_owned = open_tensorboard(tensorboard)
+        else:
+            self._tb, self._tb_owned = None, False
+        self._channel = open_attention_channel(model) if attention and self.rank == 0 else None
         self._hook = None
         if optimizer is not None:
             self._hook = optimizer.register_step_post_hook(lambda *_args, **_kwargs: self.step())
@@ -103,29 +150,43 @@ class Tracker:
         return self._step
 
     @property
+    def io_error(self) -> str | None:
+        """The first I/O error of the history file (e.g. a full disk), or None; training went on."""
+        return self._file.error if self._file is not None else None
+
+    @property
     def snapshot_bytes(self) -> int:
-        """Memory held by full-fine-tuning ``W0`` snapshots (one copy of each tracked weight)."""
+        """Memory held by full-fine-tuning ``W0`` snapshots on this process (one copy of each tracked weight)."""
         seen = {id(u.w0): u.w0 for u in self.units if u.w0 is not None}
-        return sum(t.numel() * t.element_size() for t in seen.values())
+        local = [t.to_local() if hasattr(t, "to_local") else t for t in seen.values()]
+        return sum(t.numel() * t.element_size() for t in local)
 
     def step(self, global_step: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``global_step``) and measure what is due.
 
-        Cheap when nothing is due. Skipped inside ``torch.compile`` regions. On CUDA the
-        measurement is queued on a side stream and recorded at a later step (or at :meth:`close`).
+        Cheap when nothing is due (and then, under ``torch.distributed``, no communication).
+        Skipped inside ``torch.compile`` regions. On CUDA the measurement is queued on a side stream
+        and recorded at a later step (or at :meth:`close`); under ``torch.distributed`` it is
+        exchanged at the step itself.
         """
         if self._closed or self._broken or is_compiling():
             return
         self._step = self._step + 1 if global_step is None else int(global_step)
         try:
-            self._collect(wait=False)
+            if self._step <= self._resumed_step:
+                return  # already in the resumed history file: never record a (step, module) twice
             lora_due = self._step % self.every == 0
             dense_due = self._step % self.dense_every == 0
-            if (lora_due or dense_due) and len(self._jobs) >= MAX_PENDING_JOBS:
-                self.lagged += 1  # the side stream is behind: skip this step rather than block training
-            elif lora_due or dense_due:
-                self._launch(lora_due, dense_due)
+            if self.distributed:
+                if lora_due or dense_due:
+                    self._step_distributed(lora_due, dense_due)
+            else:
                 self._collect(wait=False)
+                if (lora_due or dense_due) and len(self._jobs) >= MAX_PENDING_JOBS:
+                    self.lagged += 1  # the side stream is behind: skip this step rather than block training
+                elif lora_due or dense_due:
+                    self._launch(lora_due, dense_due)
+                    self._collect(wait=False)
             if self._channel is not None and (lora_due or dense_due):
                 self._drain_attention()
                 request = getattr(self._channel, "request_profile", None)
@@ -134,20 +195,18 @@ class Tracker:
         except Exception as exc:
             self._fail(exc)
 
-    def history(self, as_frame: bool | None = None) -> Any:
-        """The records so far: a pandas DataFrame when pandas is installed (``as_frame=None``), else a list of dicts.
+    def history(self, as_frame: bool = False) -> Any:
+        """The records so far, as a list of dicts (one per measured unit and step); ``as_frame=True``: a DataFrame.
 
-        ``as_frame=False`` always gives the list; ``as_frame=True`` requires pandas.
+        Under ``torch.distributed`` every rank holds every rank's records (rank 0 also writes the file).
         """
         records = [dict(r) for r in self._records]
-        if as_frame is False:
+        if not as_frame:
             return records
         try:
             import pandas as pd
         except ImportError:
-            if as_frame:
-                raise ImportError("history(as_frame=True) needs pandas: pip install 'artent_fast[tables]'") from None
-            return records
+            raise ImportError("history(as_frame=True) needs pandas: pip install 'artent_fast[tables]'") from None
         return pd.DataFrame.from_records(records)
 
     def pop_scalars(self) -> dict[str, float]:
@@ -159,14 +218,20 @@ class Tracker:
         """A figure of the history: ``"profile"`` (with theory), ``"heatmap"`` (bond x step) or ``"valley"``."""
         from artent_fast.plotting import tracking as figures
 
-        draw = {"profile": figures.plot_tracked_profile, "heatmap": figures.plot_bond_heatmap,
-                "valley": figures.plot_valley_depth}.get(what)
+        draw = {
+            "profile": figures.plot_tracked_profile,
+            "heatmap": figures.plot_bond_heatmap,
+            "valley": figures.plot_valley_depth,
+        }.get(what)
         if draw is None:
             raise ValueError(f"what must be 'profile', 'heatmap' or 'valley', got {what!r}")
-        return draw(self.history(as_frame=False), path=path, **kwargs)
+        return draw(self.history(), path=path, **kwargs)
 
     def close(self) -> None:
-        """Finish pending measurements, drain attention records, flush and close the outputs. Idempotent."""
+        """Finish pending measurements, drain attention records, flush and close the outputs. Idempotent.
+
+        Never raises for I/O (a full disk is reported in :attr:`io_error`); releases the file and its lock.
+        """
         if self._closed:
             return
         self._closed = True
@@ -180,15 +245,14 @@ class Tracker:
         except Exception as exc:
             self._fail(exc)
         finally:
-            disable = getattr(self._channel, "disable", None)
-            if disable is not None:
-                disable(self.model)
-            if self._file is not None:
-                self._file.close()
-            if self._tb is not None:
-                self._tb.flush()
-                if self._tb_owned:
-                    self._tb.close()
+            try:
+                disable = getattr(self._channel, "disable", None)
+                if disable is not None:
+                    disable(self.model)
+            finally:
+                if self._file is not None:
+                    self._file.close()
+                self._close_tensorboard()
 
     def __enter__(self) -> Tracker:
         return self
@@ -198,45 +262,99 @@ class Tracker:
 
     def __repr__(self) -> str:
         kinds = {k: sum(u.kind == k for u in self.units) for k in ("lora", "dense")}
-        return (f"Tracker({len(self.units)} units {kinds}, every={self.every}, dense_every={self.dense_every}, "
-                f"step={self._step}, records={len(self._records)})")
+        where = f", rank={self.rank}/{self.world}" if self.distributed else ""
+        return (
+            f"Tracker({len(self.units)} units {kinds}, every={self.every}, dense_every={self.dense_every}, "
+            f"step={self._step}, records={len(self._records)}{where})"
+        )
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _launch(self, lora_due: bool, dense_due: bool) -> None:
-        lowrank, dense = [], []
-        for unit in list(self.units):
+    def _open_history(self, out: str | Path | None, resume: bool) -> HistoryFile | None:
+        """Rank 0 opens (and locks) the file; under torch.distributed the others learn the resumed step or the error."""
+        file, error, previous = None, None, []
+        if out is not None and self.rank == 0:
             try:
-                if unit.kind == "lora" and lora_due:
-                    B, A, scale, merged = unit.factors()
-                    meta = {"shape": [B.shape[0], A.shape[1]], "rank": B.shape[1],
-                            "scaling": scale, "row_sites": row_sites(B.shape[0], A.shape[1]), "merged": merged}
-                    lowrank.append((unit, meta, (B * scale, A)))
-                elif unit.kind == "dense" and dense_due:
-                    W = unit.dense()
-                    dense.append((unit, {"shape": list(W.shape), "row_sites": row_sites(*W.shape)}, (W,)))
+                file = HistoryFile(history_path(out), resume=resume)
+                previous = file.previous
+                file.previous = []
             except Exception as exc:
-                self._drop(unit, exc)
-        for items in group(lowrank):
-            self._run(items, measure_lowrank)
-        for items in group(dense):
-            for chunk in chunks(items, DENSE_CHUNK_ELEMENTS):
-                self._run(chunk, measure_dense)
+                error = exc
+        if self.distributed and out is not None:
+            shared = dist_support.broadcast(
+                (repr(error) if error is not None else None, max((int(r.get("step", 0)) for r in previous), default=0))
+            )
+            if error is None and shared[0] is not None:
+                raise RuntimeError(f"artent_fast.track: rank 0 could not open the history file: {shared[0]}")
+            self._resumed_step = shared[1]
+        else:
+            self._resumed_step = max((int(r.get("step", 0)) for r in previous), default=0)
+        if error is not None:
+            raise error
+        self._records.extend(previous)
+        self._step = self._resumed_step
+        return file
 
-    def _run(self, items: list, measure) -> None:
+    def _snapshot_fsdp1(self) -> None:
+        """FSDP1 flat parameters: take ``W0`` of full fine-tuning units from the whole weight, on their owner."""
+        for i, unit in enumerate(self._all_units):
+            gathering = self._gathering[i]
+            if unit.source != "snapshot" or gathering.fsdp1_module is None:
+                continue
+            with gathering.whole():
+                if self._owners[i] == self.rank:
+                    unit.w0 = unit.layer.weight.detach().clone()
+
+    def _due(self, lora_due: bool, dense_due: bool) -> list[Unit]:
+        return [u for u in self.units if (u.kind == "lora" and lora_due) or (u.kind == "dense" and dense_due)]
+
+    def _read(self, unit: Unit, full=same) -> tuple[Unit, dict, tuple[torch.Tensor, ...]]:
+        if unit.kind == "lora":
+            B, A, scale, merged = unit.factors(full)
+            meta = {
+                "shape": [B.shape[0], A.shape[1]],
+                "rank": B.shape[1],
+                "scaling": scale,
+                "row_sites": row_sites(B.shape[0], A.shape[1]),
+                "merged": merged,
+            }
+            return unit, meta, (B * scale, A)
+        W = unit.dense(full)
+        return unit, {"shape": list(W.shape), "row_sites": row_sites(*W.shape)}, (W,)
+
+    def _launch(self, lora_due: bool, dense_due: bool) -> None:
+        items = []
+        for unit in self._due(lora_due, dense_due):
+            try:
+                items.append(self._read(unit))
+            except Exception as exc:
+                self._fault(unit, exc)
+        self._submit(items, self._fault)
+
+    def _submit(self, items: list, on_error) -> None:
+        """Queue batched measurements of ``items`` (grouped by shape); ``on_error(unit, exc)`` for a failing unit."""
+        lowrank = [it for it in items if it[0].kind == "lora"]
+        dense = [it for it in items if it[0].kind != "lora"]
+        for batch in group(lowrank):
+            self._run(batch, measure_lowrank, on_error)
+        for batch in group(dense):
+            for chunk in chunks(batch, DENSE_CHUNK_ELEMENTS):
+                self._run(chunk, measure_dense, on_error)
+
+    def _run(self, items: list, measure, on_error) -> None:
         units, metas, tensors = zip(*items, strict=True)
         try:
-            stacked = [torch.stack(ts) for ts in zip(*tensors, strict=True)]
+            stacked = finite_only([torch.stack(ts) for ts in zip(*tensors, strict=True)])
             self._jobs.append(self._launcher.run(self._step, list(units), list(metas), stacked, measure))
         except Exception as exc:
             if len(items) > 1 and not self.strict:  # find the unit at fault, keep the others
                 for item in items:
-                    self._run([item], measure)
+                    self._run([item], measure, on_error)
             else:
-                self._drop(units[0], exc)
+                on_error(units[0], exc)
 
-    def _collect(self, *, wait: bool) -> None:
-        records: list[dict] = []
+    def _finished(self, *, wait: bool):
+        """``(step, unit, meta, entropies)`` of the jobs done (all of them when ``wait``), in order."""
         while self._jobs:
             job = self._jobs[0]
             if not job.ready():
@@ -245,11 +363,63 @@ class Tracker:
                 job.wait()
             self._jobs.popleft()
             for unit, meta, entropies in zip(job.units, job.meta, job.values.tolist(), strict=True):
-                if all(math.isnan(e) for e in entropies):
-                    self.skipped += 1  # zero update (e.g. peft's B = 0 before the first step): no record
+                yield job.step, unit, meta, entropies
+
+    def _collect(self, *, wait: bool) -> None:
+        records = []
+        for step, unit, meta, entropies in self._finished(wait=wait):
+            record = self._settle(step, unit, meta, entropies)
+            if record is not None:
+                records.append(record)
+        self._emit(records)
+
+    def _settle(self, step: int, unit: Unit, meta: dict, entropies: list[float]) -> dict | None:
+        """A measured profile: its record, or None when it is skipped (zero or non-finite update)."""
+        self.failures.pop(unit.label, None)
+        if all(math.isnan(e) for e in entropies):
+            self.skipped += 1  # zero update (peft's B = 0 before the first step) or a non-finite one
+            return None
+        record = {"step": step, **unit.key(), **meta, "entropies": entropies}
+        return {**record, **summary_fields(entropies, meta["row_sites"])}
+
+    def _step_distributed(self, lora_due: bool, dense_due: bool) -> None:
+        """Read (gathering sharded units in a fixed order), measure this rank's share, exchange, record."""
+        index = {id(u): i for i, u in enumerate(self._all_units)}
+        outcomes: list[tuple] = []  # (unit index, meta, entropies or None, error or None)
+        items = []
+        try:
+            for unit in self._due(lora_due, dense_due):
+                i = index[id(unit)]
+                mine, gathering = self._owners[i] == self.rank, self._gathering[i]
+                if not (mine or gathering.collective):
+                    continue  # whole on its owner: nothing to do here
+                try:
+                    with gathering.whole() as full:
+                        item = self._read(unit, full)
+                except Exception as exc:
+                    if mine:
+                        outcomes.append((i, None, None, repr(exc)))
                     continue
-                record = {"step": job.step, **unit.key(), **meta, "entropies": entropies}
-                records.append({**record, **summary_fields(entropies, meta["row_sites"])})
+                if mine:
+                    items.append(item)
+                del item
+            self._submit(items, lambda unit, exc: outcomes.append((index[id(unit)], None, None, repr(exc))))
+            for _, unit, meta, entropies in self._finished(wait=True):
+                outcomes.append((index[id(unit)], meta, entropies, None))
+        except Exception as exc:  # never leave the other ranks waiting in the exchange below
+            done = {o[0] for o in outcomes}
+            outcomes += [(index[id(it[0])], None, None, repr(exc)) for it in items if index[id(it[0])] not in done]
+        records = []
+        for i, meta, entropies, error in sorted(dist_support.exchange(outcomes), key=lambda o: o[0]):
+            unit = self._all_units[i]
+            if unit not in self.units:
+                continue
+            if error is not None:
+                self._fault(unit, RuntimeError(f"on rank {self._owners[i]}: {error}"))
+                continue
+            record = self._settle(self._step, unit, meta, entropies)
+            if record is not None:
+                records.append(record)
         self._emit(records)
 
     def _drain_attention(self) -> None:
@@ -266,7 +436,7 @@ class Tracker:
             return
         self._records.extend(records)
         if self._file is not None:
-            self._file.write(records)
+            self._file.write(records)  # never raises: an I/O error is kept in io_error
         for r in records:
             if r.get("kind") in ("lora", "dense"):
                 label = record_label(r)
@@ -275,10 +445,21 @@ class Tracker:
             try:
                 self._write_tensorboard(records)
             except Exception as exc:
-                if self.strict:
+                if self.strict and not isinstance(exc, OSError):
                     raise
-                warnings.warn(f"artent_fast.track: TensorBoard output stopped: {exc!r}", RuntimeWarning, stacklevel=3)
+                self._warn(f"TensorBoard output stopped (training goes on): {exc!r}")
                 self._tb = None
+
+    def _close_tensorboard(self) -> None:
+        if self._tb is None:
+            return
+        try:
+            self._tb.flush()
+            if self._tb_owned:
+                self._tb.close()
+        except Exception as exc:
+            self._warn(f"TensorBoard output could not be closed (training goes on): {exc!r}")
+        self._tb = None
 
     def _write_tensorboard(self, records: list[dict]) -> None:
         profiles: dict[int, dict[str, list[float]]] = {}
@@ -297,20 +478,53 @@ class Tracker:
             fig = plot_profile(curves, title=f"entanglement profiles, step {step}")
             self._tb.add_figure("artent/profiles", fig, step, close=True)
 
-    def _drop(self, unit: Unit, exc: Exception) -> None:
+    def _fault(self, unit: Unit, exc: Exception) -> None:
+        """A failed reading or measurement: skip this step; drop the unit after MAX_FAILURES in a row."""
         if self.strict:
             raise exc
+        count = self.failures.get(unit.label, 0) + 1
+        self.failures[unit.label] = count
+        if count < MAX_FAILURES:
+            self.skipped += 1
+            if count == 1:
+                self._warn(
+                    f"measuring {unit.label} failed at step {self._step}, step skipped (dropped after "
+                    f"{MAX_FAILURES} failures in a row): {exc!r}"
+                )
+            return
         if unit in self.units:
             self.units.remove(unit)
+        self.failures.pop(unit.label, None)
         self.dropped[unit.label] = repr(exc)
-        warnings.warn(f"artent_fast.track: stopped tracking {unit.label}: {exc!r}", RuntimeWarning, stacklevel=4)
+        self._warn(f"stopped tracking {unit.label} after {MAX_FAILURES} failures in a row: {exc!r}")
 
     def _fail(self, exc: Exception) -> None:
         if self.strict:
             raise exc
         self._broken = repr(exc)
-        warnings.warn(f"artent_fast.track: tracking stopped (training goes on): {exc!r}", RuntimeWarning,
-                      stacklevel=3)
+        self._warn(f"tracking stopped (training goes on): {exc!r}")
+
+    def _warn(self, message: str) -> None:
+        if self.rank == 0:
+            warnings.warn(f"artent_fast.track: {message}", RuntimeWarning, stacklevel=4)
+
+
+def finite_only(stacked: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The stacked inputs with every unit that has a NaN/Inf entry zeroed (so it measures as NaN and is skipped).
+
+    One ``isfinite`` pass per stacked tensor; on CUDA no host synchronisation (``torch.where``).
+    """
+    ok = None
+    for t in stacked:
+        finite = torch.isfinite(t).flatten(1).all(1)
+        ok = finite if ok is None else ok & finite
+    if ok is None:
+        return stacked
+    if ok.device.type != "cuda" and bool(ok.all()):
+        return stacked
+    zero = torch.zeros((), dtype=stacked[0].dtype, device=stacked[0].device)
+    return [torch.where(ok.view(-1, *([1] * (t.ndim - 1))), t, zero.to(t.dtype)) for t in stacked]
+
 
 def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:
     """``(writer, owned)``: a SummaryWriter for a log dir path, or the writer passed in, or ``(None, False)``."""
@@ -324,6 +538,7 @@ def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:
         raise ImportError("tensorboard= needs the tensorboard package: pip install 'artent_fast[tensorboard]'") from exc
     return SummaryWriter(log_dir=str(tensorboard)), True
 
+
 def open_attention_channel(model: nn.Module) -> Any:
     """The attention side channel (issue 4's ``artent_fast.attention.channel``), enabled on ``model``."""
     try:
@@ -331,8 +546,10 @@ def open_attention_channel(model: nn.Module) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name not in ("artent_fast.attention", "artent_fast.attention.channel"):
             raise
-        raise ImportError("track(attention=True): attention capture is unavailable "
-                          "(artent_fast.attention.channel is not part of this installation)") from exc
+        raise ImportError(
+            "track(attention=True): attention capture is unavailable "
+            "(artent_fast.attention.channel is not part of this installation)"
+        ) from exc
     if not callable(getattr(channel, "drain", None)):
         raise ImportError("track(attention=True): artent_fast.attention.channel has no drain(): capture unavailable")
     enable = getattr(channel, "enable", None)
@@ -340,12 +557,22 @@ def open_attention_channel(model: nn.Module) -> Any:
         enable(model)
     return channel
 
+
 def track(model: nn.Module, **kwargs: Any) -> Tracker:
-    """Track the entanglement of ``model``'s weight updates during training; see :class:`Tracker` and docs/tracking.md.
+    """Track the entanglement of ``model``'s weight updates during training; returns a :class:`Tracker`.
 
     ``tracker = artent_fast.track(model, optimizer=opt)`` then train as usual; or
-    ``with artent_fast.track(model) as tracker: ... tracker.step()``.
+    ``with artent_fast.track(model) as tracker: ... tracker.step()``. Under ``torchrun`` call it on
+    every rank (DDP, FSDP2, FSDP1 with ``use_orig_params=True``). See docs/tracking.md.
     """
     return Tracker(model, **kwargs)
 
-track.__signature__ = None  # let help() show Tracker's keywords via the docstring
+
+def _track_signature() -> inspect.Signature:
+    init = inspect.signature(Tracker.__init__)
+    params = [p for name, p in init.parameters.items() if name != "self"]
+    return init.replace(parameters=params, return_annotation="Tracker")
+
+
+track.__signature__ = _track_signature()  # help(track) shows Tracker's keywords
+track.__doc__ += "\n    " + Tracker.__init__.__doc__  # the arguments, as Tracker documents them

@@ -9,10 +9,16 @@ base layer's weight (what peft's ``get_delta_weight`` returns), so ``fan_in_fan_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+
+def same(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor itself (parameters that are whole on this process)."""
+    return tensor
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,8 @@ class Part:
 
 @dataclass
 class Unit:
-    """One tracked update. ``module`` is the name in ``model.named_modules()`` of the model passed in."""
+    """One tracked update. ``module`` is the name in ``model.named_modules()`` without wrapper components
+    (``module.``, ``_fsdp_wrapped_module.``, ``_orig_mod.``, ``_checkpoint_wrapped_module.``); ``path`` the raw name."""
 
     module: str
     layer: nn.Module = field(repr=False)
@@ -36,6 +43,7 @@ class Unit:
     part: Part | None = None
     fan_in_fan_out: bool = False
     w0: torch.Tensor | None = field(default=None, repr=False)
+    path: str | None = field(default=None, repr=False)  # name in the wrapped model, when it differs
 
     @property
     def label(self) -> str:
@@ -58,11 +66,16 @@ class Unit:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor, float, bool]:
-        """``(B, A, scale, merged)`` with the update ``scale * B @ A`` in the base weight's layout."""
+    def factors(
+        self, full: Callable[[torch.Tensor], torch.Tensor] = same
+    ) -> tuple[torch.Tensor, torch.Tensor, float, bool]:
+        """``(B, A, scale, merged)`` with the update ``scale * B @ A`` in the base weight's layout.
+
+        ``full`` turns a (possibly sharded) parameter into the whole tensor (see ``tracking.distributed``).
+        """
         layer, name = self.layer, self.adapter
-        B = layer.lora_B[name].weight.detach()  # (out, r)
-        A = layer.lora_A[name].weight.detach()  # (r, in)
+        B = full(layer.lora_B[name].weight.detach())  # (out, r)
+        A = full(layer.lora_A[name].weight.detach())  # (r, in)
         if self.part is not None:
             B = B[self.part.start : self.part.stop]
         scale = float(layer.scaling[name])
@@ -71,16 +84,22 @@ class Unit:
             return A.mT, B.mT, scale, merged
         return B, A, scale, merged
 
-    def dense(self) -> torch.Tensor:
-        """The materialised update (float32 or wider) in the base weight's layout."""
+    def dense(self, full: Callable[[torch.Tensor], torch.Tensor] = same) -> torch.Tensor:
+        """The materialised update (float32 or wider) in the base weight's layout.
+
+        For a sharded weight with a snapshot sharded alike, the difference is taken shard by shard
+        and only that one matrix is gathered by ``full``.
+        """
         if self.source == "snapshot":
             W = self.layer.weight.detach()
             wide = torch.float64 if W.dtype == torch.float64 else torch.float32
-            delta = W.to(wide) - self.w0.to(W.device, wide)
+            if type(W) is not type(self.w0):  # e.g. a sharded weight and a full W0 from base_weights
+                W = full(W)
+            delta = full(W.to(wide) - self.w0.to(W.device, wide))
         elif self.source == "dora":
-            delta = dora_delta(self.layer, self.adapter)
+            delta = full(dora_delta(self.layer, self.adapter))
         else:
-            delta = self.layer.get_delta_weight(self.adapter).detach()
+            delta = full(self.layer.get_delta_weight(self.adapter).detach())
         if delta.ndim != 2:
             raise ValueError(f"{self.label}: update has shape {tuple(delta.shape)}, not a matrix")
         delta = delta if delta.dtype in (torch.float32, torch.float64) else delta.float()

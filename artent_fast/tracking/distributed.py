@@ -1,0 +1,183 @@
+"""The tracker under ``torch.distributed``: who measures what, how sharded updates are gathered, results to all.
+
+Every rank builds the same units in the same order (the model is the same on every rank). Each
+unit gets one *owner* rank (greedy, balanced by estimated cost). On a due step:
+
+1. units are read in that fixed order. A unit whose parameters are sharded (FSDP2 ``DTensor``
+   parameters, FSDP1 flat parameters) is gathered by a collective that every rank calls, one
+   matrix at a time (LoRA: the factors only; full fine-tuning: the update ``W - W0``, differenced
+   shard by shard); only the owner keeps it. A unit whose parameters are whole on every rank
+   (DDP, replicated) is read by its owner alone, with no communication;
+2. each owner measures its units locally (batched by shape); failures and non-finite updates
+   become per-unit outcomes instead of exceptions;
+3. one ``all_gather_object`` gives every rank every outcome, so all ranks record, skip, count
+   failures and drop units identically, and the next due step calls the same collectives.
+
+Steps with nothing due call no collective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from artent_fast.tracking.units import Unit, same
+
+# Name components that wrappers insert into ``named_modules()`` (DDP, FSDP1, torch.compile, checkpointing).
+WRAPPER_COMPONENTS = ("module", "_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
+
+
+def unwrapped_name(name: str) -> str:
+    """``name`` without the components that DDP, FSDP1, ``torch.compile`` and activation checkpointing insert."""
+    parts = [p for p in name.split(".") if p not in WRAPPER_COMPONENTS]
+    return ".".join(parts)
+
+
+def process_group(distributed: bool | None) -> tuple[int, int] | None:
+    """``(rank, world)`` when the tracker works across ranks, else None.
+
+    ``distributed=None`` (default): when ``torch.distributed`` is initialised with more than one
+    rank. ``True`` requires it; ``False`` tracks each process on its own.
+    """
+    if distributed is False:
+        return None
+    import torch.distributed as dist
+
+    ready = dist.is_available() and dist.is_initialized()
+    if not ready:
+        if distributed:
+            raise ValueError(
+                "distributed=True: torch.distributed is not initialised (launch with torchrun and "
+                "call torch.distributed.init_process_group first)"
+            )
+        return None
+    world = dist.get_world_size()
+    if world == 1 and not distributed:
+        return None
+    return dist.get_rank(), world
+
+
+def refuse_unsupported(model: nn.Module) -> None:
+    """Clear errors for the wrappers the tracker cannot read: DeepSpeed, FSDP1 without ``use_orig_params``."""
+    cls = type(model)
+    if (
+        "deepspeed" in cls.__module__
+        or any("deepspeed" in type(m).__module__ for m in model.modules())
+        or any(hasattr(p, "ds_id") for p in model.parameters())
+    ):
+        raise ValueError(
+            "model: DeepSpeed engines are not supported by artent_fast.track (untested: ZeRO-3 "
+            "parameters are partitioned outside torch.distributed's FSDP/DTensor); use DDP or FSDP"
+        )
+    for name, module in model.named_modules():
+        if type(module).__name__ == "FullyShardedDataParallel" and not getattr(module, "_use_orig_params", True):
+            raise ValueError(
+                f"model: FSDP1 module {name or '<root>'} was wrapped without use_orig_params=True; "
+                "artent_fast.track reads the original parameters: wrap with "
+                "FullyShardedDataParallel(..., use_orig_params=True), or use FSDP2 (fully_shard)"
+            )
+
+
+def is_dtensor(tensor: Any) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch builds without distributed
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: ``DTensor.full_tensor()`` (a collective: every rank must call it), else itself."""
+    return tensor.full_tensor() if is_dtensor(tensor) else tensor
+
+
+def fsdp1_owner(model: nn.Module, module_name: str) -> str | None:
+    """The name of the innermost FSDP1 module around ``module_name`` (None: not under FSDP1)."""
+    best = None
+    for name, module in model.named_modules():
+        if type(module).__name__ != "FullyShardedDataParallel":
+            continue
+        if name == "" or module_name == name or module_name.startswith(name + "."):
+            if best is None or len(name) >= len(best):
+                best = name
+    return best
+
+
+def unit_tensors(unit: Unit) -> list[torch.Tensor]:
+    layer = unit.layer
+    if unit.kind == "lora":
+        return [layer.lora_B[unit.adapter].weight, layer.lora_A[unit.adapter].weight]
+    weight = getattr(layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer, "weight", None)
+    return [weight] if isinstance(weight, torch.Tensor) else []
+
+
+def unit_cost(unit: Unit) -> float:
+    """Estimated measuring cost: a Gram of the factors (LoRA) or an SVD-like cubic cost (dense)."""
+    tensors = unit_tensors(unit)
+    if unit.kind == "lora" and len(tensors) == 2:
+        (m, r), (_, n) = tensors[0].shape, tensors[1].shape
+        return float(r * r * (m + n) + r**3 * 8)
+    if tensors and tensors[0].ndim == 2:
+        m, n = tensors[0].shape
+        return float(m * n * min(m, n))
+    return 1.0
+
+
+def assign_owners(costs: Sequence[float], world: int) -> list[int]:
+    """Longest-processing-time-first assignment: each unit to the least loaded rank (ties: lowest rank)."""
+    loads = [0.0] * world
+    owners = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        owners[i] = rank
+        loads[rank] += costs[i]
+    return owners
+
+
+class Gathering:
+    """How one unit's tensors become whole on its owner, for the layout the unit has."""
+
+    def __init__(self, model: nn.Module, unit: Unit) -> None:
+        self.sharded = any(is_dtensor(t) for t in unit_tensors(unit))
+        self.fsdp1 = fsdp1_owner(model, unit.path or unit.module)
+        self.fsdp1_module = dict(model.named_modules()).get(self.fsdp1) if self.fsdp1 is not None else None
+
+    @property
+    def collective(self) -> bool:
+        """Whether every rank takes part in reading this unit (else only the owner reads it)."""
+        return self.sharded or self.fsdp1_module is not None
+
+    @contextlib.contextmanager
+    def whole(self) -> Iterator[Any]:
+        """A context (entered by every rank when :attr:`collective`) giving the ``full`` function for reading."""
+        if self.fsdp1_module is not None:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            with FSDP.summon_full_params(self.fsdp1_module, recurse=False, writeback=False):
+                yield same
+        elif self.sharded:
+            yield full_tensor
+        else:
+            yield same
+
+
+def exchange(outcomes: list) -> list:
+    """Every rank's outcomes, concatenated in rank order, on every rank (one ``all_gather_object``)."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, outcomes)
+    return [o for part in gathered for o in part]
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (one ``broadcast_object_list``)."""
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
