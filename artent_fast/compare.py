@@ -256,7 +256,7 @@ class CompareResult:
 
     def plot(self, path: str | None = None):
         """Three panels: attention-output distance/cosine, external and internal profiles; saved to ``path``."""
-        from artent_fast.plotting import require_matplotlib, save_figure
+        from artent_fast.plotting import integer_ticks, require_matplotlib, save_figure
 
         plt = require_matplotlib()
         a, b = self.names
@@ -279,11 +279,14 @@ class CompareResult:
             for r in self.table:
                 for prof in r.get(f"internal_{side}", {}).values():
                     axes[2].plot(range(1, len(prof) + 1), prof, style, color=color, alpha=0.5)
-            kinds = sorted({r.get(f"internal_kind_{side}") for r in self.table} - {None})
-            axes[2].plot([], [], style, color=color, label=f"{self.names[side == 'b']} ({', '.join(kinds)})")
+            kinds = ", ".join(sorted({r.get(f"internal_kind_{side}") for r in self.table} - {None}))
+            name = self.names[side == "b"]
+            axes[2].plot([], [], style, color=color, label=name if kinds in ("", name) else f"{name} ({kinds})")
         axes[2].set(xlabel="bond", ylabel="S (nats)", title="internal (weight-update) profiles")
         axes[2].legend()
-        return save_figure(fig, plt, path, dpi=100)
+        for ax in axes:
+            integer_ticks(ax.xaxis)
+        return save_figure(fig, plt, path)
 
 
 def _as_list(t: torch.Tensor) -> list[float]:

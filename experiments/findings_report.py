@@ -19,7 +19,7 @@ def _plt():
 def _save(fig, path: Path) -> str:
     from artent_fast.plotting import save_figure
 
-    save_figure(fig, _plt(), path, dpi=80)
+    save_figure(fig, _plt(), path)
     return path.name
 
 
