@@ -1,25 +1,43 @@
-"""The op registry behind :mod:`artent_fast.backends` (modelled on bitsandbytes' op registry)."""
+"""The op registry behind :mod:`artent_fast.backends` (modelled on bitsandbytes' op registry).
+
+Choice of kernel for one call:
+
+- forced (``ARTENT_FAST_BACKEND``): that backend, then torch (with a warning once) where it declines;
+- autotuned ops (``AUTOTUNED``: eigvalsh on CUDA): every backend with a kernel that takes the input
+  is timed once per (op, device, dtype, matrix shape, batch bucket) and the fastest is used from then
+  on (:func:`tuned_choices` shows them; ``ARTENT_FAST_AUTOTUNE=0`` turns this off);
+- otherwise the static order of :func:`candidates` (CUDA: cuda, triton, torch; CPU: torch), the
+  first kernel that does not decline (``NotImplemented``) wins.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
+import statistics
+import time
 import warnings
 from collections.abc import Callable
 
 import torch
 
-BACKENDS = ("torch", "triton", "cuda")
+BACKENDS = ("torch", "triton", "cuda", "cupy")
 # Modules that register kernels when imported; each import is tried once and may fail
-# (no triton, no compiled extension): the torch kernels always remain.
+# (no triton, no compiled extension, no cupy): the torch kernels always remain.
 _BACKEND_MODULES = {
     "torch": "artent_fast.backends.torch_ops",
     "triton": "artent_fast.backends.triton_ops",
     "cuda": "artent_fast.backends.cuda_ops",
+    "cupy": "artent_fast.backends.cupy_ops",
 }
 _KERNELS: dict[str, dict[str, Callable]] = {}
 _LOADED: dict[str, bool] = {}
+_ERRORS: dict[str, str] = {}  # backend -> why its module did not import
 _WARNED: set[str] = set()
+# (op, device type) whose kernel is chosen by measurement; everything else uses the static order
+AUTOTUNED = {("eigvalsh", "cuda")}
+_TUNED: dict[tuple, str] = {}  # tune key -> fastest backend measured
+TUNE_REPEATS = 3
 
 
 def register_kernel(op: str, backend: str) -> Callable[[Callable], Callable]:
@@ -39,14 +57,29 @@ def _load(backend: str) -> bool:
         try:
             importlib.import_module(_BACKEND_MODULES[backend])
             _LOADED[backend] = True
-        except Exception:  # optional backend missing or broken: the torch path still works
+        except Exception as exc:  # optional backend missing or broken: the torch path still works
             _LOADED[backend] = False
+            _ERRORS[backend] = f"{type(exc).__name__}: {exc}"
     return _LOADED[backend]
 
 
 def available_backends() -> list[str]:
     """Backends whose kernel module imported on this machine."""
     return [b for b in BACKENDS if _load(b)]
+
+
+def load_errors() -> dict[str, str]:
+    """Why each backend that is not available failed to import (``{backend: "ImportError: ..."}``)."""
+    for b in BACKENDS:
+        _load(b)
+    return {b: _ERRORS.get(b, "did not load") for b in BACKENDS if not _LOADED[b]}
+
+
+def kernels_of(op: str) -> dict[str, Callable]:
+    """The registered kernels of ``op`` by backend (after trying to load every backend)."""
+    for b in BACKENDS:
+        _load(b)
+    return dict(_KERNELS.get(op, {}))
 
 
 def selected_backend() -> str | None:
@@ -57,12 +90,82 @@ def selected_backend() -> str | None:
     return forced
 
 
-def _candidates(device: torch.device, forced: str | None) -> list[str]:
+def candidates(device: torch.device, forced: str | None = None) -> list[str]:
+    """Backends tried, in order, for a call on ``device`` (cupy runs only when forced or measured fastest)."""
     if forced is not None:
         return [forced, "torch"]
     if device.type == "cuda":
         return ["cuda", "triton", "torch"]
     return ["torch"]
+
+
+def autotune_enabled() -> bool:
+    return os.environ.get("ARTENT_FAST_AUTOTUNE", "1").strip() != "0"
+
+
+def tune_key(op: str, device: torch.device, args: tuple) -> tuple | None:
+    """(op, device, dtype, trailing two dims, batch bucket) of the first tensor argument."""
+    x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    if x is None or x.ndim < 2:
+        return None
+    batch = 1
+    for s in x.shape[:-2]:
+        batch *= int(s)
+    bucket = 1 << max(0, (batch - 1).bit_length())  # next power of two
+    return op, str(device), x.dtype, tuple(x.shape[-2:]), bucket
+
+
+def tuned_choices() -> dict[str, str]:
+    """The measured choices so far, readable: ``{"eigvalsh cuda:0 float32 128x128 batch<=1024": "cuda"}``."""
+    return {
+        f"{op} {dev} {str(dtype).removeprefix('torch.')} {'x'.join(map(str, dims))} batch<={bucket}": backend
+        for (op, dev, dtype, dims, bucket), backend in _TUNED.items()
+    }
+
+
+def clear_tuned() -> None:
+    _TUNED.clear()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def measure(op: str, args: tuple, kwargs: dict, device: torch.device, names: list[str]) -> tuple[str | None, object]:
+    """Time every backend in ``names`` that takes this input; return (fastest, its result)."""
+    kernels = _KERNELS.get(op, {})
+    best, best_t, best_out = None, float("inf"), NotImplemented
+    for name in names:
+        fn = kernels.get(name) if _load(name) else None
+        if fn is None:
+            continue
+        try:
+            out = fn(*args, **kwargs)  # warm-up (compiles, plans); declines are skipped
+        except Exception as exc:  # a candidate that fails here is not chosen; torch still answers
+            warnings.warn(
+                f"autotune: the {name} kernel for {op!r} failed ({type(exc).__name__}: {exc}); skipped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        if out is NotImplemented:
+            continue
+        times = []
+        for _ in range(TUNE_REPEATS):
+            _sync(device)
+            t = time.perf_counter()
+            fn(*args, **kwargs)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        t = statistics.median(times)
+        if t < best_t:
+            best, best_t, best_out = name, t, out
+    return best, best_out
 
 
 def dispatch(op: str, *args, device: torch.device | None = None, **kwargs):
@@ -72,7 +175,21 @@ def dispatch(op: str, *args, device: torch.device | None = None, **kwargs):
     _load("torch")
     kernels = _KERNELS.get(op, {})
     forced = selected_backend()
-    for backend in _candidates(device, forced):
+    if forced is None and (op, device.type) in AUTOTUNED and autotune_enabled() and not _capturing(device):
+        key = tune_key(op, device, args)
+        if key is not None:
+            kernels = kernels_of(op)
+            choice = _TUNED.get(key)
+            if choice is None:
+                choice, out = measure(op, args, kwargs, device, [b for b in BACKENDS if b in kernels])
+                if choice is not None:
+                    _TUNED[key] = choice
+                    return out
+            else:
+                out = kernels[choice](*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+    for backend in candidates(device, forced):
         fn = kernels.get(backend) if _load(backend) else None
         if fn is None:
             continue
@@ -89,7 +206,8 @@ def _warn_fallback(forced: str, op: str) -> None:
     key = f"{forced}:{op}"
     if key not in _WARNED:
         _WARNED.add(key)
+        reason = f" (it did not load: {_ERRORS[forced]})" if forced in _ERRORS else ""
         warnings.warn(
-            f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for {op!r} on this input; using torch",
+            f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for {op!r} on this input{reason}; using torch",
             stacklevel=3,
         )

@@ -10,7 +10,7 @@ from artent_fast import __version__
 
 # Subcommand modules, in help order. A module that fails to import (missing optional
 # extra) is skipped with a note, so the rest of the CLI keeps working.
-SUBCOMMANDS = ("profile", "demo", "sweep", "plot")
+SUBCOMMANDS = ("profile", "demo", "sweep", "plot", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

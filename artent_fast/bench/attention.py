@@ -1,0 +1,181 @@
+"""Fused attention: forward and forward+backward, with and without capture, vs torch SDPA (and flash-attn
+when installed), in TFLOP/s (4 B H T S d flops forward, 2.5x that backward, halved when causal).
+
+On CUDA the Triton kernels run (fp16/bf16); on CPU the torch path at small sizes (float32).
+"""
+
+# ruff: noqa: B023  (the timed closures run at once, inside the loop that defines them)
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from artent_fast.attention import attention
+from artent_fast.bench.table import Table
+from artent_fast.bench.timing import paired_times
+
+Shape = tuple[int, int, int, int, int]  # B, H, Hkv, T, d
+
+
+def sdpa(q, k, v, causal):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def flash_fn():
+    """flash-attn's ``flash_attn_func`` on (B, T, H, d) tensors, or None when not installed."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return None
+    try:
+        from flash_attn import flash_attn_func
+    except Exception:  # installed but broken (ABI mismatch with this torch): left out of the table
+        return None
+    return flash_attn_func
+
+
+def tflops(shape: Shape, causal: bool, seconds: float | None, factor: float = 1.0) -> float | None:
+    b, h, _, t, d = shape
+    if not seconds:
+        return None
+    return 4 * b * h * t * t * d * factor * (0.5 if causal else 1.0) / seconds / 1e12
+
+
+def _inputs(shape: Shape, dev: str, dtype: torch.dtype, gen: torch.Generator, grad: bool = False):
+    b, h, hk, t, d = shape
+    q = torch.randn(b, h, t, d, device=dev, dtype=dtype, generator=gen)
+    k = torch.randn(b, hk, t, d, device=dev, dtype=dtype, generator=gen)
+    v = torch.randn(b, hk, t, d, device=dev, dtype=dtype, generator=gen)
+    return [x.requires_grad_(grad) for x in (q, k, v)]
+
+
+def forward_table(
+    dev: str, dtype: torch.dtype, shapes: Sequence[Shape], *, repeats: int, echo: bool = True, progress=iter
+) -> Table:
+    flash = flash_fn() if dev.startswith("cuda") else None
+    table = Table(
+        f"attention_fwd_{str(dtype)[6:]}",
+        f"Attention forward ({str(dtype)[6:]}): capture vs none vs SDPA",
+        {
+            "shape": "B,H,Hkv,T,d",
+            "causal": "causal",
+            "capture_s": "capture s",
+            "none_s": "no capture s",
+            "sdpa_s": "SDPA s",
+            "flash_s": "flash-attn s",
+            "capture_tflops": "capture TFLOP/s",
+            "none_tflops": "no capture TFLOP/s",
+            "sdpa_tflops": "SDPA TFLOP/s",
+            "flash_tflops": "flash-attn TFLOP/s",
+            "capture_vs_sdpa": "speed capture:SDPA",
+        },
+        echo=echo,
+    ).start()
+    gen = torch.Generator(device=dev).manual_seed(0)
+    for shape in progress(shapes):
+        q, k, v = _inputs(shape, dev, dtype, gen)
+        for causal in (False, True):
+            fns = [
+                lambda: attention(q, k, v, causal=causal),
+                lambda: attention(q, k, v, causal=causal, capture=()),
+                lambda: sdpa(q, k, v, causal),
+            ]
+            if flash is not None:
+                qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+                fns.append(lambda: flash(qf, kf, vf, causal=causal))
+            with torch.no_grad():
+                times = paired_times(fns, device=dev, repeats=repeats) + [None]
+            t_cap, t_none, t_sdpa, t_flash = times[:4]
+            table.add(
+                shape=",".join(map(str, shape)),
+                causal=causal,
+                capture_s=t_cap,
+                none_s=t_none,
+                sdpa_s=t_sdpa,
+                flash_s=t_flash,
+                capture_tflops=tflops(shape, causal, t_cap),
+                none_tflops=tflops(shape, causal, t_none),
+                sdpa_tflops=tflops(shape, causal, t_sdpa),
+                flash_tflops=tflops(shape, causal, t_flash),
+                capture_vs_sdpa=t_sdpa / t_cap,
+            )
+    if flash is None:
+        table.note("flash-attn is not installed (or not on CUDA): its columns are n/a")
+    return table
+
+
+def training_table(
+    dev: str, dtype: torch.dtype, shapes: Sequence[Shape], *, repeats: int, echo: bool = True, progress=iter
+) -> Table:
+    flash = flash_fn() if dev.startswith("cuda") else None
+    table = Table(
+        f"attention_fwd_bwd_{str(dtype)[6:]}",
+        f"Attention forward + backward ({str(dtype)[6:]}): capture vs none vs SDPA",
+        {
+            "shape": "B,H,Hkv,T,d",
+            "causal": "causal",
+            "capture_s": "capture s",
+            "none_s": "no capture s",
+            "sdpa_s": "SDPA s",
+            "flash_s": "flash-attn s",
+            "capture_tflops": "capture TFLOP/s",
+            "sdpa_tflops": "SDPA TFLOP/s",
+            "flash_tflops": "flash-attn TFLOP/s",
+            "capture_vs_sdpa": "speed capture:SDPA",
+        },
+        echo=echo,
+    ).start()
+    gen = torch.Generator(device=dev).manual_seed(1)
+    for shape in progress(shapes):
+        q, k, v = _inputs(shape, dev, dtype, gen, grad=True)
+        dout = torch.randn_like(q)
+        for causal in (False, True):
+
+            def ours(capture=("lse", "entropy")):
+                out, _ = attention(q, k, v, causal=causal, capture=capture)
+                torch.autograd.grad(out, (q, k, v), dout)
+
+            def theirs():
+                torch.autograd.grad(sdpa(q, k, v, causal), (q, k, v), dout)
+
+            fns = [ours, lambda: ours(()), theirs]
+            if flash is not None:
+                qf, kf, vf = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
+                df = dout.transpose(1, 2).contiguous()
+                fns.append(lambda: torch.autograd.grad(flash(qf, kf, vf, causal=causal), (qf, kf, vf), df))
+            times = paired_times(fns, device=dev, repeats=repeats) + [None]
+            t_cap, t_none, t_sdpa, t_flash = times[:4]
+            table.add(
+                shape=",".join(map(str, shape)),
+                causal=causal,
+                capture_s=t_cap,
+                none_s=t_none,
+                sdpa_s=t_sdpa,
+                flash_s=t_flash,
+                capture_tflops=tflops(shape, causal, t_cap, 3.5),
+                sdpa_tflops=tflops(shape, causal, t_sdpa, 3.5),
+                flash_tflops=tflops(shape, causal, t_flash, 3.5),
+                capture_vs_sdpa=t_sdpa / t_cap,
+            )
+    return table
+
+
+def plot_attention(tables: Sequence[Table], path, title: str) -> None:
+    from artent_fast.plotting import require_matplotlib, save_figure
+
+    plt = require_matplotlib()
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
+    for ax, table in zip(axes[0], tables, strict=True):
+        labels = [f"{r['shape']}{' c' if r['causal'] else ''}" for r in table.rows]
+        xs = range(len(labels))
+        cols = [("capture_tflops", "artent (capture)"), ("sdpa_tflops", "SDPA"), ("flash_tflops", "flash-attn")]
+        for i, (col, name) in enumerate(cols):
+            ax.bar([x + (i - 1) * 0.27 for x in xs], [r.get(col) or 0 for r in table.rows], 0.27, label=name)
+        ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=7)
+        ax.set(title=table.title, ylabel="TFLOP/s")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, plt, path, dpi=110)

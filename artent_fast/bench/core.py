@@ -1,0 +1,160 @@
+"""Ratio tables of the core engine: exact profiles vs the naive per-bond SVD pipeline and vs one
+``svdvals`` (the floor: the row/column bond *is* that SVD); factored (LoRA) profiles, single and batched.
+
+Ratios are within one run (machines are noisy); absolute times are given for context.
+"""
+
+# ruff: noqa: B023  (the timed closures run at once, inside the loop that defines them)
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+import artent_fast as af
+from artent_fast.bench.table import Table
+from artent_fast.bench.timing import median_time
+
+
+def naive_profile(m: torch.Tensor) -> torch.Tensor:
+    """The naive pipeline: normalise, then one svdvals per bond (what the paper's offline code does)."""
+    layout = af.sites(m.shape[-2], m.shape[-1])
+    psi = m / torch.linalg.matrix_norm(m, keepdim=True)
+    flat = psi.reshape(*m.shape[:-2], -1)
+    out = []
+    for left, right in layout.bond_dims():
+        p = torch.linalg.svdvals(flat.reshape(*m.shape[:-2], left, right)).square()
+        out.append(-torch.special.xlogy(p, p).sum(-1))
+    return torch.stack(out, -1)
+
+
+def dense_table(
+    dev: str,
+    shapes: Sequence[tuple[int, int]],
+    *,
+    repeats: int = 3,
+    sweep: bool = True,
+    echo: bool = True,
+    progress=iter,
+) -> Table:
+    """Exact profile (gram method, and sweep) of one fp32 matrix vs naive and vs one svdvals."""
+    table = Table(
+        "core_dense",
+        "Dense exact profile of one fp32 matrix vs naive per-bond SVD and one svdvals",
+        {
+            "shape": "shape",
+            "naive_s": "naive s",
+            "svdvals_s": "one svdvals s",
+            "gram_s": "gram s",
+            "speedup_vs_naive": "gram vs naive",
+            "gram_over_svdvals": "gram / svdvals",
+            "sweep_s": "sweep s",
+        },
+        echo=echo,
+    ).start()
+    gen = torch.Generator(device=dev).manual_seed(0)
+    for m, n in progress(shapes):
+        w = torch.randn(m, n, device=dev, generator=gen)
+        t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=repeats)
+        t_svd = median_time(lambda: torch.linalg.svdvals(w), device=dev, repeats=repeats)
+        t_gram = median_time(lambda: af.entanglement_profile(w, method="gram"), device=dev, repeats=repeats)
+        t_sweep = (
+            median_time(lambda: af.entanglement_profile(w, method="sweep"), device=dev, repeats=1, warmup=0)
+            if sweep
+            else None
+        )
+        table.add(
+            shape=f"{m}x{n}",
+            naive_s=t_naive,
+            svdvals_s=t_svd,
+            gram_s=t_gram,
+            speedup_vs_naive=t_naive / t_gram,
+            gram_over_svdvals=t_gram / t_svd,
+            sweep_s=t_sweep,
+        )
+    return table
+
+
+def factored_table(
+    dev: str,
+    shapes: Sequence[tuple[int, int]],
+    ranks: Sequence[int],
+    *,
+    batch: int = 16,
+    echo: bool = True,
+    progress=iter,
+) -> Table:
+    """Factored LoRA profile (one, and per matrix in a batch) vs naive on the materialised product."""
+    table = Table(
+        "core_factored",
+        f"Factored (LoRA) profile vs naive on the materialised product (batch {batch})",
+        {
+            "shape": "shape",
+            "r": "r",
+            "naive_s": "naive s",
+            "one_ms": "factored (1) ms",
+            "speedup_one": "speed-up (1)",
+            "batched_ms": "factored / matrix (batched) ms",
+            "speedup_batched": "speed-up / matrix",
+        },
+        echo=echo,
+    ).start()
+    gen = torch.Generator(device=dev).manual_seed(1)
+    for m, n in progress(shapes):
+        for r in ranks:
+            B = torch.randn(m, r, device=dev, generator=gen)
+            A = torch.randn(r, n, device=dev, generator=gen)
+            w = B @ A
+            t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=3)
+            t_one = median_time(lambda: af.lowrank_profile(B, A), device=dev, repeats=20)
+            Bb = torch.randn(batch, m, r, device=dev, generator=gen)
+            Ab = torch.randn(batch, r, n, device=dev, generator=gen)
+            t_batch = median_time(lambda: af.lowrank_profile(Bb, Ab), device=dev, repeats=10) / batch
+            table.add(
+                shape=f"{m}x{n}",
+                r=r,
+                naive_s=t_naive,
+                one_ms=t_one * 1e3,
+                speedup_one=t_naive / t_one,
+                batched_ms=t_batch * 1e3,
+                speedup_batched=t_naive / t_batch,
+            )
+    return table
+
+
+def plot_speedups(dense: Table, factored: Table, path, title: str) -> None:
+    """Two log-scale bar panels: dense exact profile and factored path, speed-up over naive per-bond SVD."""
+    from artent_fast.plotting import require_matplotlib, save_figure
+
+    plt = require_matplotlib()
+    fig, (ax_d, ax_f) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 3]})
+    ax_d.bar_label(
+        ax_d.bar([r["shape"] for r in dense.rows], [r["speedup_vs_naive"] for r in dense.rows], color="C0"),
+        fmt="%.1fx",
+        fontsize=8,
+    )
+    ax_d.set(title="dense exact profile (gram)", ylabel="speed-up over naive per-bond SVD")
+    labels = [f"{r['shape']} r={r['r']}" for r in factored.rows]
+    xs = range(len(labels))
+    one = ax_f.bar(
+        [x - 0.2 for x in xs], [r["speedup_one"] for r in factored.rows], 0.4, label="one matrix", color="C1"
+    )
+    batch = ax_f.bar(
+        [x + 0.2 for x in xs],
+        [r["speedup_batched"] for r in factored.rows],
+        0.4,
+        label="per matrix, batched",
+        color="C2",
+    )
+    for bars in (one, batch):
+        ax_f.bar_label(bars, fmt="%.0fx", fontsize=7)
+    ax_f.set_xticks(list(xs), labels, rotation=45, ha="right")
+    ax_f.set(title="factored (LoRA) profile", yscale="log")
+    ax_f.legend()
+    ax_d.tick_params(axis="x", rotation=45)
+    for ax in (ax_d, ax_f):
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, plt, path, dpi=110)

@@ -1,0 +1,47 @@
+"""``artent bench``: the machine, which backends load (and why not), a self-check, and every ratio table.
+
+    artent bench --quick                     # CPU or the GPU if there is one, a few minutes
+    artent bench --device cuda --out DIR     # the full tables on the GPU
+
+Writes ``report.md``, ``results.json`` and figures to ``--out``; exit 1 when the self-check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="how fast is this here, and which backend runs: tables, self-check, report",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--quick", action="store_true", help="smaller shapes: <= 3 min on a 2-core CPU, minutes on a GPU")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    p.add_argument("--out", default="artent_bench", metavar="DIR", help="folder for report.md, results.json, figures")
+    p.add_argument(
+        "--only",
+        metavar="SECTIONS",
+        help="comma-separated subset of: selfcheck, core, eigvalsh, attention, tracking, sweep",
+    )
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes: the CI test of the command
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from artent_fast.bench.runner import run_bench
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    command = "artent " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
+    results = run_bench(device, mode=mode, out=args.out, only=only, command=command)
+    if results["selfcheck_passed"] is False:
+        print("artent bench: the self-check FAILED (see report.md)", file=sys.stderr)
+        return 1
+    return 0
