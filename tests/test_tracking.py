@@ -22,9 +22,15 @@ peft = pytest.importorskip("peft")
 
 def tiny_llama(hidden: int = 32, heads: int = 4, kv_heads: int = 2, layers: int = 2, seed: int = 0):
     torch.manual_seed(seed)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=2 * hidden,
-                                      num_hidden_layers=layers, num_attention_heads=heads,
-                                      num_key_value_heads=kv_heads, max_position_embeddings=64)
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=64,
+    )
     return transformers.LlamaForCausalLM(config)
 
 
@@ -164,8 +170,9 @@ def test_merged_adapter_counted_once(tmp_path):
 
 
 def test_rslora_and_rank_alpha_patterns(tmp_path):
-    model = lora(tiny_llama(), r=4, lora_alpha=8, use_rslora=True, rank_pattern={"v_proj": 2},
-                 alpha_pattern={"v_proj": 5})
+    model = lora(
+        tiny_llama(), r=4, lora_alpha=8, use_rslora=True, rank_pattern={"v_proj": 2}, alpha_pattern={"v_proj": 5}
+    )
     tracker = artent_fast.track(model, out=None)
     tracker.step()
     for r in tracker.history(as_frame=False):
@@ -201,8 +208,9 @@ def test_fft_of_conv1d_fused_qkv_with_sizes(tmp_path):
     model = tiny_gpt2()
     w0 = {n: m.weight.detach().double().clone() for n, m in modules(model, "c_attn").items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    tracker = artent_fast.track(model, optimizer=opt, targets="c_attn", dense_every=1,
-                                split={"c_attn": {"q": 24, "kv": 48}}, out=None)
+    tracker = artent_fast.track(
+        model, optimizer=opt, targets="c_attn", dense_every=1, split={"c_attn": {"q": 24, "kv": 48}}, out=None
+    )
     train(model, opt, 1)
     recs = by_label(tracker.history(as_frame=False))
     for name, layer in modules(model, "c_attn").items():
@@ -262,8 +270,10 @@ def test_many_shapes_lora_and_fft_batched(rng):
         if name in w0:
             assert recs[name]["entropies"] == pytest.approx(reference(layer.weight.double() - w0[name]), abs=1e-5)
 
-    peft_model = peft.get_peft_model(Ragged(shapes + rng_shapes), peft.LoraConfig(
-        r=3, target_modules=[f"proj{i}" for i in range(len(shapes) + 3)], init_lora_weights=False))
+    peft_model = peft.get_peft_model(
+        Ragged(shapes + rng_shapes),
+        peft.LoraConfig(r=3, target_modules=[f"proj{i}" for i in range(len(shapes) + 3)], init_lora_weights=False),
+    )
     tracker = artent_fast.track(peft_model, targets="re:.*proj\\d+", out=None)
     tracker.step()
     recs = by_label(tracker.history(as_frame=False))
@@ -379,8 +389,9 @@ def test_bad_arguments_name_the_culprit():
 
 def test_bert_style_targets():
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=4,
-                                     intermediate_size=48)
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48
+    )
     model = lora(transformers.BertModel(config), target_modules=["query", "value"])
     tracker = artent_fast.track(model, targets=("query", "value"), out=None)
     tracker.step()
@@ -425,8 +436,15 @@ def test_real_tensorboard_writer(tmp_path):
 def test_attention_records_from_side_channel(monkeypatch):
     calls = []
     channel = types.ModuleType("artent_fast.attention.channel")
-    pending = [{"module": "model.layers.0.self_attn", "kind": "attention", "entropies": [0.1, 0.2], "row_sites": 1,
-                "cardy_c": 0.5}]
+    pending = [
+        {
+            "module": "model.layers.0.self_attn",
+            "kind": "attention",
+            "entropies": [0.1, 0.2],
+            "row_sites": 1,
+            "cardy_c": 0.5,
+        }
+    ]
     channel.drain = lambda: [pending.pop()] if pending else []
     channel.enable = lambda model: calls.append("enable")
     channel.disable = lambda model: calls.append("disable")
@@ -510,8 +528,9 @@ def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
     model = tiny_llama(16, 2, 2, layers=1, seed=int(rng.integers(1 << 30)))
     base = {n + ".weight": torch.randn_like(m.weight) for n, m in modules(model, "q_proj").items()}
     path = tmp_path / "h.jsonl"
-    tracker = artent_fast.track(model, targets="q_proj", dense_every=1, base_weights=base, snapshot_device="cpu",
-                                out=path)
+    tracker = artent_fast.track(
+        model, targets="q_proj", dense_every=1, base_weights=base, snapshot_device="cpu", out=path
+    )
     tracker.step()
     tracker.close()
     for r in tracker.history(as_frame=False):
@@ -528,8 +547,9 @@ def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
         artent_fast.track(model, targets="q_proj", base_weights={k: v[:4] for k, v in base.items()}, out=None)
     safetensors_torch = pytest.importorskip("safetensors.torch")
     safetensors_torch.save_file({**base, "unused": torch.zeros(3)}, tmp_path / "base.safetensors")
-    with artent_fast.track(model, targets="q_proj", dense_every=1, base_weights=tmp_path / "base.safetensors",
-                           out=None) as t4:
+    with artent_fast.track(
+        model, targets="q_proj", dense_every=1, base_weights=tmp_path / "base.safetensors", out=None
+    ) as t4:
         t4.step()
     assert [r["entropies"] for r in t4.history(as_frame=False)] == [r["entropies"] for r in tracker.history(False)]
     with pytest.raises(FileNotFoundError, match="base_weights"):
@@ -544,8 +564,11 @@ def test_cuda_side_stream_matches_reference(tmp_path):
     expected = {}
 
     def snapshot(step):
-        expected[step] = {n: reference(m.get_delta_weight("default")) for n, m in modules(model, "proj").items()
-                          if n.endswith(("q_proj", "v_proj"))}
+        expected[step] = {
+            n: reference(m.get_delta_weight("default"))
+            for n, m in modules(model, "proj").items()
+            if n.endswith(("q_proj", "v_proj"))
+        }
 
     ids = batch(0).cuda()
     for step in range(1, 4):
