@@ -25,6 +25,7 @@ def reference_profile(
 
     m = np.asarray(matrix, dtype=np.float64)
     layout = sites(m.shape[0], m.shape[1], row_dims=row_dims, col_dims=col_dims, order=order)
+    m = m / np.abs(m).max()  # scale invariant; keeps squares of 1e154 or 1e-300 representable
     psi = m.reshape(*layout.row_dims, *layout.col_dims).transpose(layout.perm) / np.linalg.norm(m)
     out = []
     for left, right in layout.bond_dims():
@@ -34,8 +35,8 @@ def reference_profile(
             s = -np.sum(p * np.log(p))
         elif math.isinf(alpha):
             s = -np.log(p.max())
-        else:
-            s = np.log(np.sum(p**alpha)) / (1 - alpha)
+        else:  # p_max as the unit: finite for any alpha
+            s = np.log(np.sum((p / p.max()) ** alpha)) / (1 - alpha) + alpha / (1 - alpha) * np.log(p.max())
         out.append(s / math.log(base))
     return np.array(out)
 

@@ -8,9 +8,9 @@ from typing import NamedTuple
 
 import torch
 
-from artent_fast.core.layout import Sites, prime_factors, sites
+from artent_fast.core.layout import MAX_SIDE, Sites, prime_factors, sites
 from artent_fast.core.lowrank import lowrank_profile
-from artent_fast.core.validate import check_positive_int
+from artent_fast.core.validate import as_int, check_positive_int
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -29,9 +29,21 @@ def page_entropy(d_a: torch.Tensor | int, d_b: torch.Tensor | int) -> torch.Tens
 
 def _layout(row_dims: Sequence[int] | int, col_dims: Sequence[int] | int, order: str = "row-major") -> Sites:
     """Accept either site dims or plain sizes (factored into primes)."""
-    rows = prime_factors(row_dims) if isinstance(row_dims, int) else tuple(row_dims)
-    cols = prime_factors(col_dims) if isinstance(col_dims, int) else tuple(col_dims)
+    rows = _dims_or_size(row_dims, "row_dims")
+    cols = _dims_or_size(col_dims, "col_dims")
     return sites(math.prod(rows), math.prod(cols), row_dims=rows, col_dims=cols, order=order)
+
+
+def _dims_or_size(value: Sequence[int] | int, name: str) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        size = check_positive_int(value, name, allow_none=False)
+        if size > MAX_SIDE:
+            raise ValueError(f"{name}={size} is above the supported side 2**40 (MAX_SIDE)")
+        return prime_factors(size)
+    try:
+        return tuple(as_int(d, name) for d in value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer or a sequence of them, got {value!r}") from None
 
 
 def page_curve(
@@ -68,8 +80,10 @@ def random_lowrank_profile(
     curves of the reduced factors (a Gaussian approximation) and ``ln r - r/2m - r/2n`` at the
     row/column bond.
     """
-    for name, v in (("m", m), ("n", n), ("r", r), ("samples", samples)):
-        check_positive_int(v, name, allow_none=False)
+    m, n, r, samples = (
+        check_positive_int(v, k, allow_none=False)
+        for k, v in zip(("m", "n", "r", "samples"), (m, n, r, samples), strict=True)
+    )
     layout = sites(m, n, row_dims=row_dims, col_dims=col_dims)
     if method == "analytic":
         out = []
@@ -120,11 +134,28 @@ def _cardy_x(num_sites: int, boundary: str, device: torch.device) -> tuple[torch
 
 
 def fit_cardy(profile: torch.Tensor, boundary: str = "periodic") -> CardyFit:
-    """Least-squares Calabrese-Cardy fit of profiles ``(..., K-1)`` over bonds ``l = 1..K-1``."""
-    profile = torch.as_tensor(profile)
-    if profile.ndim < 1 or profile.shape[-1] < 2:
-        raise ValueError(f"fit_cardy needs profiles with at least 2 bonds, got shape {tuple(profile.shape)}")
+    """Least-squares Calabrese-Cardy fit of profiles ``(..., K-1)`` over bonds ``l = 1..K-1``.
+
+    ``profile`` must be real (floating or integer), finite and have at least 3 bonds (two points
+    always fit a line exactly): anything else is a ValueError or TypeError naming ``profile``.
+    """
+    try:
+        profile = torch.as_tensor(profile)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"profile must be a tensor or array of entropies, got {type(profile).__name__}") from exc
+    if (
+        profile.is_complex()
+        or profile.dtype == torch.bool
+        or not (profile.is_floating_point() or profile.dtype.is_signed)
+    ):
+        raise TypeError(f"profile must hold real numbers, got dtype {profile.dtype}")
+    if profile.ndim < 1 or profile.shape[-1] < 3:
+        raise ValueError(f"fit_cardy needs profiles with at least 3 bonds, got profile of shape {tuple(profile.shape)}")
+    if profile.numel() == 0:
+        raise ValueError(f"profile is empty (shape {tuple(profile.shape)})")
     y = profile.to(torch.float64)
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"profile has {int((~torch.isfinite(y)).sum())} NaN or Inf entries")
     x, slope = _cardy_x(y.shape[-1] + 1, boundary, y.device)
     xc = x - x.mean()
     yc = y - y.mean(-1, keepdim=True)
