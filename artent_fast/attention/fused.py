@@ -20,6 +20,11 @@ def resolve_backend(backend: str, q: torch.Tensor, v: torch.Tensor, dropout_p: f
     if backend != "auto":
         if backend == "triton" and dropout_p > 0:
             raise ValueError("backend='triton' has no dropout: use dropout_p=0 or backend='torch'")
+        if backend == "triton" and not triton_usable(q, q.shape[-1], v.shape[-1], dropout_p):
+            raise ValueError(
+                "backend='triton' cannot run this call (it needs a CUDA tensor, triton installed, "
+                "head_dim <= 256 equal to v's, not float64): use backend='torch' or 'auto'"
+            )
         return backend
     if os.environ.get("ARTENT_FAST_BACKEND", "").strip().lower() == "torch":
         return "torch"

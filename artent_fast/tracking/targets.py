@@ -95,6 +95,14 @@ def find_units(
     patterns = [targets] if isinstance(targets, str) else list(targets)
     if not patterns:
         raise ValueError("targets is empty: pass module-name patterns such as ('q_proj', 'v_proj')")
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"targets must hold strings, got {pattern!r}")
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as exc:
+                raise ValueError(f"targets: {pattern!r} is not a valid regular expression ({exc})") from None
     units: list[Unit] = []
     owners: list[str] = []  # peft layers already taken: their sub-modules are not separate targets
     for path, module in model.named_modules():
