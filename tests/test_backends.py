@@ -309,3 +309,110 @@ def test_torch_gram_split_product_matches_plain_matmul(rng, shape, side):
     ref = x.numpy() @ np.swapaxes(x.numpy(), -1, -2) if side == "left" else np.swapaxes(x.numpy(), -1, -2) @ x.numpy()
     got = torch_ops.gram(x, side)
     np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+# ---------------------------------------------------------------- load reasons and measured autotune
+
+
+def test_a_backend_that_does_not_load_keeps_its_reason(monkeypatch):
+    monkeypatch.setattr(registry, "_BACKEND_MODULES", {**registry._BACKEND_MODULES, "cupy": "artent_fast.no_such_mod"})
+    monkeypatch.setattr(registry, "_LOADED", {})
+    monkeypatch.setattr(registry, "_ERRORS", {})
+    assert "cupy" not in available_backends()
+    reason = registry.load_errors()["cupy"]
+    assert reason.startswith("ModuleNotFoundError") and "artent_fast.no_such_mod" in reason
+    assert "torch" not in registry.load_errors()
+
+
+@pytest.fixture
+def tuned_probe(probe, monkeypatch):
+    """The probe op autotuned on CPU; torch's kernel is slow, cuda's fast, triton and cupy decline."""
+    import time
+
+    calls, decline = probe
+    monkeypatch.setattr(registry, "AUTOTUNED", {("probe", "cpu")})
+    monkeypatch.setattr(registry, "_TUNED", {})
+    monkeypatch.setattr(registry, "_LOADED", {b: True for b in registry.BACKENDS})
+    monkeypatch.delenv("ARTENT_FAST_AUTOTUNE", raising=False)
+    kernels = registry._KERNELS["probe"]
+    slow = kernels["torch"]
+
+    def torch_kernel(x):
+        time.sleep(0.005)
+        return slow(x)
+
+    kernels["torch"] = torch_kernel
+    decline.update({"triton", "cupy"})
+    return calls, decline
+
+
+def test_autotune_runs_the_measured_fastest_kernel_and_caches_it(tuned_probe):
+    calls, _ = tuned_probe
+    x = torch.zeros(8, 5, 5)
+    assert dispatch("probe", x)[0] == "cuda"  # measured: faster than torch; triton declined
+    assert set(calls) == {"torch", "cuda", "triton", "cupy"}
+    assert registry.tuned_choices() == {"probe cpu float32 5x5 batch<=8": "cuda"}
+    calls.clear()
+    assert dispatch("probe", torch.zeros(7, 5, 5))[0] == "cuda" and calls == ["cuda"]  # same bucket: cached
+    calls.clear()
+    dispatch("probe", torch.zeros(9, 5, 5))  # next bucket: measured again
+    assert "torch" in calls and len(registry.tuned_choices()) == 2
+
+
+def test_autotune_is_bypassed_when_forced_or_turned_off(tuned_probe, monkeypatch):
+    calls, _ = tuned_probe
+    x = torch.zeros(2, 3, 3)
+    monkeypatch.setenv("ARTENT_FAST_AUTOTUNE", "0")
+    assert dispatch("probe", x)[0] == "torch" and calls == ["torch"]  # the static order (CPU: torch)
+    calls.clear()
+    monkeypatch.delenv("ARTENT_FAST_AUTOTUNE")
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "torch")
+    assert dispatch("probe", x)[0] == "torch" and calls == ["torch"]
+    assert registry.tuned_choices() == {}
+
+
+def test_autotune_skips_a_kernel_that_raises(tuned_probe):
+    def broken(x):
+        raise RuntimeError("boom")
+
+    registry._KERNELS["probe"]["cuda"] = broken
+    with pytest.warns(RuntimeWarning, match="the cuda kernel for 'probe' failed"):
+        assert dispatch("probe", torch.zeros(2, 3, 3))[0] == "torch"
+
+
+def test_eigvalsh_is_autotuned_on_cuda_only():
+    assert ("eigvalsh", "cuda") in registry.AUTOTUNED and not any(dev == "cpu" for _, dev in registry.AUTOTUNED)
+    assert registry.candidates(torch.device("cpu")) == ["torch"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [16, 64, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eigvalsh_autotune_on_cuda_matches_float64(n, dtype, monkeypatch):
+    monkeypatch.setattr(registry, "_TUNED", {})
+    monkeypatch.delenv("ARTENT_FAST_BACKEND", raising=False)
+    g = torch.Generator(device="cuda").manual_seed(n)
+    x = torch.randn(33, n, n + 3, device="cuda", dtype=torch.float64, generator=g)
+    a = (x @ x.mT).to(dtype)
+    ref = torch.linalg.eigvalsh(a.double())
+    for _ in range(2):  # measured, then cached
+        got = dispatch("eigvalsh", a)
+        err = float((got.double() - ref).abs().max() / ref.abs().max())
+        assert err < (1e-5 if dtype == torch.float32 else 1e-12), err
+    (choice,) = registry.tuned_choices().values()
+    assert choice in available_backends()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cupy_eigvalsh_matches_float64(dtype):
+    pytest.importorskip("cupy")
+    from artent_fast.backends import cupy_ops
+
+    x = torch.randn(5, 40, 44, device="cuda", dtype=torch.float64)
+    a = (x @ x.mT).to(dtype)
+    got = cupy_ops.eigvalsh(a)
+    ref = torch.linalg.eigvalsh(a.double())
+    assert got.device == a.device and got.dtype == dtype
+    assert float((got.double() - ref).abs().max() / ref.abs().max()) < (1e-5 if dtype == torch.float32 else 1e-12)
+    assert cupy_ops.eigvalsh(a.cpu()) is NotImplemented

@@ -136,6 +136,7 @@ def _tracking(plan: Plan, device: str, echo: bool) -> list[Table]:
             "untracked_s": "untracked s/step",
             "tracked_s": "tracked s/step",
             "overhead_pct": "overhead %",
+            "tracker_host_s": "tracker.step() host s",
             "tracker_host_pct": "tracker host time %",
         },
         echo=echo,
