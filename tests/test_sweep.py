@@ -34,8 +34,9 @@ def sweep(*args: str) -> int:
 
 @pytest.mark.parametrize("shape_q,shape_v", [((16, 24), (8, 24)), ((12, 18), (6, 18)), ((32, 32), (10, 32))])
 def test_single_model_rows_equal_reference_profiles(tmp_path, rng, shape_q, shape_v):
-    tensors = model_tensors(rng, 3, {"self_attn.q_proj": shape_q, "self_attn.v_proj": shape_v,
-                                     "self_attn.k_proj": shape_v})
+    tensors = model_tensors(
+        rng, 3, {"self_attn.q_proj": shape_q, "self_attn.v_proj": shape_v, "self_attn.k_proj": shape_v}
+    )
     save(tmp_path / "run" / "checkpoint-300", tensors)
     assert sweep("--tuned", str(tmp_path / "run" / "checkpoint-300"), "--out", str(tmp_path / "o"), "--batch", "2") == 0
     table = read_table(tmp_path / "o")
@@ -54,16 +55,25 @@ def test_single_model_rows_equal_reference_profiles(tmp_path, rng, shape_q, shap
 
 
 def test_dense_update_against_sharded_base_all_linear(tmp_path, rng):
-    shapes = {"self_attn.q_proj": (16, 16), "self_attn.o_proj": (16, 16), "mlp.up_proj": (28, 16),
-              "mlp.down_proj": (16, 28)}
+    shapes = {
+        "self_attn.q_proj": (16, 16),
+        "self_attn.o_proj": (16, 16),
+        "mlp.up_proj": (28, 16),
+        "mlp.down_proj": (16, 28),
+    }
     base = model_tensors(rng, 2, shapes, dtype=torch.bfloat16)
-    tuned = {k: (v.float() + 0.1 * torch.from_numpy(rng.standard_normal(v.shape)).float()).to(torch.bfloat16)
-             if v.ndim == 2 else v for k, v in base.items()}
+    tuned = {
+        k: (v.float() + 0.1 * torch.from_numpy(rng.standard_normal(v.shape)).float()).to(torch.bfloat16)
+        if v.ndim == 2
+        else v
+        for k, v in base.items()
+    }
     save(tmp_path / "base", base, shards=3)
     save(tmp_path / "ft" / "checkpoint-20", tuned, shards=2)
     save(tmp_path / "ft" / "checkpoint-100", base, shards=1)  # an untouched checkpoint: dW = 0
-    code = sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "ft"), "--out", str(tmp_path / "o"),
-                 "--all-linear")
+    code = sweep(
+        "--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "ft"), "--out", str(tmp_path / "o"), "--all-linear"
+    )
     assert code == 0
     table = read_table(tmp_path / "o")
     assert set(table["kind"]) == {"dW"} and sorted(set(table["step"])) == [20, 100]
@@ -77,8 +87,15 @@ def test_dense_update_against_sharded_base_all_linear(tmp_path, rng):
 
 
 def _peft_config(r: int, **extra) -> dict:
-    return {"peft_type": "LORA", "r": r, "lora_alpha": 16, "rank_pattern": {}, "alpha_pattern": {},
-            "fan_in_fan_out": False, **extra}
+    return {
+        "peft_type": "LORA",
+        "r": r,
+        "lora_alpha": 16,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "fan_in_fan_out": False,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("fan_in_fan_out", [False, True])
@@ -95,8 +112,9 @@ def test_adapter_rows_equal_lowrank_profile(tmp_path, rng, fan_in_fan_out):
             factors[f"base_model.model.{mod}.lora_A.weight"] = torch.from_numpy(rng.standard_normal((rank, n))).float()
             factors[f"base_model.model.{mod}.lora_B.weight"] = torch.from_numpy(rng.standard_normal((m, rank))).float()
     save(tmp_path / "adapter", factors, stem="adapter_model")
-    config = _peft_config(r, fan_in_fan_out=fan_in_fan_out, rank_pattern={"layers.1.self_attn.v_proj": 5},
-                          alpha_pattern={"v_proj": 4})
+    config = _peft_config(
+        r, fan_in_fan_out=fan_in_fan_out, rank_pattern={"layers.1.self_attn.v_proj": 5}, alpha_pattern={"v_proj": 4}
+    )
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
     code = sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "adapter"), "--out", str(tmp_path / "o"))
     assert code == 0
@@ -110,8 +128,9 @@ def test_adapter_rows_equal_lowrank_profile(tmp_path, rng, fan_in_fan_out):
         if fan_in_fan_out:
             dw = dw.T
         np.testing.assert_allclose(profile, ref(dw), atol=ATOL, err_msg=module)
-        np.testing.assert_allclose(profile, lowrank_profile(*((A.T, B.T) if fan_in_fan_out else (B, A))).numpy(),
-                                   atol=ATOL)
+        np.testing.assert_allclose(
+            profile, lowrank_profile(*((A.T, B.T) if fan_in_fan_out else (B, A))).numpy(), atol=ATOL
+        )
         rank = B.shape[1]
         rows = [i for i, mod in enumerate(table["module"]) if mod == module]
         assert {table["rank"][i] for i in rows} == {rank}
@@ -132,16 +151,24 @@ def test_real_peft_adapter_matches_delta_weight(tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=64)
+    config = transformers.LlamaConfig(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+    )
     model = transformers.LlamaForCausalLM(config)
     model.save_pretrained(tmp_path / "base")
-    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                           use_rslora=True)
+    lora = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, use_rslora=True
+    )
     pm = peft.get_peft_model(model, lora)
     pm.save_pretrained(tmp_path / "adapter")
-    assert sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "adapter"),
-                 "--out", str(tmp_path / "o")) == 0
+    assert (
+        sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "adapter"), "--out", str(tmp_path / "o")) == 0
+    )
     got = rows_by_module(read_table(tmp_path / "o"))
     assert len(got) == 4
     for name, module in pm.named_modules():
@@ -168,8 +195,17 @@ sys.exit(main(sys.argv[2:]))
 
 def test_resume_after_sigkill(tmp_path):
     make_synthetic(tmp_path / "ck", scale="1/128", layers=6, steps=(10,), kinds=("lora",))
-    cli = ["--tuned", str(tmp_path / "ck" / "lora"), "--base", str(tmp_path / "ck" / "base"), "--out",
-           str(tmp_path / "o"), "--batch", "1", "--no-progress"]
+    cli = [
+        "--tuned",
+        str(tmp_path / "ck" / "lora"),
+        "--base",
+        str(tmp_path / "ck" / "base"),
+        "--out",
+        str(tmp_path / "o"),
+        "--batch",
+        "1",
+        "--no-progress",
+    ]
     args = [sys.executable, "-c", _SLOW_SWEEP, "0.25", *cli]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -182,8 +218,9 @@ def test_resume_after_sigkill(tmp_path):
     done_before = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.json")}
     assert 3 <= len(done_before) < 12, "the run should have been killed mid-way"
     assert not (tmp_path / "o" / "sweep.parquet").exists()
-    rerun = subprocess.run([sys.executable, "-m", "artent_fast.sweep", *cli], env=env, capture_output=True,
-                           text=True, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "artent_fast.sweep", *cli], env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"skips {len(done_before)} finished" in rerun.stderr
     for name, mtime in done_before.items():  # finished parts were not redone
@@ -191,8 +228,9 @@ def test_resume_after_sigkill(tmp_path):
     table = read_table(tmp_path / "o")
     got = rows_by_module(table)  # asserts every (module, bond) row appears once
     assert len(got) == 12 and len(table["entropy"]) == 6 * 9 + 6 * 7  # q 32x32: 9 bonds, v 8x32: 7 bonds
-    fresh = run_sweep([tmp_path / "ck" / "lora"], tmp_path / "o2", base=tmp_path / "ck" / "base", progress=False,
-                      verbose=False)
+    fresh = run_sweep(
+        [tmp_path / "ck" / "lora"], tmp_path / "o2", base=tmp_path / "ck" / "base", progress=False, verbose=False
+    )
     assert fresh.ok
     again = rows_by_module(read_table(tmp_path / "o2"))
     for module, profile in got.items():
@@ -210,12 +248,24 @@ def test_bad_inputs_are_listed_and_the_rest_goes_on(tmp_path, rng, capsys):
     save(tmp_path / "t1", tuned)
     (tmp_path / "t2").mkdir()
     (tmp_path / "t2" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
-    adapter = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(2, 12),
-               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(8, 2)}
+    adapter = {
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(2, 12),
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(8, 2),
+    }
     save(tmp_path / "t3", adapter, stem="adapter_model")
     (tmp_path / "t3" / "adapter_config.json").write_text(json.dumps(_peft_config(2)))
-    code = sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "t1"), "--tuned", str(tmp_path / "t2"),
-                 "--tuned", str(tmp_path / "t3"), "--out", str(tmp_path / "o"))
+    code = sweep(
+        "--base",
+        str(tmp_path / "base"),
+        "--tuned",
+        str(tmp_path / "t1"),
+        "--tuned",
+        str(tmp_path / "t2"),
+        "--tuned",
+        str(tmp_path / "t3"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     err = capsys.readouterr().err
     assert code == 1
     errors = json.loads((tmp_path / "o" / "errors.json").read_text())
@@ -227,8 +277,14 @@ def test_bad_inputs_are_listed_and_the_rest_goes_on(tmp_path, rng, capsys):
     assert "does not match the base weight model.layers.0.self_attn.q_proj.weight" in text
     assert "4 error(s)" in err and "missing tensor" in err
     got = rows_by_module(read_table(tmp_path / "o"))
-    assert sorted(got) == sorted(["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
-                                  "model.layers.1.self_attn.v_proj", "model.layers.2.self_attn.q_proj"])
+    assert sorted(got) == sorted(
+        [
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.0.self_attn.v_proj",
+            "model.layers.1.self_attn.v_proj",
+            "model.layers.2.self_attn.q_proj",
+        ]
+    )
 
 
 def test_nonfinite_tensor_is_an_error_naming_it(tmp_path, rng):
@@ -236,8 +292,9 @@ def test_nonfinite_tensor_is_an_error_naming_it(tmp_path, rng):
     tensors["model.layers.1.self_attn.q_proj.weight"][3, 3] = float("nan")
     save(tmp_path / "m", tensors)
     result = run_sweep([tmp_path / "m"], tmp_path / "o", progress=False, verbose=False)
-    assert [(e["tensor"], e["error"]) for e in result.errors] == [("model.layers.1.self_attn.q_proj.weight",
-                                                                   "NaN or Inf entries")]
+    assert [(e["tensor"], e["error"]) for e in result.errors] == [
+        ("model.layers.1.self_attn.q_proj.weight", "NaN or Inf entries")
+    ]
     assert list(rows_by_module(read_table(tmp_path / "o"))) == ["model.layers.0.self_attn.q_proj"]
 
 
@@ -299,8 +356,9 @@ def test_synthetic_llama8b_shapes(tmp_path):
     assert small["model.layers.1.mlp.up_proj.weight"] == (896, 256)
     with pytest.raises(ValueError, match="scale"):
         llama8b_shapes("1/3")
-    folder = write_lora_adapter(tmp_path / "a", {"model.layers.0.self_attn.q_proj.weight": (8, 4)}, rank=2,
-                                lora_alpha=4, fan_in_fan_out=True)
+    folder = write_lora_adapter(
+        tmp_path / "a", {"model.layers.0.self_attn.q_proj.weight": (8, 4)}, rank=2, lora_alpha=4, fan_in_fan_out=True
+    )
     from safetensors import safe_open
 
     with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
@@ -326,12 +384,18 @@ def test_plot_from_sweep_table(tmp_path, rng):
     assert any(n.startswith("profiles_v_proj") for n in names)
     table = read_table(tmp_path / "o")
     depths = valley_depths(table)
-    rows = [i for i, (m, s) in enumerate(zip(table["module"], table["step"], strict=True))
-            if m == "model.layers.0.self_attn.q_proj" and s == 30]
+    rows = [
+        i
+        for i, (m, s) in enumerate(zip(table["module"], table["step"], strict=True))
+        if m == "model.layers.0.self_attn.q_proj" and s == 30
+    ]
     c = next(table["bond"][i] for i in rows if table["center"][i])
     s = {table["bond"][i]: table["entropy"][i] for i in rows}
-    layer1 = [i for i, (m, st) in enumerate(zip(table["module"], table["step"], strict=True))
-              if m == "model.layers.1.self_attn.q_proj" and st == 30]
+    layer1 = [
+        i
+        for i, (m, st) in enumerate(zip(table["module"], table["step"], strict=True))
+        if m == "model.layers.1.self_attn.q_proj" and st == 30
+    ]
     s1 = {table["bond"][i]: table["entropy"][i] for i in layer1}
     expect = ((s[c - 1] + s[c + 1]) / 2 - s[c] + (s1[c - 1] + s1[c + 1]) / 2 - s1[c]) / 2
     assert dict(depths[("q_proj", "lora")])[30] == pytest.approx(expect)
@@ -345,8 +409,20 @@ def test_prefetch_thread_gives_the_same_rows(tmp_path, rng):
     save(tmp_path / "t", {k: v + 0.5 * torch.randn_like(v) if v.ndim == 2 else v for k, v in base.items()})
     kwargs = {"base": tmp_path / "base", "batch": 1, "progress": False, "verbose": False}
     assert run_sweep([tmp_path / "t"], tmp_path / "a", prefetch=True, **kwargs).ok
-    assert sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "t"), "--out", str(tmp_path / "b"),
-                 "--batch", "1", "--no-prefetch") == 0
+    assert (
+        sweep(
+            "--base",
+            str(tmp_path / "base"),
+            "--tuned",
+            str(tmp_path / "t"),
+            "--out",
+            str(tmp_path / "b"),
+            "--batch",
+            "1",
+            "--no-prefetch",
+        )
+        == 0
+    )
     a, b = rows_by_module(read_table(tmp_path / "a")), rows_by_module(read_table(tmp_path / "b"))
     assert a.keys() == b.keys() and len(a) == 6
     for module in a:
@@ -393,13 +469,20 @@ def test_peak_host_memory_stays_within_a_few_matrices(tmp_path, rng):
     shape, layers = (4096, 128), 24  # 2 MiB per float32 matrix, 96 MiB of targets in the model
     small = {f"model.layers.0.self_attn.{p}.weight": torch.randn(shape) for p in ("q_proj", "v_proj")}
     save(tmp_path / "warm", small)
-    big = {f"model.layers.{i}.self_attn.{p}.weight": torch.from_numpy(rng.standard_normal(shape)).float()
-           for i in range(layers) for p in ("q_proj", "v_proj")}
+    big = {
+        f"model.layers.{i}.self_attn.{p}.weight": torch.from_numpy(rng.standard_normal(shape)).float()
+        for i in range(layers)
+        for p in ("q_proj", "v_proj")
+    }
     save(tmp_path / "big", big, shards=2)
     del big
-    proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "warm"), str(tmp_path / "big"),
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "warm"), str(tmp_path / "big"), str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     growth, largest = map(int, proc.stdout.split())
     assert largest == 4096 * 128 * 4
@@ -433,10 +516,12 @@ def test_duplicate_checkpoints_and_exclusive_options(tmp_path, rng, capsys):
 def test_without_pyarrow_or_tqdm_the_table_is_csv(tmp_path, rng):
     tensors = model_tensors(rng, 2, {"self_attn.v_proj": (6, 12)})
     save(tmp_path / "m", tensors)
-    script = ("import sys\nfor name in ('pyarrow', 'pyarrow.parquet', 'tqdm', 'tqdm.auto', 'pandas'):\n"
-              "    sys.modules[name] = None\n"
-              "from artent_fast.sweep.__main__ import main\n"
-              f"sys.exit(main(['--tuned', {str(tmp_path / 'm')!r}, '--out', {str(tmp_path / 'o')!r}]))\n")
+    script = (
+        "import sys\nfor name in ('pyarrow', 'pyarrow.parquet', 'tqdm', 'tqdm.auto', 'pandas'):\n"
+        "    sys.modules[name] = None\n"
+        "from artent_fast.sweep.__main__ import main\n"
+        f"sys.exit(main(['--tuned', {str(tmp_path / 'm')!r}, '--out', {str(tmp_path / 'o')!r}]))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "ETA" in proc.stderr and not (tmp_path / "o" / "sweep.parquet").exists()

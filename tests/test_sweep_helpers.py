@@ -24,14 +24,15 @@ def save(folder: Path, tensors: dict[str, torch.Tensor], shards: int = 1, stem: 
     weight_map = {}
     for s in range(shards):
         fname = f"{stem}-{s + 1:05d}-of-{shards:05d}.safetensors"
-        chunk = {k: tensors[k].contiguous() for k in names[s * per:(s + 1) * per]}
+        chunk = {k: tensors[k].contiguous() for k in names[s * per : (s + 1) * per]}
         save_file(chunk, str(folder / fname))
         weight_map.update(dict.fromkeys(chunk, fname))
     (folder / f"{stem}.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def model_tensors(rng: np.random.Generator, layers: int, shapes: dict[str, tuple[int, int]],
-                  dtype=torch.float32) -> dict[str, torch.Tensor]:
+def model_tensors(
+    rng: np.random.Generator, layers: int, shapes: dict[str, tuple[int, int]], dtype=torch.float32
+) -> dict[str, torch.Tensor]:
     out = {"model.embed_tokens.weight": torch.randn(10, 8), "model.norm.weight": torch.ones(8)}
     for layer in range(layers):
         for mod, shape in shapes.items():
@@ -48,8 +49,9 @@ def ref(matrix: torch.Tensor) -> np.ndarray:
 def rows_by_module(table: dict[str, list], checkpoint: str | None = None) -> dict[str, np.ndarray]:
     """``module -> entropies ordered by bond`` (checks each bond appears once)."""
     acc: dict[str, dict[int, float]] = {}
-    for ckpt, module, bond, s in zip(table["checkpoint"], table["module"], table["bond"], table["entropy"],
-                                     strict=True):
+    for ckpt, module, bond, s in zip(
+        table["checkpoint"], table["module"], table["bond"], table["entropy"], strict=True
+    ):
         if checkpoint is not None and ckpt != checkpoint:
             continue
         per = acc.setdefault(module, {})

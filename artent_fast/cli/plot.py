@@ -15,16 +15,30 @@ DESCRIPTION = (
 def register(sub: argparse._SubParsersAction) -> None:
     from artent_fast.sweep.options import HelpFormatter
 
-    p = sub.add_parser("plot", help="figures from an `artent sweep` table", description=DESCRIPTION,
-                       epilog="exit codes: 0 figures written, 2 bad arguments (no table, or no such checkpoint)",
-                       formatter_class=HelpFormatter)
-    p.add_argument("--in", dest="inp", required=True, type=Path, metavar="DIR",
-                   help="sweep output folder (or its sweep.parquet / sweep.csv file)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
-                   help="folder for the PNG figures (created if absent)")
-    p.add_argument("--checkpoint", metavar="NAME",
-                   help="checkpoint for the heatmaps, as written in the table's checkpoint column, or its folder "
-                        "name (default: the last step)")
+    p = sub.add_parser(
+        "plot",
+        help="figures from an `artent sweep` table",
+        description=DESCRIPTION,
+        epilog="exit codes: 0 figures written, 2 bad arguments (no table, or no such checkpoint)",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--in",
+        dest="inp",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="sweep output folder (or its sweep.parquet / sweep.csv file)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="folder for the PNG figures (created if absent)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="NAME",
+        help="checkpoint for the heatmaps, as written in the table's checkpoint column, or its folder "
+        "name (default: the last step)",
+    )
     p.set_defaults(func=run)
 
 

@@ -8,8 +8,13 @@ from artent_fast.sweep.options import DESCRIPTION, EPILOG, HelpFormatter, add_ar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="profiles of every target matrix of checkpoints, adapters or updates",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "sweep",
+        help="profiles of every target matrix of checkpoints, adapters or updates",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
     add_arguments(p)
     p.set_defaults(func=run)
 

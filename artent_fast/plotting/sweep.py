@@ -53,8 +53,11 @@ def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
     for key, per_label in acc.items():
         labels = sorted(per_label, key=lambda lab: order[key][lab])
         bonds = sorted(theory[key])
-        out[key] = {"profiles": {lab: [_mean(per_label[lab][b]) for b in bonds] for lab in labels},
-                    "theory": [theory[key][b] for b in bonds], "center": center.get(key)}
+        out[key] = {
+            "profiles": {lab: [_mean(per_label[lab][b]) for b in bonds] for lab in labels},
+            "theory": [theory[key][b] for b in bonds],
+            "center": center.get(key),
+        }
     return out
 
 
@@ -116,8 +119,13 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
         name = _slug(f"{fam}_{kind}_{m}x{n}")
         path = out / f"profiles_{name}.png"
         center = group["center"] - 1 if group["center"] else None
-        plot_profile(group["profiles"], overlays={"theory": group["theory"]}, center_bond=center,
-                     title=f"{fam} ({kind}, {m}x{n}): mean over layers", path=path)
+        plot_profile(
+            group["profiles"],
+            overlays={"theory": group["theory"]},
+            center_bond=center,
+            title=f"{fam} ({kind}, {m}x{n}): mean over layers",
+            path=path,
+        )
         written.append(path)
     written += _heatmaps(plt, table, out, checkpoint)
     depths = valley_depths(table)
@@ -152,8 +160,13 @@ def _heatmaps(plt, table: Mapping[str, list], out: Path, checkpoint: str | None)
         bonds = sorted({k[1] for k in cells})
         grid = [[cells.get((lay, b), float("nan")) for b in bonds] for lay in layers]
         fig, ax = plt.subplots(figsize=(7, max(2.5, 0.18 * len(layers) + 1.5)), dpi=120)
-        im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis",
-                       extent=(bonds[0] - 0.5, bonds[-1] + 0.5, layers[0] - 0.5, layers[-1] + 0.5))
+        im = ax.imshow(
+            grid,
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            extent=(bonds[0] - 0.5, bonds[-1] + 0.5, layers[0] - 0.5, layers[-1] + 0.5),
+        )
         fig.colorbar(im, ax=ax, label="entropy (nats)")
         ax.set_xlabel("bond")
         ax.set_ylabel("layer")

@@ -9,8 +9,9 @@ from artent_fast.sweep.options import DESCRIPTION, EPILOG, HelpFormatter, add_ar
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m artent_fast.sweep", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m artent_fast.sweep", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

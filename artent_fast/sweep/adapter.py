@@ -132,8 +132,11 @@ class AdapterFolder:
         if peft_type != "LORA":
             raise CheckpointError(config_path, None, f"peft_type {peft_type} is not supported (LoRA only)")
         if self.config.get("use_dora"):
-            raise CheckpointError(config_path, None, "DoRA adapters are not low rank: merge them and sweep the "
-                                                     "merged model against its base (--base)")
+            raise CheckpointError(
+                config_path,
+                None,
+                "DoRA adapters are not low rank: merge them and sweep the merged model against its base (--base)",
+            )
         files = []
         for name in ADAPTER_FILES:
             try:
@@ -172,8 +175,11 @@ class AdapterFolder:
                 continue
             r, alpha, scale = lora_scale(self.config, module)
             if r != a_shape[0]:
-                errors.append(CheckpointError(file, pair["A"], f"{ADAPTER_CONFIG} says r={r} for {module} but "
-                                                               f"lora_A has {a_shape[0]} rows"))
+                errors.append(
+                    CheckpointError(
+                        file, pair["A"], f"{ADAPTER_CONFIG} says r={r} for {module} but lora_A has {a_shape[0]} rows"
+                    )
+                )
                 continue
             found.append(LoraModule(module, pair["A"], pair["B"], r, alpha, scale, self.fan_in_fan_out))
         return found, errors

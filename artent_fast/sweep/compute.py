@@ -16,8 +16,23 @@ from artent_fast.sweep.names import parse_layer
 from artent_fast.sweep.plan import Item, Source, Unit
 from artent_fast.sweep.reader import CheckpointError
 
-COLUMNS = ("checkpoint", "step", "module", "layer", "kind", "rows", "cols", "rank", "bond", "left_dim", "right_dim",
-           "center", "entropy", "theory", "theory_kind")
+COLUMNS = (
+    "checkpoint",
+    "step",
+    "module",
+    "layer",
+    "kind",
+    "rows",
+    "cols",
+    "rank",
+    "bond",
+    "left_dim",
+    "right_dim",
+    "center",
+    "entropy",
+    "theory",
+    "theory_kind",
+)
 
 
 @dataclass
@@ -68,13 +83,19 @@ def _dense_batch(unit: Unit, source: Source, device: torch.device, loaded: Loade
         try:
             w = _load(source.weights, item.tensor, device, result)
             if tuple(w.shape) != (m, n):
-                raise CheckpointError(source.weights.file_of(item.tensor), item.tensor,
-                                      f"shape {tuple(w.shape)} differs from its header {unit.shape}")
+                raise CheckpointError(
+                    source.weights.file_of(item.tensor),
+                    item.tensor,
+                    f"shape {tuple(w.shape)} differs from its header {unit.shape}",
+                )
             if item.base_tensor is not None:
                 w0 = _load(source.base, item.base_tensor, device, result)
                 if w0.shape != w.shape:
-                    raise CheckpointError(source.base.file_of(item.base_tensor), item.base_tensor,
-                                          f"base shape {tuple(w0.shape)} does not match tuned {tuple(w.shape)}")
+                    raise CheckpointError(
+                        source.base.file_of(item.base_tensor),
+                        item.base_tensor,
+                        f"base shape {tuple(w0.shape)} does not match tuned {tuple(w.shape)}",
+                    )
                 w.sub_(w0)
                 del w0
             batch[len(loaded.kept)].copy_(w)
@@ -129,8 +150,11 @@ def _drop_nonfinite(loaded: Loaded) -> None:
     ok = finite.tolist()
     for item, file, good in zip(loaded.kept, loaded.files, ok, strict=True):
         if not good:
-            loaded.result.errors.append(CheckpointError(file, item.tensor, "NaN or Inf entries" + (
-                " in the update" if item.base_tensor else "")).record())
+            loaded.result.errors.append(
+                CheckpointError(
+                    file, item.tensor, "NaN or Inf entries" + (" in the update" if item.base_tensor else "")
+                ).record()
+            )
     if not all(ok):
         keep = [i for i, good in enumerate(ok) if good]
         index = torch.tensor(keep, dtype=torch.long, device=loaded.tensors[0].device)
@@ -154,8 +178,7 @@ def profile_unit(loaded: Loaded, *, alpha: float = 1.0, log_base: float = math.e
     if unit.kind == "lora":
         prof = lowrank_profile(*loaded.tensors, alpha=alpha, base=log_base, on_zero="nan", check_finite=False)
     else:
-        prof = entanglement_profile(loaded.tensors[0], alpha=alpha, base=log_base, on_zero="nan",
-                                    check_finite=False)
+        prof = entanglement_profile(loaded.tensors[0], alpha=alpha, base=log_base, on_zero="nan", check_finite=False)
     values = prof.double().cpu().tolist()
     result.compute_s += time.perf_counter() - t0
     loaded.tensors = []
@@ -178,9 +201,21 @@ def _append_rows(result: UnitResult, unit: Unit, kept: list[Item], values: list[
         theory, theory_kind = theory_curve(m, n, item.rank)
         layer = parse_layer(item.module)
         for k, (entropy, (left, right)) in enumerate(zip(profile, bonds, strict=True)):
-            for col, value in (("checkpoint", unit.checkpoint), ("step", unit.step), ("module", item.module),
-                               ("layer", layer), ("kind", unit.kind), ("rows", m), ("cols", n), ("rank", item.rank),
-                               ("bond", k + 1), ("left_dim", left), ("right_dim", right),
-                               ("center", k == layout.center_bond), ("entropy", entropy),
-                               ("theory", theory[k] * to_base), ("theory_kind", theory_kind)):
+            for col, value in (
+                ("checkpoint", unit.checkpoint),
+                ("step", unit.step),
+                ("module", item.module),
+                ("layer", layer),
+                ("kind", unit.kind),
+                ("rows", m),
+                ("cols", n),
+                ("rank", item.rank),
+                ("bond", k + 1),
+                ("left_dim", left),
+                ("right_dim", right),
+                ("center", k == layout.center_bond),
+                ("entropy", entropy),
+                ("theory", theory[k] * to_base),
+                ("theory_kind", theory_kind),
+            ):
                 rows[col].append(value)

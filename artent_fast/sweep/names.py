@@ -44,8 +44,25 @@ def is_target(module: str, patterns: Sequence[str] | None) -> bool:
 
 # ``base_model_prefix`` of transformers' model classes: a task-head model (``*ForSequenceClassification``...)
 # stores the bare model under it (``bert.encoder...``), the bare model's own checkpoint does not.
-KNOWN_PREFIXES = ("model", "transformer", "bert", "roberta", "deberta", "distilbert", "electra", "albert",
-                  "gpt_neox", "mpnet", "xlnet", "funnel", "longformer", "bart", "t5", "encoder", "decoder")
+KNOWN_PREFIXES = (
+    "model",
+    "transformer",
+    "bert",
+    "roberta",
+    "deberta",
+    "distilbert",
+    "electra",
+    "albert",
+    "gpt_neox",
+    "mpnet",
+    "xlnet",
+    "funnel",
+    "longformer",
+    "bart",
+    "t5",
+    "encoder",
+    "decoder",
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,9 @@ class NameMap:
         return f"add prefix '{self.add}.'" if self.add else "same names"
 
 
-def choose_name_map(modules: Sequence[str], base_has: Callable[[str], bool], base_modules: Sequence[str] = ()
-                    ) -> NameMap:
+def choose_name_map(
+    modules: Sequence[str], base_has: Callable[[str], bool], base_modules: Sequence[str] = ()
+) -> NameMap:
     """The mapping (as transformers does when it loads a checkpoint into a model with or without a task head:
     add or strip the ``base_model_prefix``) under which most ``modules`` exist in the base; names unchanged
     when that is as good. Prefixes tried: the known ones and the first name part of either side."""

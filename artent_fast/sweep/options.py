@@ -28,31 +28,69 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", nargs="*", help="model or adapter folders (same as --tuned)")
-    p.add_argument("--tuned", "--model", action="append", default=[], metavar="DIR",
-                   help="a checkpoint: HF model folder, peft adapter folder, or a run folder of checkpoint-* "
-                        "(repeatable)")
-    p.add_argument("--base", metavar="DIR", help="base model: dense checkpoints are swept as dW = W_tuned - W_base; "
-                                                 "adapters are checked against it (default: none, the weights "
-                                                 "themselves are swept)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
-                   help="output folder (table, parts, manifest); created if absent, must not be a file")
-    p.add_argument("--target", action="append", metavar="REGEX",
-                   help=f"module name pattern (a regular expression searched in the name), repeatable "
-                        f"(default: {' '.join(DEFAULT_TARGETS)})")
-    p.add_argument("--all-linear", action="store_true",
-                   help="every linear weight (attention and MLP projections); exclusive with --target")
+    p.add_argument(
+        "--tuned",
+        "--model",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a checkpoint: HF model folder, peft adapter folder, or a run folder of checkpoint-* (repeatable)",
+    )
+    p.add_argument(
+        "--base",
+        metavar="DIR",
+        help="base model: dense checkpoints are swept as dW = W_tuned - W_base; "
+        "adapters are checked against it (default: none, the weights "
+        "themselves are swept)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder (table, parts, manifest); created if absent, must not be a file",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="REGEX",
+        help=f"module name pattern (a regular expression searched in the name), repeatable "
+        f"(default: {' '.join(DEFAULT_TARGETS)})",
+    )
+    p.add_argument(
+        "--all-linear",
+        action="store_true",
+        help="every linear weight (attention and MLP projections); exclusive with --target",
+    )
     p.add_argument("--batch", type=int, default=4, help="matrices per work unit, batched on the device")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available, else cpu); under torchrun "
-                                    "cuda:LOCAL_RANK")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="also read pickled .bin checkpoints (torch.load(weights_only=True)); off by default")
+    p.add_argument(
+        "--device", help="cpu, cuda, cuda:N (default: cuda when available, else cpu); under torchrun cuda:LOCAL_RANK"
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also read pickled .bin checkpoints (torch.load(weights_only=True)); off by default",
+    )
     p.add_argument("--alpha", type=float, default=1.0, help="Renyi index, > 0 (1: von Neumann, inf: min-entropy)")
-    p.add_argument("--log-base", type=float, default=math.e,
-                   help="logarithm base of the entropies, > 0 and != 1 (e: nats, 2: bits)")
-    p.add_argument("--format", dest="table_format", choices=("auto", "parquet", "csv"), default="auto",
-                   help="table format (auto: Parquet when pyarrow is installed, else CSV)")
-    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
-                   help="read the next work unit in a thread while one computes (default: on for CUDA)")
+    p.add_argument(
+        "--log-base",
+        type=float,
+        default=math.e,
+        help="logarithm base of the entropies, > 0 and != 1 (e: nats, 2: bits)",
+    )
+    p.add_argument(
+        "--format",
+        dest="table_format",
+        choices=("auto", "parquet", "csv"),
+        default="auto",
+        help="table format (auto: Parquet when pyarrow is installed, else CSV)",
+    )
+    p.add_argument(
+        "--prefetch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read the next work unit in a thread while one computes (default: on for CUDA)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,8 +101,18 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.all_linear and args.target:
         raise ValueError("--all-linear and --target are exclusive")
     targets = None if args.all_linear else (args.target or list(DEFAULT_TARGETS))
-    result = run_sweep([*args.checkpoints, *args.tuned], args.out, base=args.base, targets=targets,
-                       batch=args.batch, device=args.device, allow_pickle=args.allow_pickle, alpha=args.alpha,
-                       log_base=args.log_base, table_format=args.table_format, progress=not args.no_progress,
-                       prefetch=args.prefetch)
+    result = run_sweep(
+        [*args.checkpoints, *args.tuned],
+        args.out,
+        base=args.base,
+        targets=targets,
+        batch=args.batch,
+        device=args.device,
+        allow_pickle=args.allow_pickle,
+        alpha=args.alpha,
+        log_base=args.log_base,
+        table_format=args.table_format,
+        progress=not args.no_progress,
+        prefetch=args.prefetch,
+    )
     return 1 if result.errors else 0

@@ -42,8 +42,14 @@ class Unit:
     cost: float = 0.0
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "checkpoint": self.checkpoint, "step": self.step, "kind": self.kind,
-                "shape": list(self.shape), "modules": [i.module for i in self.items]}
+        return {
+            "id": self.id,
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "modules": [i.module for i in self.items],
+        }
 
 
 @dataclass
@@ -115,13 +121,17 @@ def _base_modules(base: WeightFiles) -> list[str]:
     return [module_name(n) for n in base.names() if n.endswith(".weight")]
 
 
-def _dense_items(ckpt: str, weights: WeightFiles, base: WeightFiles | None, targets, errors,
-                 maps: dict[str, str]) -> list[tuple]:
+def _dense_items(
+    ckpt: str, weights: WeightFiles, base: WeightFiles | None, targets, errors, maps: dict[str, str]
+) -> list[tuple]:
     items = []
     to_base = NameMap()
     if base is not None:
-        mine = [module_name(n) for n in weights.names()
-                if n.endswith(".weight") and len(weights.shape(n)) == 2 and is_target(module_name(n), targets)]
+        mine = [
+            module_name(n)
+            for n in weights.names()
+            if n.endswith(".weight") and len(weights.shape(n)) == 2 and is_target(module_name(n), targets)
+        ]
         to_base = choose_name_map(mine, _has(base), _base_modules(base))
         maps[ckpt] = to_base.describe()
     for name in list(weights.broken) + (list(base.broken) if base else []):
@@ -138,25 +148,36 @@ def _dense_items(ckpt: str, weights: WeightFiles, base: WeightFiles | None, targ
         base_name = f"{to_base(module)}.weight"
         if base_name not in base:
             if base_name not in base.broken:
-                errors.append(CheckpointError(base.describe(), base_name,
-                                              f"missing from the base (present in {ckpt})").record())
+                errors.append(
+                    CheckpointError(base.describe(), base_name, f"missing from the base (present in {ckpt})").record()
+                )
             continue
         if base.shape(base_name) != shape:
-            errors.append(CheckpointError(weights.file_of(name), name, f"shape {shape} does not match the base's "
-                                          f"{base.shape(base_name)} ({base.file_of(base_name)})").record())
+            errors.append(
+                CheckpointError(
+                    weights.file_of(name),
+                    name,
+                    f"shape {shape} does not match the base's {base.shape(base_name)} ({base.file_of(base_name)})",
+                ).record()
+            )
             continue
         items.append(("dW", shape, Item(module, name, base_tensor=base_name)))
     if base is not None and not weights.file_errors:  # with an unreadable file, absent names are already explained
         covered = {f"{to_base(module_name(n))}.weight" for n in [*weights.names(), *weights.broken]}
         for name in base.names():
-            if (name.endswith(".weight") and len(base.shape(name)) == 2 and is_target(module_name(name), targets)
-                    and name not in covered):
+            if (
+                name.endswith(".weight")
+                and len(base.shape(name)) == 2
+                and is_target(module_name(name), targets)
+                and name not in covered
+            ):
                 errors.append(CheckpointError(ckpt, name, "missing tensor (present in the base)").record())
     return items
 
 
-def _lora_items(ckpt: str, adapter: AdapterFolder, base: WeightFiles | None, targets, errors,
-                maps: dict[str, str]) -> list[tuple]:
+def _lora_items(
+    ckpt: str, adapter: AdapterFolder, base: WeightFiles | None, targets, errors, maps: dict[str, str]
+) -> list[tuple]:
     mods, errs = adapter.modules()
     errors += [e.record() for e in errs]
     mods = [mod for mod in mods if is_target(mod.module, targets)]
@@ -171,17 +192,32 @@ def _lora_items(ckpt: str, adapter: AdapterFolder, base: WeightFiles | None, tar
         if base is not None:
             base_tensor = f"{to_base(mod.module)}.weight"
             if base_tensor not in base:
-                errors.append(CheckpointError(base.describe(), base_tensor,
-                                              f"the adapter {adapter.path} adapts a module the base does not have "
-                                              f"(module names: {to_base.describe()})").record())
+                errors.append(
+                    CheckpointError(
+                        base.describe(),
+                        base_tensor,
+                        f"the adapter {adapter.path} adapts a module the base does not have "
+                        f"(module names: {to_base.describe()})",
+                    ).record()
+                )
                 continue
             if base.shape(base_tensor) != shape:
-                errors.append(CheckpointError(adapter.weights.file_of(mod.a_name), mod.a_name,
-                                              f"adapter update shape {shape} does not match the base weight "
-                                              f"{base_tensor} {base.shape(base_tensor)}: wrong base model?").record())
+                errors.append(
+                    CheckpointError(
+                        adapter.weights.file_of(mod.a_name),
+                        mod.a_name,
+                        f"adapter update shape {shape} does not match the base weight "
+                        f"{base_tensor} {base.shape(base_tensor)}: wrong base model?",
+                    ).record()
+                )
                 continue
-        items.append(("lora", (*shape, mod.rank), Item(mod.module, mod.a_name, base_tensor, mod.b_name, mod.rank,
-                                                        mod.scale, mod.fan_in_fan_out)))
+        items.append(
+            (
+                "lora",
+                (*shape, mod.rank),
+                Item(mod.module, mod.a_name, base_tensor, mod.b_name, mod.rank, mod.scale, mod.fan_in_fan_out),
+            )
+        )
     return items
 
 
@@ -193,8 +229,9 @@ def unit_cost(kind: str, shape: tuple[int, int], rank: int | None, count: int) -
     return count * m * n * min(m, n)
 
 
-def build_plan(checkpoints: list[str], *, base: str | None, targets, batch: int, allow_pickle: bool,
-               settings: dict[str, Any]) -> Plan:
+def build_plan(
+    checkpoints: list[str], *, base: str | None, targets, batch: int, allow_pickle: bool, settings: dict[str, Any]
+) -> Plan:
     """Open every checkpoint's headers, pick target matrices, group them by shape into units of ``batch``."""
     plan = Plan()
     base_files = None
@@ -222,8 +259,9 @@ def build_plan(checkpoints: list[str], *, base: str | None, targets, batch: int,
             plan.errors.append(exc.record())
             continue
         if not found and len(plan.errors) == known_errors:
-            plan.errors.append(CheckpointError(ckpt, None, f"no target matrices (targets: {targets or 'all-linear'})")
-                               .record())
+            plan.errors.append(
+                CheckpointError(ckpt, None, f"no target matrices (targets: {targets or 'all-linear'})").record()
+            )
         plan.sources[ckpt] = source
         groups: dict[tuple, list[Item]] = {}
         for kind, key, item in found:
@@ -232,7 +270,7 @@ def build_plan(checkpoints: list[str], *, base: str | None, targets, batch: int,
         for (kind, key), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             items.sort(key=lambda i: natural_key(i.module))
             for start in range(0, len(items), batch):
-                chunk = items[start:start + batch]
+                chunk = items[start : start + batch]
                 unit = Unit(ckpt, step, kind, (key[0], key[1]), chunk)
                 unit.cost = unit_cost(kind, unit.shape, chunk[0].rank, len(chunk))
                 unit.id = unit_id(unit, base if kind != "weight" else None, settings, read_by(unit, source))
@@ -245,8 +283,11 @@ def read_by(unit: Unit, source: Source) -> list[Any]:
     seen: list[Any] = []
     for item in unit.items:
         if source.adapter is not None:
-            seen += [source.adapter.identity, source.adapter.weights.identity(item.tensor),
-                     source.adapter.weights.identity(item.b_tensor or item.tensor)]
+            seen += [
+                source.adapter.identity,
+                source.adapter.weights.identity(item.tensor),
+                source.adapter.weights.identity(item.b_tensor or item.tensor),
+            ]
         else:
             seen.append(source.weights.identity(item.tensor))  # type: ignore[union-attr]
             if item.base_tensor is not None and unit.kind == "dW":
@@ -257,7 +298,13 @@ def read_by(unit: Unit, source: Source) -> list[Any]:
 def unit_id(unit: Unit, base: str | None, settings: dict[str, Any], identities: list[Any] = ()) -> str:
     """Stable id of a unit's work: same inputs (files unchanged since) and settings, same id, so reruns find
     finished parts; a checkpoint rewritten in place gets new ids and is recomputed."""
-    key = {"checkpoint": str(Path(unit.checkpoint).resolve()), "base": str(Path(base).resolve()) if base else None,
-           "kind": unit.kind, "shape": unit.shape, "items": [asdict(i) for i in unit.items], "settings": settings,
-           "read": list(identities)}
+    key = {
+        "checkpoint": str(Path(unit.checkpoint).resolve()),
+        "base": str(Path(base).resolve()) if base else None,
+        "kind": unit.kind,
+        "shape": unit.shape,
+        "items": [asdict(i) for i in unit.items],
+        "settings": settings,
+        "read": list(identities),
+    }
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]

@@ -108,8 +108,9 @@ class WeightFiles:
                 raise CheckpointError(file, None, f"unreadable safetensors file ({exc})") from exc
         else:
             if not self.allow_pickle:
-                raise CheckpointError(file, None, "pickled checkpoint: pass --allow-pickle to read it "
-                                                  "(torch.load with weights_only=True)")
+                raise CheckpointError(
+                    file, None, "pickled checkpoint: pass --allow-pickle to read it (torch.load with weights_only=True)"
+                )
             try:
                 try:
                     handle = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
@@ -182,8 +183,9 @@ def read_index(index: Path, folder: Path, roots: tuple[Path, ...]) -> dict[str, 
     weight_map = doc.get("weight_map")
     if not isinstance(weight_map, dict):
         found = "missing" if "weight_map" not in doc else f"a {type(weight_map).__name__}"
-        raise CheckpointError(index, "weight_map", f"'weight_map' must be an object of tensor name -> file, "
-                                                   f"found {found}")
+        raise CheckpointError(
+            index, "weight_map", f"'weight_map' must be an object of tensor name -> file, found {found}"
+        )
     files: dict[str, list[str]] = {}
     bad: list[tuple[str, str]] = []
     for name, file in weight_map.items():
@@ -237,8 +239,12 @@ def weight_files(path: str | Path, allow_pickle: bool = False) -> dict[str, list
         return {f: None for f in safe}
     pickled = _confined_glob(folder, roots, "*.bin") + _confined_glob(folder, roots, "*.pt")
     if pickled and not allow_pickle:
-        raise CheckpointError(path, None, "holds only pickled checkpoints (.bin/.pt): pass --allow-pickle to read "
-                                          "them with torch.load(weights_only=True)")
+        raise CheckpointError(
+            path,
+            None,
+            "holds only pickled checkpoints (.bin/.pt): pass --allow-pickle to read "
+            "them with torch.load(weights_only=True)",
+        )
     if pickled:
         return {f: None for f in pickled}
     raise CheckpointError(path, None, "no .safetensors weights found (nor model.safetensors.index.json)")

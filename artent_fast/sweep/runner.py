@@ -82,6 +82,7 @@ def check_device(device: str) -> str:
 
 def check_settings(alpha: Any, log_base: Any, batch: Any) -> tuple[float, float, int]:
     """The numeric options, checked before any work: a ValueError naming the option."""
+
     def real(v: Any, name: str) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"{name} must be a number, got {v!r}")
@@ -157,14 +158,26 @@ def run_sweep(
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose and rank.rank == 0 else (lambda *a: None)
     try:
         settings = {"alpha": alpha, "log_base": log_base, "version": 1}
-        plan = build_plan([str(c) for c in checkpoints], base=str(base) if base else None, targets=targets,
-                          batch=batch, allow_pickle=allow_pickle, settings=settings)
+        plan = build_plan(
+            [str(c) for c in checkpoints],
+            base=str(base) if base else None,
+            targets=targets,
+            batch=batch,
+            allow_pickle=allow_pickle,
+            settings=settings,
+        )
         if rank.rank == 0:
             for path in remove_stale_temps(out):  # a crashed run's leftovers; no rank writes before the barrier
                 say(f"removed {path} (left by an interrupted run)")
-            manifest = {"settings": settings, "base": str(base) if base else None, "targets": targets,
-                        "checkpoints": [str(c) for c in checkpoints], "world": rank.world,
-                        "base_name_mapping": plan.name_maps, "units": [u.describe() for u in plan.units]}
+            manifest = {
+                "settings": settings,
+                "base": str(base) if base else None,
+                "targets": targets,
+                "checkpoints": [str(c) for c in checkpoints],
+                "world": rank.world,
+                "base_name_mapping": plan.name_maps,
+                "units": [u.describe() for u in plan.units],
+            }
             atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
             for ckpt, mapping in plan.name_maps.items():
                 if mapping != "same names":
@@ -173,12 +186,18 @@ def run_sweep(
         mine = distributed.shard([u.cost for u in plan.units], rank.world)[rank.rank]
         todo = [i for i in mine if not is_done(out, plan.units[i].id, COLUMNS, unit_rows(plan.units[i]))]
         skipped = len(mine) - len(todo)
-        say(f"artent sweep: {len(plan.units)} work units ({sum(len(u.items) for u in plan.units)} matrices) on "
-            f"{rank.world} rank(s), device {dev}; rank 0 skips {skipped} finished")
-        result = SweepResult(None, [], len(plan.units), len(todo), skipped, rank=rank.rank, world=rank.world,
-                             start_rss=start_rss)
-        bar = Progress(sum(len(plan.units[i].items) for i in todo), desc=f"sweep[rank {rank.rank}]",
-                       enabled=progress and rank.rank == 0)
+        say(
+            f"artent sweep: {len(plan.units)} work units ({sum(len(u.items) for u in plan.units)} matrices) on "
+            f"{rank.world} rank(s), device {dev}; rank 0 skips {skipped} finished"
+        )
+        result = SweepResult(
+            None, [], len(plan.units), len(todo), skipped, rank=rank.rank, world=rank.world, start_rss=start_rss
+        )
+        bar = Progress(
+            sum(len(plan.units[i].items) for i in todo),
+            desc=f"sweep[rank {rank.rank}]",
+            enabled=progress and rank.rank == 0,
+        )
         overlap = dev.type == "cuda" if prefetch is None else prefetch
         for unit, loaded in _loaded_units([plan.units[i] for i in todo], plan.sources, dev, overlap):
             try:
@@ -186,8 +205,15 @@ def run_sweep(
                     raise loaded
                 res = profile_unit(loaded, alpha=alpha, log_base=log_base)
             except Exception as exc:  # one bad unit (out of memory, a bug) must not end the sweep
-                res = UnitResult(errors=[{"file": unit.checkpoint, "tensor": None,
-                                          "error": f"work unit {unit.kind} {unit.shape} failed: {exc!r}"}])
+                res = UnitResult(
+                    errors=[
+                        {
+                            "file": unit.checkpoint,
+                            "tensor": None,
+                            "error": f"work unit {unit.kind} {unit.shape} failed: {exc!r}",
+                        }
+                    ]
+                )
             write_part(out, unit.id, res.rows, res.errors)
             result.io_s += res.io_s
             result.compute_s += res.compute_s
@@ -196,8 +222,9 @@ def run_sweep(
         bar.close()
         distributed.barrier(rank)
         if rank.rank == 0:
-            table, unit_errors = merge_parts(out, [u.id for u in plan.units], COLUMNS,
-                                             [unit_rows(u) for u in plan.units])
+            table, unit_errors = merge_parts(
+                out, [u.id for u in plan.units], COLUMNS, [unit_rows(u) for u in plan.units]
+            )
             result.table_path = write_table(out, table, table_format)
             result.errors = plan.errors + unit_errors
             atomic_write(out / ERRORS, json.dumps(result.errors, indent=1))
@@ -214,8 +241,9 @@ def run_sweep(
     return result
 
 
-def _loaded_units(units: list[Unit], sources: dict, device: torch.device,
-                  overlap: bool) -> Iterator[tuple[Unit, Loaded | BaseException]]:
+def _loaded_units(
+    units: list[Unit], sources: dict, device: torch.device, overlap: bool
+) -> Iterator[tuple[Unit, Loaded | BaseException]]:
     """``(unit, loaded)`` in order; with ``overlap`` a loader thread reads unit i+1 while unit i computes."""
 
     def load(unit: Unit) -> Loaded | BaseException:

@@ -75,8 +75,9 @@ def _part_problem(part: Any, unit_id: str, columns: tuple[str, ...], rows: int |
     return None
 
 
-def load_part(out: Path, unit_id: str, columns: tuple[str, ...], rows: int | None = None,
-              failed: bool = False) -> dict[str, Any] | None:
+def load_part(
+    out: Path, unit_id: str, columns: tuple[str, ...], rows: int | None = None, failed: bool = False
+) -> dict[str, Any] | None:
     """The part of ``unit_id`` if it is there and well formed; a corrupt or wrong-shaped one is removed with a
     warning (so its unit is computed again) and None returned. ``rows``: how many rows a clean part holds."""
     path = part_path(out, unit_id, failed)
@@ -115,8 +116,9 @@ def read_part(out: Path, unit_id: str, columns: tuple[str, ...], rows: int | Non
     return None
 
 
-def merge_parts(out: Path, unit_ids: list[str], columns: tuple[str, ...],
-                rows: list[int | None] | None = None) -> tuple[dict[str, list], list[dict]]:
+def merge_parts(
+    out: Path, unit_ids: list[str], columns: tuple[str, ...], rows: list[int | None] | None = None
+) -> tuple[dict[str, list], list[dict]]:
     """Concatenate the parts of ``unit_ids`` in order: every row once; their errors listed."""
     table: dict[str, list] = {c: [] for c in columns}
     errors: list[dict] = []

@@ -44,8 +44,9 @@ def _scaled(dim: int, scale: Fraction) -> int:
     return int(value)
 
 
-def llama8b_shapes(scale: str | float | Fraction = 1, layers: int = LAYERS,
-                   modules: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
+def llama8b_shapes(
+    scale: str | float | Fraction = 1, layers: int = LAYERS, modules: Sequence[str] | None = None
+) -> dict[str, tuple[int, int]]:
     """``{tensor name: shape}`` of the 8B projections (``modules``: short names such as "q_proj"; None: all)."""
     scale = parse_scale(scale)
     out = {}
@@ -68,11 +69,16 @@ def base_weight(name: str, shape: tuple[int, int], seed: int) -> torch.Tensor:
 
 def dense_update(name: str, shape: tuple[int, int], step: int, seed: int, lr: float = 1e-3) -> torch.Tensor:
     """A full-rank update growing with ``step`` (FFT-like: no rank-pinned valley)."""
-    return torch.randn(shape, generator=_generator(seed, "dW", name)) * (lr * step ** 0.5 / shape[1] ** 0.5)
+    return torch.randn(shape, generator=_generator(seed, "dW", name)) * (lr * step**0.5 / shape[1] ** 0.5)
 
 
-def write_safetensors(folder: Path, named: Iterable[tuple[str, Callable[[], torch.Tensor]]], shards: int = 1,
-                      stem: str = "model", dtype: torch.dtype = torch.bfloat16) -> list[Path]:
+def write_safetensors(
+    folder: Path,
+    named: Iterable[tuple[str, Callable[[], torch.Tensor]]],
+    shards: int = 1,
+    stem: str = "model",
+    dtype: torch.dtype = torch.bfloat16,
+) -> list[Path]:
     """Write tensors (made lazily, shard by shard) as one file or ``shards`` files plus an index."""
     from safetensors.torch import save_file
 
@@ -82,7 +88,7 @@ def write_safetensors(folder: Path, named: Iterable[tuple[str, Callable[[], torc
     per = -(-len(named) // shards)
     files, weight_map, total = [], {}, 0
     for s in range(shards):
-        chunk = named[s * per:(s + 1) * per]
+        chunk = named[s * per : (s + 1) * per]
         fname = f"{stem}.safetensors" if shards == 1 else f"{stem}-{s + 1:05d}-of-{shards:05d}.safetensors"
         tensors = {name: make().to(dtype).contiguous() for name, make in chunk}
         total += sum(t.numel() * t.element_size() for t in tensors.values())
@@ -98,15 +104,30 @@ def write_safetensors(folder: Path, named: Iterable[tuple[str, Callable[[], torc
 
 def _config(shapes: dict[str, tuple[int, int]], layers: int) -> dict:
     hidden = next(s for n, s in shapes.items() if "q_proj" in n)[1] if any("q_proj" in n for n in shapes) else 0
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-            "num_hidden_layers": layers, "artent_synthetic": True}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "artent_synthetic": True,
+    }
 
 
-def make_synthetic(out: str | Path, *, scale: str | float | Fraction = Fraction(1, 16), layers: int = LAYERS,
-                   modules: Sequence[str] | None = ("q_proj", "v_proj"), steps: Sequence[int] = (100,),
-                   kinds: Sequence[str] = ("full", "lora"), rank: int = 16, lora_alpha: float = 32,
-                   lora_modules: Sequence[str] = ("q_proj", "v_proj"), shards: int = 1,
-                   dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> dict[str, list[Path]]:
+def make_synthetic(
+    out: str | Path,
+    *,
+    scale: str | float | Fraction = Fraction(1, 16),
+    layers: int = LAYERS,
+    modules: Sequence[str] | None = ("q_proj", "v_proj"),
+    steps: Sequence[int] = (100,),
+    kinds: Sequence[str] = ("full", "lora"),
+    rank: int = 16,
+    lora_alpha: float = 32,
+    lora_modules: Sequence[str] = ("q_proj", "v_proj"),
+    shards: int = 1,
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int = 0,
+) -> dict[str, list[Path]]:
     """Write ``out/base``, ``out/full/checkpoint-STEP`` (dense) and ``out/lora/checkpoint-STEP`` (adapters).
 
     Returns ``{"base": [folder], "full": [folders], "lora": [folders]}``.
@@ -130,8 +151,14 @@ def make_synthetic(out: str | Path, *, scale: str | float | Fraction = Fraction(
 
             def tuned_items(step=step):
                 for name, shape in shapes.items():
-                    yield name, (lambda name=name, shape=shape: base_weight(name, shape, seed).to(dtype).float()
-                                 + dense_update(name, shape, step, seed))
+                    yield (
+                        name,
+                        (
+                            lambda name=name, shape=shape: (
+                                base_weight(name, shape, seed).to(dtype).float() + dense_update(name, shape, step, seed)
+                            )
+                        ),
+                    )
                 for name, shape in extras.items():
                     yield name, (lambda shape=shape: torch.ones(shape))
 
@@ -139,15 +166,31 @@ def make_synthetic(out: str | Path, *, scale: str | float | Fraction = Fraction(
             paths["full"].append(folder)
         if "lora" in kinds:
             folder = out / "lora" / f"checkpoint-{step}"
-            write_lora_adapter(folder, {n: s for n, s in shapes.items() if n.split(".")[-2] in lora_modules},
-                               rank=rank, lora_alpha=lora_alpha, step=step, seed=seed, dtype=dtype)
+            write_lora_adapter(
+                folder,
+                {n: s for n, s in shapes.items() if n.split(".")[-2] in lora_modules},
+                rank=rank,
+                lora_alpha=lora_alpha,
+                step=step,
+                seed=seed,
+                dtype=dtype,
+            )
             paths["lora"].append(folder)
     return paths
 
 
-def write_lora_adapter(folder: Path, shapes: dict[str, tuple[int, int]], *, rank: int, lora_alpha: float,
-                       step: int = 100, seed: int = 0, dtype: torch.dtype = torch.float32,
-                       fan_in_fan_out: bool = False, use_rslora: bool = False) -> Path:
+def write_lora_adapter(
+    folder: Path,
+    shapes: dict[str, tuple[int, int]],
+    *,
+    rank: int,
+    lora_alpha: float,
+    step: int = 100,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    fan_in_fan_out: bool = False,
+    use_rslora: bool = False,
+) -> Path:
     """A peft LoRA adapter folder: adapter_config.json + adapter_model.safetensors with peft's key names."""
     targets = sorted({n.split(".")[-2] for n in shapes})
 
@@ -157,14 +200,28 @@ def write_lora_adapter(folder: Path, shapes: dict[str, tuple[int, int]], *, rank
             if fan_in_fan_out:
                 m, n = n, m  # the base stores (in, out): lora_A is (r, in), lora_B is (out, r)
             a_shape, b_shape = (rank, n), (m, rank)
-            yield f"base_model.model.{module}.lora_A.weight", (
-                lambda name=name, s=a_shape: torch.randn(s, generator=_generator(seed, "A", name)) / s[1] ** 0.5)
-            yield f"base_model.model.{module}.lora_B.weight", (
-                lambda name=name, s=b_shape: torch.randn(s, generator=_generator(seed, "B", name, step)) * 1e-2)
+            yield (
+                f"base_model.model.{module}.lora_A.weight",
+                (lambda name=name, s=a_shape: torch.randn(s, generator=_generator(seed, "A", name)) / s[1] ** 0.5),
+            )
+            yield (
+                f"base_model.model.{module}.lora_B.weight",
+                (lambda name=name, s=b_shape: torch.randn(s, generator=_generator(seed, "B", name, step)) * 1e-2),
+            )
 
     write_safetensors(folder, items(), 1, stem="adapter_model", dtype=dtype)
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": lora_alpha, "target_modules": targets,
-              "fan_in_fan_out": fan_in_fan_out, "use_rslora": use_rslora, "rank_pattern": {}, "alpha_pattern": {},
-              "bias": "none", "task_type": "CAUSAL_LM", "base_model_name_or_path": "synthetic-llama-8b"}
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": lora_alpha,
+        "target_modules": targets,
+        "fan_in_fan_out": fan_in_fan_out,
+        "use_rslora": use_rslora,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": "synthetic-llama-8b",
+    }
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=1))
     return folder
