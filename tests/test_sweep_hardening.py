@@ -590,3 +590,25 @@ def test_help_has_a_description_and_shows_defaults(capsys, command):
         assert "(default: 4)" in text and "(default: auto)" in text and "(default: q_proj v_proj)" in text
     else:
         assert "(default: the last step)" in text
+
+
+def test_missing_parquet_extra_is_one_line_exit_2(tmp_path, rng, capsys, monkeypatch):
+    import artent_fast.sweep.runner as runner
+
+    save(tmp_path / "m", model_tensors(rng, 1, SHAPES))
+    monkeypatch.setattr(runner, "have_pyarrow", lambda: False)
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--format", "parquet") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pyarrow" in err and "Traceback" not in err, err
+
+
+def test_pickled_file_linked_out_is_refused_without_inviting_allow_pickle(tmp_path, rng, good):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    torch.save(model_tensors(rng, 1, SHAPES), outside / "pytorch_model.bin")
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "pytorch_model.bin").symlink_to(outside / "pytorch_model.bin")
+    assert sweep("--tuned", str(tmp_path / "evil"), "--tuned", str(good[0]), "--out", str(tmp_path / "o")) == 1
+    (record,) = errors_of(tmp_path / "o")
+    assert "symbolic link" in record["error"] and "--allow-pickle" not in record["error"]
+    assert_good_rows(tmp_path / "o", good)

@@ -101,18 +101,21 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.all_linear and args.target:
         raise ValueError("--all-linear and --target are exclusive")
     targets = None if args.all_linear else (args.target or list(DEFAULT_TARGETS))
-    result = run_sweep(
-        [*args.checkpoints, *args.tuned],
-        args.out,
-        base=args.base,
-        targets=targets,
-        batch=args.batch,
-        device=args.device,
-        allow_pickle=args.allow_pickle,
-        alpha=args.alpha,
-        log_base=args.log_base,
-        table_format=args.table_format,
-        progress=not args.no_progress,
-        prefetch=args.prefetch,
-    )
+    try:
+        result = run_sweep(
+            [*args.checkpoints, *args.tuned],
+            args.out,
+            base=args.base,
+            targets=targets,
+            batch=args.batch,
+            device=args.device,
+            allow_pickle=args.allow_pickle,
+            alpha=args.alpha,
+            log_base=args.log_base,
+            table_format=args.table_format,
+            progress=not args.no_progress,
+            prefetch=args.prefetch,
+        )
+    except ImportError as exc:  # a missing optional extra (pyarrow, safetensors): one line, exit 2
+        raise ValueError(str(exc)) from None
     return 1 if result.errors else 0
