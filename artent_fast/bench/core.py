@@ -158,3 +158,78 @@ def plot_speedups(dense: Table, factored: Table, path, title: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, plt, path, dpi=110)
+
+
+def batch_table(dev: str, shapes: Sequence[tuple[int, int]], *, batch: int = 16, echo: bool = True) -> Table:
+    """Dense profiles of a batch vs one matrix at a time (per matrix)."""
+    table = Table(
+        "core_batch",
+        f"Dense batch of {batch} vs one at a time (per matrix)",
+        {"shape": "shape", "loop_s": "one at a time s", "batched_s": "batched s / matrix", "ratio": "ratio"},
+        echo=echo,
+    ).start()
+    gen = torch.Generator(device=dev).manual_seed(2)
+    for m, n in shapes:
+        ws = torch.randn(batch, m, n, device=dev, generator=gen)
+        t_loop = median_time(lambda: [af.entanglement_profile(x) for x in ws[:4]], device=dev, repeats=1) / 4
+        t_b = median_time(lambda: af.entanglement_profile(ws), device=dev, repeats=1) / batch
+        table.add(shape=f"{m}x{n}", loop_s=t_loop, batched_s=t_b, ratio=t_b / t_loop)
+    return table
+
+
+def backend_table(dev: str, size: int, backends: Sequence[str | None], *, echo: bool = True) -> Table:
+    """Exact profile of one ``size`` x ``size`` fp32 matrix per forced backend (None: automatic) vs one svdvals."""
+    from artent_fast.backends import available_backends
+    from artent_fast.bench.selfcheck import forced
+
+    gen = torch.Generator(device=dev).manual_seed(4)
+    w = torch.randn(size, size, device=dev, generator=gen)
+    t_svd = median_time(lambda: torch.linalg.svdvals(w), device=dev, repeats=3)
+    table = Table(
+        "core_backends",
+        f"Exact profile of one {size}x{size} fp32 matrix by backend vs one svdvals ({t_svd:.3f} s)",
+        {"backend": "backend", "profile_s": "profile s", "over_svdvals": "profile / svdvals"},
+        echo=echo,
+    ).start()
+    for name in backends:
+        if name is not None and (name not in available_backends() or (name != "torch" and dev != "cuda")):
+            table.add(backend=name, profile_s=None, over_svdvals=None)
+            continue
+        with forced(name):
+            t = median_time(
+                lambda: af.entanglement_profile(w, on_zero="nan", check_finite=False), device=dev, repeats=3
+            )
+        table.add(backend=name or "auto (default policy)", profile_s=t, over_svdvals=t / t_svd)
+    return table
+
+
+def lora_step_table(
+    dev: str, layers: int, *, rank: int = 16, backends: Sequence[str | None] = ("torch", None), echo: bool = True
+) -> Table:
+    """Factored LoRA profiles of every q (4096x4096) and v (1024x4096) of ``layers`` 8B layers, per step."""
+    from artent_fast.bench.selfcheck import forced
+
+    gen = torch.Generator(device=dev).manual_seed(5)
+    shapes = {"q": (4096, 4096), "v": (1024, 4096)}
+    factors = {
+        k: (
+            torch.randn(layers, m, rank, device=dev, generator=gen) * 0.01,
+            torch.randn(layers, rank, n, device=dev, generator=gen),
+        )
+        for k, (m, n) in shapes.items()
+    }
+
+    def step():
+        return [af.lowrank_profile(B, A, scale=2.0, on_zero="nan", check_finite=False) for B, A in factors.values()]
+
+    table = Table(
+        "core_lora_step",
+        f"Factored LoRA r={rank} profiles of every q/v matrix of {layers} layers (8B shapes), per step",
+        {"backend": "backend", "step_ms": "ms per step", "matrix_ms": "ms per matrix"},
+        echo=echo,
+    ).start()
+    for name in backends:
+        with forced(name):
+            t = median_time(step, device=dev, repeats=5 if dev == "cuda" else 2)
+        table.add(backend=name or "auto (default policy)", step_ms=t * 1e3, matrix_ms=t * 1e3 / (2 * layers))
+    return table
