@@ -151,18 +151,34 @@ class Gathering:
         """Whether every rank takes part in reading this unit (else only the owner reads it)."""
         return self.sharded or self.fsdp1_module is not None
 
+    @property
+    def everyone_reads(self) -> bool:
+        """Whether every rank runs the reading code (DTensor: ``full_tensor`` is called inside it)."""
+        return self.sharded and self.fsdp1_module is None
+
     @contextlib.contextmanager
     def whole(self) -> Iterator[Any]:
         """A context (entered by every rank when :attr:`collective`) giving the ``full`` function for reading."""
         if self.fsdp1_module is not None:
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+            # gathers this FSDP unit's flat parameter; what is read is cloned before it is resharded
             with FSDP.summon_full_params(self.fsdp1_module, recurse=False, writeback=False):
-                yield same
+                yield torch.clone
         elif self.sharded:
             yield full_tensor
         else:
             yield same
+
+
+def whole_model(model: nn.Module) -> contextlib.AbstractContextManager:
+    """FSDP1: the whole parameters (offloaded to CPU) while units are found at construction; else nothing."""
+    if not any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()):
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    on_accelerator = any(p.device.type != "cpu" for p in model.parameters())  # offloading CPU params breaks FSDP1
+    return FSDP.summon_full_params(model, writeback=False, offload_to_cpu=on_accelerator)
 
 
 def exchange(outcomes: list) -> list:

@@ -101,9 +101,11 @@ class Tracker:
         self.image_every = image_every or 10 * every
         self.strict = strict
         self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
-        self.units: list[Unit] = find_units(
-            model, self.targets, split=split, base_weights=base_weights, snapshot_device=snapshot_device
-        )
+        with dist_support.whole_model(model):  # FSDP1: units are found on the whole parameters, W0 copied whole
+            self.units: list[Unit] = find_units(
+                model, self.targets, split=split, base_weights=base_weights, snapshot_device=snapshot_device
+            )
+            costs = [dist_support.unit_cost(u) for u in self.units]
         if not self.units and not attention:
             linear = [
                 n
@@ -130,9 +132,11 @@ class Tracker:
         self._owners = [0] * len(self._all_units)
         self._gathering: list[Any] = [None] * len(self._all_units)
         if self.distributed:
-            self._owners = dist_support.assign_owners([dist_support.unit_cost(u) for u in self._all_units], self.world)
+            self._owners = dist_support.assign_owners(costs, self.world)
             self._gathering = [dist_support.Gathering(model, u) for u in self._all_units]
-            self._snapshot_fsdp1()
+            for i, unit in enumerate(self._all_units):
+                if self._owners[i] != self.rank and not self._gathering[i].everyone_reads:
+                    unit.w0 = None  # only the owner keeps a whole W0 snapshot
         self._file = self._open_history(out, resume)
         if self.rank == 0:
             self._tb, self._tb_owned = open_tensorboard(tensorboard)
@@ -295,16 +299,6 @@ class Tracker:
         self._step = self._resumed_step
         return file
 
-    def _snapshot_fsdp1(self) -> None:
-        """FSDP1 flat parameters: take ``W0`` of full fine-tuning units from the whole weight, on their owner."""
-        for i, unit in enumerate(self._all_units):
-            gathering = self._gathering[i]
-            if unit.source != "snapshot" or gathering.fsdp1_module is None:
-                continue
-            with gathering.whole():
-                if self._owners[i] == self.rank:
-                    unit.w0 = unit.layer.weight.detach().clone()
-
     def _due(self, lora_due: bool, dense_due: bool) -> list[Unit]:
         return [u for u in self.units if (u.kind == "lora" and lora_due) or (u.kind == "dense" and dense_due)]
 
@@ -395,14 +389,14 @@ class Tracker:
                     continue  # whole on its owner: nothing to do here
                 try:
                     with gathering.whole() as full:
-                        item = self._read(unit, full)
+                        item = self._read(unit, full) if mine or gathering.everyone_reads else None
                 except Exception as exc:
                     if mine:
                         outcomes.append((i, None, None, repr(exc)))
                     continue
                 if mine:
                     items.append(item)
-                del item
+                del item  # a non-owner drops what it helped gather at once
             self._submit(items, lambda unit, exc: outcomes.append((index[id(unit)], None, None, repr(exc))))
             for _, unit, meta, entropies in self._finished(wait=True):
                 outcomes.append((index[id(unit)], meta, entropies, None))

@@ -1,0 +1,153 @@
+"""``track(model, optimizer=opt)`` under torchrun (2 ranks, gloo, CPU): DDP, FSDP2, FSDP1; faults; no idle collectives.
+
+One ``torch.distributed.run`` launch runs every scenario of tests/dist_tracking_worker.py (a
+subprocess timeout turns a hang into a failure). Rank 0's records are compared with float64
+profiles of the whole updates (gathered by the harness, not the tracker) and with a single-process
+run of the same model on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("peft")
+
+import artent_fast  # noqa: E402
+from artent_fast.tracking import read_history  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import dist_tracking_worker as worker  # noqa: E402
+
+SCENARIOS = [
+    "ddp-lora",
+    "fsdp2-lora",
+    "fsdp2_keep-lora",
+    "fsdp1-lora",
+    "fsdp2-fft",
+    "fsdp1-fft",
+    "ddp-lora-raise",
+    "ddp-lora-raiseall",
+    "fsdp2-lora-nan",
+    "fsdp2-lora-every3",
+]
+WRAPPER_PARTS = ("module.", "_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist_tracking")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(Path(__file__).parent / "dist_tracking_worker.py"),
+        str(out),
+        *SCENARIOS,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    result = {}
+    for scenario in SCENARIOS:
+        ranks = [json.loads((out / f"{scenario}.rank{r}.json").read_text()) for r in (0, 1)]
+        result[scenario] = {"ranks": ranks, "out": out / scenario, "stderr": proc.stderr}
+    return result
+
+
+def single_process(kind: str) -> dict:
+    """The same model and data in one process, tracked the same way."""
+    model = worker.build(kind)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    tracker = artent_fast.track(model, optimizer=opt, out=None, dense_every=1, distributed=False)
+    for x, y in worker.batches():
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    tracker.close()
+    return {(r["step"], r["module"]): r["entropies"] for r in tracker.history()}
+
+
+@pytest.fixture(scope="module")
+def singles():
+    return {kind: single_process(kind) for kind in ("lora", "fft")}
+
+
+def keyed(history: list[dict]) -> dict:
+    return {(r["step"], r["module"]): r["entropies"] for r in history}
+
+
+def assert_close(got: list[float], want: list[float], what: str, atol: float = 1e-4) -> None:
+    assert len(got) == len(want), what
+    for a, b in zip(got, want, strict=True):
+        assert math.isfinite(a) and abs(a - b) <= atol, f"{what}: {got} vs {want}"
+
+
+@pytest.mark.parametrize(
+    "scenario", ["ddp-lora", "fsdp2-lora", "fsdp2_keep-lora", "fsdp1-lora", "fsdp2-fft", "fsdp1-fft"]
+)
+def test_rank0_records_match_float64_reference_and_single_process(runs, singles, scenario):
+    rank0, rank1 = runs[scenario]["ranks"]
+    kind = scenario.split("-")[1]
+    history = rank0["history"]
+    modules = {r["module"] for r in history}
+    assert len(modules) == 4 and not any(part in m for m in modules for part in WRAPPER_PARTS), modules
+    keys = [(r["step"], r["module"]) for r in history]
+    assert len(keys) == len(set(keys)) == 4 * worker.STEPS  # every module exactly once per measured step
+    for r in history:  # the float64 profile of the whole update, gathered outside the tracker
+        assert_close(r["entropies"], rank0["refs"][str(r["step"])][r["module"]], f"{scenario} {r['module']}")
+    single = singles[kind]
+    assert keyed(history).keys() == single.keys()
+    for key, entropies in keyed(history).items():
+        assert_close(entropies, single[key], f"{scenario} vs single process {key}")
+    assert rank1["history"] == history  # every rank holds every record
+    assert read_history(runs[scenario]["out"]) == history  # rank 0 wrote the file
+    assert set(rank0["owners"]) == {0, 1}  # the work was split
+
+
+def test_exception_on_one_rank_skips_that_unit_on_all_ranks(runs):
+    rank0, rank1 = runs["ddp-lora-raise"]["ranks"]
+    owned_by_1 = {u for u, o in zip(rank0["all_units"], rank0["owners"], strict=True) if o == 1}
+    assert owned_by_1
+    steps = {}
+    for r in rank0["history"]:
+        steps.setdefault(r["module"], set()).add(r["step"])
+    for module, seen in steps.items():
+        assert seen == ({1, 3, 4} if module in owned_by_1 else {1, 2, 3, 4}), module
+    assert rank0["skipped"] == rank1["skipped"] == len(owned_by_1) and not rank0["dropped"]
+    assert rank0["history"] == rank1["history"]
+
+
+def test_repeated_failures_on_one_rank_drop_the_units_on_all_ranks(runs):
+    rank0, rank1 = runs["ddp-lora-raiseall"]["ranks"]
+    owned_by_1 = sorted(u for u, o in zip(rank0["all_units"], rank0["owners"], strict=True) if o == 1)
+    assert rank0["dropped"] == rank1["dropped"] == owned_by_1 and len(owned_by_1) == 2
+    assert rank0["units"] == rank1["units"] and len(rank0["units"]) == 2  # the same units left everywhere
+    assert {r["module"] for r in rank0["history"]} == set(rank0["units"])
+    assert {r["step"] for r in rank0["history"]} == {1, 2, 3, 4}  # the others went on
+
+
+def test_nan_on_one_shard_skips_that_unit_once(runs):
+    rank0, rank1 = runs["fsdp2-lora-nan"]["ranks"]
+    assert rank0["skipped"] == rank1["skipped"] == 1 and not rank0["dropped"]
+    missing = {(s, m) for s in range(1, 5) for m in rank0["units"]} - set(keyed(rank0["history"]))
+    assert missing == {(2, rank0["units"][0])}  # skipped at the NaN step only, measured again after
+    assert all(math.isfinite(e) for r in rank0["history"] for e in r["entropies"])
+
+
+def test_no_collective_on_steps_with_nothing_due(runs):
+    rank0, rank1 = runs["fsdp2-lora-every3"]["ranks"]
+    for calls in (rank0["calls"], rank1["calls"]):
+        assert len(calls) == 6
+        assert [calls[i] for i in (0, 1, 3, 4)] == [0, 0, 0, 0]
+        assert calls[2] > 0 and calls[5] == calls[2]  # due steps: the same collectives each time
+    assert sorted({r["step"] for r in rank0["history"]}) == [3, 6]
