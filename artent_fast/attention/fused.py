@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from artent_fast.attention.torch_path import torch_attention
 from artent_fast.attention.triton_path import triton_attention, triton_usable
 from artent_fast.attention.validate import check_capture, check_mask, check_qk, check_v
+from artent_fast.backends import registry
 
-BACKENDS = ("auto", "torch", "triton")
+ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
 
 def resolve_backend(backend: str, q: torch.Tensor, v: torch.Tensor, dropout_p: float) -> str:
-    """"auto": Triton on CUDA when importable (unless ARTENT_FAST_BACKEND=torch), else torch."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    """The path for one call: the ``backend`` argument, else ``ARTENT_FAST_BACKEND`` through the registry,
+    else Triton on CUDA when usable, torch otherwise.
+
+    ``ARTENT_FAST_BACKEND`` means what it means for every op: ``torch`` forces torch; ``triton``
+    runs the Triton kernel where it can (CUDA, or CPU under ``TRITON_INTERPRET=1``) and torch with
+    a warning once where it cannot; ``cuda``/``cupy`` have no attention kernel (torch, warned once);
+    a forced backend that cannot load raises :class:`~artent_fast.backends.registry.BackendUnavailable`.
+    """
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
     if backend != "auto":
         if backend == "triton" and dropout_p > 0:
             raise ValueError("backend='triton' has no dropout: use dropout_p=0 or backend='torch'")
-        if backend == "triton" and not triton_usable(q, q.shape[-1], v.shape[-1], dropout_p):
+        if backend == "triton" and not triton_usable(q, q.shape[-1], v.shape[-1], dropout_p, interpreted=True):
             raise ValueError(
                 "backend='triton' cannot run this call (it needs a CUDA tensor, triton installed, "
                 "head_dim <= 256 equal to v's, not float64): use backend='torch' or 'auto'"
             )
         return backend
-    if os.environ.get("ARTENT_FAST_BACKEND", "").strip().lower() == "torch":
+    usable = triton_usable(q, q.shape[-1], v.shape[-1], dropout_p)
+    forced = registry.selected_backend()
+    if forced is None:
+        return "triton" if usable else "torch"
+    registry.require_loaded(forced)
+    if forced == "torch":
         return "torch"
-    return "triton" if triton_usable(q, q.shape[-1], v.shape[-1], dropout_p) else "torch"
+    if forced == "triton" and (usable or triton_usable(q, q.shape[-1], v.shape[-1], dropout_p, interpreted=True)):
+        return "triton"
+    registry.warn_fallback(forced, "attention")
+    return "torch"
 
 
 def attention(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
-from pathlib import Path
 
 import torch
 
@@ -23,21 +21,12 @@ BACKWARD = "triton"  # or "torch": the fallback recurrence (for comparisons)
 
 @functools.cache
 def load_kernel(name: str):
-    """``kernels/<name>.py`` if triton is importable, else None.
-
-    Installed, it is ``artent_fast.kernels.<name>``; in a source checkout whose editable install
-    predates the kernels mapping, it is loaded from ``<repo>/kernels`` by path.
-    """
-    mod = None
+    """``artent_fast.kernels.<name>`` (kernels/<name>.py) if it imports and triton is usable, else None."""
     try:
         mod = importlib.import_module(f"artent_fast.kernels.{name}")
     except ImportError:
-        path = Path(__file__).resolve().parents[2] / "kernels" / f"{name}.py"
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location(f"artent_fast_kernels_{name}", path)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-    return mod if mod is not None and mod.available() else None
+        return None
+    return mod if mod.available() else None
 
 
 def kernel_module():
@@ -45,10 +34,23 @@ def kernel_module():
     return load_kernel("attention_fwd")
 
 
-def triton_usable(q: torch.Tensor, head_dim: int, v_dim: int, dropout_p: float) -> bool:
-    """Whether the Triton kernel can run this call (CUDA tensor, triton importable, supported shape)."""
-    return (q.is_cuda and dropout_p == 0 and head_dim <= 256 and v_dim == head_dim
-            and q.dtype != torch.float64 and kernel_module() is not None)
+def triton_usable(q: torch.Tensor, head_dim: int, v_dim: int, dropout_p: float, *, interpreted: bool = False) -> bool:
+    """Whether the Triton kernel can run this call (CUDA tensor, triton importable, supported shape).
+
+    ``interpreted``: also CPU float32 tensors when triton's interpreter is on (``TRITON_INTERPRET=1``).
+    """
+    if not (dropout_p == 0 and head_dim <= 256 and v_dim == head_dim and q.dtype != torch.float64):
+        return False
+    if q.is_cuda:
+        return kernel_module() is not None
+    if not (interpreted and q.device.type == "cpu" and q.dtype == torch.float32):
+        return False
+    mod = kernel_module()
+    if mod is None:
+        return False
+    from artent_fast.kernels import _support
+
+    return _support.interpreting()
 
 
 class TritonAttention(torch.autograd.Function):
@@ -67,8 +69,9 @@ class TritonAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         bwd = load_kernel("attention_bwd") if BACKWARD == "triton" else None
         if bwd is not None and v.shape[-1] == q.shape[-1]:
-            dq, dk, dv = bwd.attention_bwd(q, k, v, out, dout, lse, ctx.mask, causal=ctx.causal,
-                                           scale=ctx.problem.scale)
+            dq, dk, dv = bwd.attention_bwd(
+                q, k, v, out, dout, lse, ctx.mask, causal=ctx.causal, scale=ctx.problem.scale
+            )
         else:
             dq, dk, dv = backward_from_lse(q, k, v, out, dout, lse, ctx.problem, ctx.mask, ctx.causal)
         return dq, dk, dv, None, None, None, None
