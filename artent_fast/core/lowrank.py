@@ -75,8 +75,17 @@ def lowrank_profile(
 ) -> torch.Tensor:
     """Entanglement profile of ``scale * B @ A`` (row-major sites), exact, batched.
 
-    ``B``: ``(..., m, r)``, ``A``: ``(..., r, n)``; leading dims broadcast. Same output and
-    zero policy as :func:`artent_fast.entanglement_profile`.
+    ``B``: ``(..., m, r)``, ``A``: ``(..., r, n)``; leading dims broadcast. Same output, zero
+    policy and argument checks as :func:`artent_fast.entanglement_profile`.
+
+    ``scale`` must be a finite real number; only ``scale == 0`` (a zero update) changes the
+    profile, which is scale invariant: ``scale=1e200`` or ``1e-200`` and factors of any magnitude
+    give the same entropies (each factor is brought to max-abs ~1 by an exact power of two).
+
+    Gradients flow to ``B`` and ``A`` (``gradcheck``-exact) where both factors have full rank ``r``,
+    degenerate Gram spectra included (Cholesky square roots). A rank-deficient factor with
+    ``requires_grad`` gives a ``RuntimeWarning``: the entropy is not differentiable there and its
+    gradient may be inf or NaN.
     """
     alpha, base = check_alpha_base(alpha, base)
     check_zero_policy(on_zero)
