@@ -315,9 +315,10 @@ def compare(
     attention outputs only. ``base``: the common pre-trained model (or its state dict) against
     which full fine-tuning updates ``W - W0`` are measured. See the module docstring.
     """
-    from artent_fast.adapters.mps import matches
     from artent_fast.core.theory import fit_cardy
+    from artent_fast.patterns import check_patterns, matches_any
 
+    targets = check_patterns(targets, "targets")
     all_a, all_b = attention_modules(model_a), attention_modules(model_b)
     if not all_a:
         raise ValueError("model_a has no attention module (no module named '*self_attn' or class '*Attention')")
@@ -353,7 +354,7 @@ def compare(
             for side, prefix, mods in (("a", na, mods_a), ("b", nb, mods_b)):
                 profiles, kinds = {}, set()
                 for name, module in mods.items():
-                    if name.startswith(prefix + ".") and matches(name[len(prefix) + 1:], targets):
+                    if name.startswith(prefix + ".") and matches_any(name[len(prefix) + 1:], targets):
                         kind, prof = internal_profile(module, name=name, base=base)
                         profiles[name[len(prefix) + 1:]] = _as_list(prof)
                         kinds.add(kind)

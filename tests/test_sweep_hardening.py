@@ -497,8 +497,9 @@ def _bad_args(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "device_unknown": (["--device", "tpu9"], "--device"),
         "device_index": (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "--device"),
         "device_mps": (["--device", "mps"], "--device"),
-        "target_regex": (["--target", "q_proj("], "--target"),
-        "target_star": (["--target", "*"], "--target"),
+        "target_regex": (["--target", "re:q_proj("], "--target"),
+        "target_star": (["--target", "re:*"], "--target"),
+        "target_empty": (["--target", ""], "--target"),
         "alpha_zero": (["--alpha", "0"], "--alpha"),
         "alpha_nan": (["--alpha", "nan"], "--alpha"),
         "alpha_negative": (["--alpha", "-1"], "--alpha"),
@@ -533,11 +534,11 @@ def test_bad_arguments_in_the_python_api_name_the_argument(tmp_path, rng):
     for kwargs, name in (
         ({"alpha": float("nan")}, "alpha"),
         ({"log_base": 1.0}, "log_base"),
-        ({"targets": ["("]}, "("),
+        ({"targets": ["re:("]}, "re:\\("),
         ({"device": "nope"}, "device"),
         ({"batch": 0}, "batch"),
     ):
-        with pytest.raises(ValueError, match=name.replace("(", r"\(")):
+        with pytest.raises(ValueError, match=name):
             run_sweep([tmp_path / "m"], tmp_path / "o", progress=False, verbose=False, **kwargs)
     assert run_sweep([tmp_path / "m"], tmp_path / "o", progress=False, verbose=False, batch=np.int64(2)).ok
 

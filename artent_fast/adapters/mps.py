@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from artent_fast.atomic import atomic_path, atomic_write
+from artent_fast.patterns import check_patterns, matches_any
 
 CONFIG_NAME = "mps_adapter_config.json"
 WEIGHTS_NAME = "mps_adapter_model.safetensors"
@@ -189,16 +189,8 @@ class MPSLinear(nn.Module):
 
 # -- model-level helpers --------------------------------------------------------------------------
 def matches(name: str, targets: Iterable[str]) -> bool:
-    """``name`` is a target: equal to it, ending with ``.target``, or fully matching it as a regex."""
-    for t in targets:
-        if name == t or name.endswith("." + t):
-            return True
-        try:
-            if re.fullmatch(t, name):
-                return True
-        except re.error:
-            continue
-    return False
+    """``name`` is named by one of ``targets`` (the package's one matcher: :mod:`artent_fast.patterns`)."""
+    return matches_any(name, targets)
 
 
 def mps_modules(model: nn.Module) -> dict[str, MPSLinear]:
@@ -230,8 +222,7 @@ def apply(
     ``alpha`` defaults to ``r`` (scale 1). With ``freeze`` every other parameter of the model is
     frozen, as peft does. Returns ``model``.
     """
-    if isinstance(targets, str):
-        targets = [targets]
+    targets = check_patterns(targets, "targets")
     chosen = [(n, m) for n, m in model.named_modules() if n and matches(n, targets) and isinstance(m, nn.Linear)]
     if not chosen:
         linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:8]

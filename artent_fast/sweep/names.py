@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from artent_fast.patterns import check_patterns, matches_any
+
 DEFAULT_TARGETS = ("q_proj", "v_proj")
 # Every 2-D weight is "linear" except embeddings, the output head and norms (as peft's "all-linear").
 _NOT_LINEAR = re.compile(r"(embed|lm_head|wte|wpe|norm|ln_|layernorm)", re.IGNORECASE)
@@ -36,10 +38,10 @@ def module_name(tensor: str) -> str:
 
 
 def is_target(module: str, patterns: Sequence[str] | None) -> bool:
-    """True if ``module`` matches one of the regex ``patterns`` (searched); ``None`` means all linear layers."""
+    """True if ``module`` is named by one of ``patterns`` (:mod:`artent_fast.patterns`); ``None``: all linear layers."""
     if patterns is None:
         return not _NOT_LINEAR.search(module)
-    return any(re.search(p, module) for p in patterns)
+    return matches_any(module, patterns)
 
 
 # ``base_model_prefix`` of transformers' model classes: a task-head model (``*ForSequenceClassification``...)
@@ -103,18 +105,5 @@ def choose_name_map(
 
 
 def check_targets(patterns: Sequence[str] | None) -> list[str] | None:
-    """The target patterns, each compiled once: a bad one is a ValueError naming it (before any work)."""
-    if patterns is None:
-        return None
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    out = []
-    for p in patterns:
-        if not isinstance(p, str) or not p:
-            raise ValueError(f"--target: a pattern must be a non-empty string, got {p!r}")
-        try:
-            re.compile(p)
-        except re.error as exc:
-            raise ValueError(f"--target {p!r} is not a valid regular expression ({exc})") from None
-        out.append(p)
-    return out
+    """The target patterns, checked once: a bad one is a ValueError naming ``--target`` (before any work)."""
+    return None if patterns is None else check_patterns(patterns, "--target")

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from artent_fast.patterns import check_patterns, matches
 from artent_fast.tracking.distributed import unwrapped_name
 from artent_fast.tracking.units import Part, Unit
 
 SplitSpec = int | Sequence[str] | Mapping[str, int]
-
-
-def matches(name: str, pattern: str) -> bool:
-    """``pattern`` is a last name component (``"q_proj"``), a dotted suffix, a glob, or ``"re:<regex>"`` (full name)."""
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    last = name.rsplit(".", 1)[-1]
-    if any(ch in pattern for ch in "*?["):
-        return fnmatchcase(name, pattern) or fnmatchcase(last, pattern)
-    return last == pattern or name == pattern or name.endswith("." + pattern)
 
 
 def is_lora_layer(module: nn.Module) -> bool:
@@ -92,17 +81,7 @@ def find_units(
     their update is always zero.
     """
     base_weights = as_base_weights(base_weights)
-    patterns = [targets] if isinstance(targets, str) else list(targets)
-    if not patterns:
-        raise ValueError("targets is empty: pass module-name patterns such as ('q_proj', 'v_proj')")
-    for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise TypeError(f"targets must hold strings, got {pattern!r}")
-        if pattern.startswith("re:"):
-            try:
-                re.compile(pattern[3:])
-            except re.error as exc:
-                raise ValueError(f"targets: {pattern!r} is not a valid regular expression ({exc})") from None
+    patterns = check_patterns(targets, "targets")
     units: list[Unit] = []
     owners: list[str] = []  # peft layers already taken: their sub-modules are not separate targets
     for path, module in model.named_modules():
