@@ -1,8 +1,10 @@
-"""Optional triton import and lazy jitting shared by the engine kernels (gram, partial_trace, entropy).
+"""What every kernel shares: the one optional triton import, the interpreter check, lazy jitting,
+and the mask-argument helper of the attention kernels.
 
-Kernels are plain functions jitted on first use, keyed on ``TRITON_INTERPRET``, so importing a
-kernel module needs no triton. The CPU interpreter needs ``TRITON_INTERPRET=1`` before triton is
-first imported (triton builds its own jitted helpers at import).
+kernels/ is a leaf: it depends on torch and triton only (never on artent_fast), so the backends
+can import it and not the other way round. Kernels are plain functions jitted on first use, keyed
+on ``TRITON_INTERPRET``, so importing a kernel module needs no triton. The CPU interpreter needs
+``TRITON_INTERPRET=1`` before triton is first imported (triton builds its own jitted helpers at import).
 """
 
 from __future__ import annotations
@@ -24,6 +26,23 @@ except ImportError:  # pragma: no cover - exercised on machines without triton
 
 # dtypes every engine kernel accepts (accumulation: float32, or float64 for float64 inputs)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def available() -> bool:
+    """triton is importable now (tests hide it with ``sys.modules["triton"] = None`` after this module loaded)."""
+    if not AVAILABLE:
+        return False
+    try:
+        import triton  # noqa: F401  (cached: costs a dict lookup)
+    except ImportError:
+        return False
+    return True
+
+
+def require(name: str) -> None:
+    """RuntimeError naming the kernel module when triton is missing."""
+    if not available():
+        raise RuntimeError(f"kernels.{name} needs triton (pip install 'artent_fast[triton]')")
 
 
 def interpreting() -> bool:
@@ -58,3 +77,19 @@ def check_runnable(t: torch.Tensor, name: str) -> None:
             f"{name} is on {t.device}: triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 (set before triton is"
             " first imported) for CPU tensors" + ("" if AVAILABLE else "; triton is not installed")
         )
+
+
+MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2  # the attention kernels' MASK_KIND
+
+
+def mask_args(mask: torch.Tensor | None, shape: tuple[int, ...]) -> tuple[int, torch.Tensor | None, tuple[int, ...]]:
+    """``(MASK_KIND, mask expanded to shape or None, its strides)`` for a bool (keep) or additive float mask.
+
+    A bool mask is reinterpreted as uint8 (a view, no copy); broadcasting is by zero strides.
+    """
+    if mask is None:
+        return MASK_NONE, None, (0,) * len(shape)
+    kind = MASK_BOOL if mask.dtype == torch.bool else MASK_ADD
+    small = mask.view(torch.uint8) if kind == MASK_BOOL else mask
+    full = small.expand(*shape)
+    return kind, full, tuple(full.stride())

@@ -11,34 +11,56 @@ module needs no triton; ``TRITON_INTERPRET=1`` set before triton is imported run
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-try:  # triton is optional: the torch path covers machines without it
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised on machines without triton
-    triton = None
-    tl = None
+from ._support import MASK_ADD, MASK_BOOL, MASK_NONE, available, interpreting, jit, mask_args, require, tl, triton
 
-MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2
-
-
-def available() -> bool:
-    return triton is not None
+__all__ = ["MASK_ADD", "MASK_BOOL", "MASK_NONE", "attention_bwd", "available", "backward_blocks"]
 
 
 def _dkdv(
-    Q, K, V, DO, LSE, DELTA, DK, DV, M,
-    sqb, sqh, sqt, sqd,
-    skb, skh, sks, skd,
-    svb, svh, svs, svd,
-    sob, soh, sot, sod,
-    smb, smh, smt, sms,
-    H, HK, T, S, D, GROUPS, scale,
-    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    M,
+    sqb,
+    sqh,
+    sqt,
+    sqd,
+    skb,
+    skh,
+    sks,
+    skd,
+    svb,
+    svh,
+    svs,
+    svd,
+    sob,
+    soh,
+    sot,
+    sod,
+    smb,
+    smh,
+    smt,
+    sms,
+    H,
+    HK,
+    T,
+    S,
+    D,
+    GROUPS,
+    scale,
+    CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr,
+    IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -80,8 +102,7 @@ def _dkdv(
                 mk = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0)
                 keep = keep & (mk != 0)
             if MASK_KIND == 2:
-                bias = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep,
-                               other=0.0)
+                bias = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0.0)
                 s = s + bias.to(tl.float32)
             p = tl.where(keep, tl.exp(s - lse[:, None]), 0.0)
             if IEEE:
@@ -95,22 +116,57 @@ def _dkdv(
                 dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision="ieee")
             else:
                 dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
-    tl.store(DK + b * skb + hk * skh + keys[:, None] * sks + dd[None, :] * skd, (dk * scale).to(DK.dtype.element_ty),
-             mask=kv_mask)
-    tl.store(DV + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd, dv.to(DV.dtype.element_ty),
-             mask=kv_mask)
+    tl.store(
+        DK + b * skb + hk * skh + keys[:, None] * sks + dd[None, :] * skd,
+        (dk * scale).to(DK.dtype.element_ty),
+        mask=kv_mask,
+    )
+    tl.store(
+        DV + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd, dv.to(DV.dtype.element_ty), mask=kv_mask
+    )
 
 
 def _dq(
-    Q, K, V, DO, LSE, DELTA, DQ, M,
-    sqb, sqh, sqt, sqd,
-    skb, skh, sks, skd,
-    svb, svh, svs, svd,
-    sob, soh, sot, sod,
-    smb, smh, smt, sms,
-    H, T, S, D, GROUPS, scale,
-    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    M,
+    sqb,
+    sqh,
+    sqt,
+    sqd,
+    skb,
+    skh,
+    sks,
+    skd,
+    svb,
+    svh,
+    svs,
+    svd,
+    sob,
+    soh,
+    sot,
+    sod,
+    smb,
+    smh,
+    smt,
+    sms,
+    H,
+    T,
+    S,
+    D,
+    GROUPS,
+    scale,
+    CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr,
+    IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -163,29 +219,11 @@ def _dq(
             dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
         else:
             dq += tl.dot(ds.to(k.dtype), k)
-    tl.store(DQ + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd, (dq * scale).to(DQ.dtype.element_ty),
-             mask=qd_mask)
-
-
-@functools.cache
-def _kernels(interpret: bool):
-    """The jitted kernels, built on first use (``interpret`` keys the cache on TRITON_INTERPRET)."""
-    return triton.jit(_dkdv), triton.jit(_dq)
-
-
-def _interpreting() -> bool:
-    from triton import knobs
-
-    return bool(knobs.runtime.interpret)
-
-
-def _mask_args(mask, shape):
-    if mask is None:
-        return MASK_NONE, None, (0, 0, 0, 0)
-    kind = MASK_BOOL if mask.dtype == torch.bool else MASK_ADD
-    small = mask.view(torch.uint8) if kind == MASK_BOOL else mask  # a reinterpreting view: no copy
-    full = small.expand(*shape)
-    return kind, full, tuple(full.stride())
+    tl.store(
+        DQ + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd,
+        (dq * scale).to(DQ.dtype.element_ty),
+        mask=qd_mask,
+    )
 
 
 def backward_blocks(head_dim: int, dtype: torch.dtype, interpret: bool = False) -> tuple[int, int]:
@@ -199,11 +237,23 @@ def backward_blocks(head_dim: int, dtype: torch.dtype, interpret: bool = False) 
     return (64, 64) if head_dim > 64 else (128, 64)
 
 
-def attention_bwd(q, k, v, out, dout, lse, mask, *, causal: bool, scale: float, block_m: int | None = None,
-                  block_n: int | None = None, allow_tf32: bool = False):
+def attention_bwd(
+    q,
+    k,
+    v,
+    out,
+    dout,
+    lse,
+    mask,
+    *,
+    causal: bool,
+    scale: float,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    allow_tf32: bool = False,
+):
     """``(dq, dk, dv)`` for the forward ``out = attention(q, k, v)`` with row log-sum-exp ``lse``."""
-    if triton is None:
-        raise RuntimeError("kernels.attention_bwd needs triton (pip install 'artent_fast[triton]')")
+    require("attention_bwd")
     q, k, v, dout = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous()
     b, h, t, d = q.shape
     hk, s_len = k.shape[1], k.shape[2]
@@ -212,22 +262,64 @@ def attention_bwd(q, k, v, out, dout, lse, mask, *, causal: bool, scale: float, 
     delta = (dout.float() * out.float()).sum(-1).contiguous()
     lse = lse.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    kind, mptr, mstr = _mask_args(mask, (b, h, t, s_len))
+    kind, mptr, mstr = mask_args(mask, (b, h, t, s_len))
     mptr = q if mptr is None else mptr
-    interp = _interpreting()
+    interp = interpreting()
     bm, bn = backward_blocks(d, q.dtype, interp)
     bm, bn = block_m or bm, block_n or bn
     bd = max(16, triton.next_power_of_2(d))
     ieee = q.dtype == torch.float32 and not allow_tf32
-    dkdv, dq_kernel = _kernels(interp)
+    dkdv, dq_kernel = jit(_dkdv), jit(_dq)
     common = (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *mstr)
     launch = {"num_warps": 8 if d > 64 else 4, "num_stages": 2}
     dkdv[(triton.cdiv(s_len, bn), b * hk)](
-        q, k, v, dout, lse, delta, dk, dv, mptr, *common, h, hk, t, s_len, d, h // hk, scale,
-        CAUSAL=causal, MASK_KIND=kind, IEEE=ieee, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, **launch,
+        q,
+        k,
+        v,
+        dout,
+        lse,
+        delta,
+        dk,
+        dv,
+        mptr,
+        *common,
+        h,
+        hk,
+        t,
+        s_len,
+        d,
+        h // hk,
+        scale,
+        CAUSAL=causal,
+        MASK_KIND=kind,
+        IEEE=ieee,
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_D=bd,
+        **launch,
     )
     dq_kernel[(triton.cdiv(t, bm), b * h)](
-        q, k, v, dout, lse, delta, dq, mptr, *common, h, t, s_len, d, h // hk, scale,
-        CAUSAL=causal, MASK_KIND=kind, IEEE=ieee, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, **launch,
+        q,
+        k,
+        v,
+        dout,
+        lse,
+        delta,
+        dq,
+        mptr,
+        *common,
+        h,
+        t,
+        s_len,
+        d,
+        h // hk,
+        scale,
+        CAUSAL=causal,
+        MASK_KIND=kind,
+        IEEE=ieee,
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_D=bd,
+        **launch,
     )
     return dq, dk, dv

@@ -16,34 +16,54 @@ triton, and setting ``TRITON_INTERPRET=1`` before the first call runs it on CPU.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-try:  # triton is optional: the torch path covers machines without it
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised on machines without triton
-    triton = None
-    tl = None
+from ._support import MASK_ADD, MASK_BOOL, MASK_NONE, available, interpreting, jit, mask_args, require, tl, triton
 
-MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2
-
-
-def available() -> bool:
-    return triton is not None
+__all__ = ["MASK_ADD", "MASK_BOOL", "MASK_NONE", "attention_fwd", "available", "default_blocks", "launch_options"]
 
 
 def _attn_fwd(
-    Q, K, V, O, LSE, ENT, M,
-    sqb, sqh, sqt, sqd,
-    skb, skh, sks, skd,
-    svb, svh, svs, svd,
-    sob, soh, sot, sod,
-    smb, smh, smt, sms,
-    H, T, S, D, GROUPS, scale,
-    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr, ENTROPY: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    ENT,
+    M,
+    sqb,
+    sqh,
+    sqt,
+    sqd,
+    skb,
+    skh,
+    sks,
+    skd,
+    svb,
+    svh,
+    svs,
+    svd,
+    sob,
+    soh,
+    sot,
+    sod,
+    smb,
+    smh,
+    smt,
+    sms,
+    H,
+    T,
+    S,
+    D,
+    GROUPS,
+    scale,
+    CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr,
+    IEEE: tl.constexpr,
+    ENTROPY: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -55,8 +75,9 @@ def _attn_fwd(
     dd = tl.arange(0, BLOCK_D)
     row_ok = rows < T
     d_ok = dd < D
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd,
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    q = tl.load(
+        Q + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd, mask=row_ok[:, None] & d_ok[None, :], other=0.0
+    )
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     t_i = tl.zeros([BLOCK_M], tl.float32)
@@ -69,8 +90,11 @@ def _attn_fwd(
     for n0 in range(0, hi, BLOCK_N):
         keys = n0 + cols
         key_ok = keys < S
-        kt = tl.load(K + b * skb + hk * skh + keys[None, :] * sks + dd[:, None] * skd,
-                     mask=key_ok[None, :] & d_ok[:, None], other=0.0)
+        kt = tl.load(
+            K + b * skb + hk * skh + keys[None, :] * sks + dd[:, None] * skd,
+            mask=key_ok[None, :] & d_ok[:, None],
+            other=0.0,
+        )
         if IEEE:
             s = tl.dot(q, kt, input_precision="ieee") * qk_scale
         else:
@@ -95,8 +119,11 @@ def _attn_fwd(
         if ENTROPY:
             t_i = alpha * (t_i + delta * l_i) + tl.sum(p * z, 1)
         l_i = alpha * l_i + tl.sum(p, 1)
-        v = tl.load(V + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd,
-                    mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+        v = tl.load(
+            V + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd,
+            mask=key_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
         acc = acc * alpha[:, None]
         if IEEE:
             acc += tl.dot(p.to(v.dtype), v, input_precision="ieee")
@@ -108,8 +135,11 @@ def _attn_fwd(
     out = acc / l_safe[:, None]
     m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
     lse = tl.where(live, (m_fin + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-    tl.store(O + b * sob + h * soh + rows[:, None] * sot + dd[None, :] * sod, out.to(O.dtype.element_ty),
-             mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(
+        O + b * sob + h * soh + rows[:, None] * sot + dd[None, :] * sod,
+        out.to(O.dtype.element_ty),
+        mask=row_ok[:, None] & d_ok[None, :],
+    )
     stat = pid_bh * T + rows
     tl.store(LSE + stat, lse, mask=row_ok)
     if ENTROPY:
@@ -117,21 +147,9 @@ def _attn_fwd(
         tl.store(ENT + stat, ent, mask=row_ok)
 
 
-@functools.cache
-def _kernel(interpret: bool):
-    """The jitted kernel, built on first use (``interpret`` keys the cache on TRITON_INTERPRET)."""
-    return triton.jit(_attn_fwd)
-
-
-def _interpreting() -> bool:
-    from triton import knobs
-
-    return bool(knobs.runtime.interpret)
-
-
 def default_blocks(head_dim: int, dtype: torch.dtype, interpret: bool | None = None) -> tuple[int, int]:
     """``(BLOCK_M, BLOCK_N)`` that fit in an H100's shared memory (checked by compiling for sm_90)."""
-    if _interpreting() if interpret is None else interpret:
+    if interpreting() if interpret is None else interpret:
         return 16, 16
     if dtype == torch.float32 or head_dim > 128:
         return 64, 32
@@ -142,16 +160,26 @@ def launch_options(head_dim: int) -> dict[str, int]:
     return {"num_warps": 8 if head_dim > 64 else 4, "num_stages": 3 if head_dim <= 128 else 2}
 
 
-def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, entropy: bool = True, block_m: int | None = None,
-                  block_n: int | None = None, allow_tf32: bool = False):
+def attention_fwd(
+    q,
+    k,
+    v,
+    mask,
+    *,
+    causal: bool,
+    scale: float,
+    entropy: bool = True,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    allow_tf32: bool = False,
+):
     """``(out, lse, entropy)`` for validated q ``(B, H, T, d)``, k/v ``(B, Hkv, S, d)``.
 
     ``mask``: None, or a bool/float tensor broadcastable to ``(B, H, T, S)`` (4 dims).
     ``entropy=False`` compiles the kernel without the entropy accumulator (entropy comes back
     None): the "same kernel without capture" of the benchmarks. The lse is always written (the backward needs it).
     """
-    if triton is None:
-        raise RuntimeError("kernels.attention_fwd needs triton (pip install 'artent_fast[triton]')")
+    require("attention_fwd")
     b, h, t, d = q.shape
     s_len = k.shape[2]
     if d > 256 or v.shape[-1] != d:
@@ -161,20 +189,35 @@ def attention_fwd(q, k, v, mask, *, causal: bool, scale: float, entropy: bool = 
     ent = torch.empty(b, h, t, device=q.device, dtype=torch.float32) if entropy else lse
     bm, bn = default_blocks(d, q.dtype)
     bm, bn = block_m or bm, block_n or bn
-    if mask is None:
-        kind, mptr, mstr = MASK_NONE, q, (0, 0, 0, 0)
-    else:
-        kind = MASK_BOOL if mask.dtype == torch.bool else MASK_ADD
-        small = mask.view(torch.uint8) if kind == MASK_BOOL else mask  # a reinterpreting view: no copy
-        mptr = small.expand(b, h, t, s_len)
-        mstr = tuple(mptr.stride())
+    kind, mptr, mstr = mask_args(mask, (b, h, t, s_len))
+    mptr = q if mptr is None else mptr
     grid = (triton.cdiv(t, bm), b * h)
-    _kernel(_interpreting())[grid](
-        q, k, v, out, lse, ent, mptr,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *mstr,
-        h, t, s_len, d, h // k.shape[1], scale,
-        CAUSAL=causal, MASK_KIND=kind, IEEE=(q.dtype == torch.float32 and not allow_tf32), ENTROPY=entropy,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(d)),
+    jit(_attn_fwd)[grid](
+        q,
+        k,
+        v,
+        out,
+        lse,
+        ent,
+        mptr,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *out.stride(),
+        *mstr,
+        h,
+        t,
+        s_len,
+        d,
+        h // k.shape[1],
+        scale,
+        CAUSAL=causal,
+        MASK_KIND=kind,
+        IEEE=(q.dtype == torch.float32 and not allow_tf32),
+        ENTROPY=entropy,
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_D=max(16, triton.next_power_of_2(d)),
         **launch_options(d),
     )
     return out, lse, (ent if entropy else None)

@@ -1,6 +1,6 @@
 """Entropies of batched spectra, fused: clamp, normalise, xlogy / power / max and sum in one pass pair.
 
-Torch reference: :func:`entropy_reference` (the same maths as ``artent_fast.core.entropy.entropy_from_spectrum``).
+Plain reference: :func:`entropy_reference` (the definitions, written out in torch).
 
 One program per spectrum (row of ``values``): the first pass sums the clamped values (skipped when
 ``total`` is given), the second accumulates ``-p ln p`` (alpha = 1), ``p^alpha`` (Renyi) or the
@@ -13,16 +13,40 @@ import math
 
 import torch
 
-from artent_fast.core.entropy import entropy_from_spectrum as entropy_reference  # noqa: F401 (the torch twin)
-
 from ._support import DTYPES, check_runnable, interpreting, jit, tl
+
+
+def entropy_reference(
+    values: torch.Tensor, total: torch.Tensor | None = None, *, alpha: float = 1.0, base: float = math.e
+) -> torch.Tensor:
+    """The plain twin: ``p = max(values, 0) / total`` (default: their sum), then ``-sum p ln p`` (alpha 1),
+    ``ln(sum p^alpha) / (1 - alpha)`` (Renyi) or ``-ln max p`` (alpha inf), divided by ``ln base``."""
+    v = values.clamp_min(0)
+    p = v / (v.sum(-1) if total is None else total).unsqueeze(-1)
+    if alpha == 1:
+        s = -torch.special.xlogy(p, p).sum(-1)
+    elif math.isinf(alpha):
+        s = -torch.log(p.amax(-1))
+    else:
+        s = torch.log(p.pow(alpha).sum(-1)) / (1 - alpha)
+    return s / math.log(base)
+
 
 MODE_VN, MODE_RENYI, MODE_MIN = 0, 1, 2
 
 
 def _entropy_kernel(
-    V, TOTAL, OUT, n, sv_row, sv_col, alpha, inv_log_base,
-    MODE: tl.constexpr, HAS_TOTAL: tl.constexpr, BLOCK: tl.constexpr,
+    V,
+    TOTAL,
+    OUT,
+    n,
+    sv_row,
+    sv_col,
+    alpha,
+    inv_log_base,
+    MODE: tl.constexpr,
+    HAS_TOTAL: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     acc_ty = tl.float64 if V.dtype.element_ty == tl.float64 else tl.float32
@@ -79,8 +103,16 @@ def entropy(
     mode = MODE_VN if alpha == 1 else (MODE_MIN if math.isinf(alpha) else MODE_RENYI)
     block = 16 if interpreting() else min(1024, max(16, 1 << (n - 1).bit_length()))
     jit(_entropy_kernel)[(rows,)](
-        v2, total if total is not None else v2, out, n, v2.stride(0), v2.stride(1),
-        float(alpha) if mode == MODE_RENYI else 1.0, 1.0 / math.log(base),
-        MODE=mode, HAS_TOTAL=total is not None, BLOCK=block,
+        v2,
+        total if total is not None else v2,
+        out,
+        n,
+        v2.stride(0),
+        v2.stride(1),
+        float(alpha) if mode == MODE_RENYI else 1.0,
+        1.0 / math.log(base),
+        MODE=mode,
+        HAS_TOTAL=total is not None,
+        BLOCK=block,
     )
     return out.reshape(lead)

@@ -12,14 +12,29 @@ from __future__ import annotations
 
 import torch
 
-from artent_fast.backends.torch_ops import gram as gram_reference  # noqa: F401 (the torch twin)
-
 from ._support import DTYPES, check_runnable, interpreting, jit, tl
 
 
+def gram_reference(x: torch.Tensor, side: str) -> torch.Tensor:
+    """The plain twin: ``x @ x^T`` (side='left') or ``x^T @ x`` (side='right')."""
+    return x @ x.mT if side == "left" else x.mT @ x
+
+
 def _gram_kernel(
-    X, OUT, n_out, depth, tiles, sxb, sxi, sxk, sob, soi, soj,
-    BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr,
+    X,
+    OUT,
+    n_out,
+    depth,
+    tiles,
+    sxb,
+    sxi,
+    sxk,
+    sob,
+    soi,
+    soj,
+    BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    USE_DOT: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = pid // (tiles * tiles)
@@ -34,10 +49,16 @@ def _gram_kernel(
         acc = tl.zeros([BLOCK, BLOCK], tl.float32 if USE_DOT else OUT.dtype.element_ty)
         for k0 in range(0, depth, BLOCK_K):
             k = k0 + kk
-            a = tl.load(base + rows[:, None] * sxi + k[None, :] * sxk,
-                        mask=(rows[:, None] < n_out) & (k[None, :] < depth), other=0.0)
-            c = tl.load(base + cols[:, None] * sxi + k[None, :] * sxk,
-                        mask=(cols[:, None] < n_out) & (k[None, :] < depth), other=0.0)
+            a = tl.load(
+                base + rows[:, None] * sxi + k[None, :] * sxk,
+                mask=(rows[:, None] < n_out) & (k[None, :] < depth),
+                other=0.0,
+            )
+            c = tl.load(
+                base + cols[:, None] * sxi + k[None, :] * sxk,
+                mask=(cols[:, None] < n_out) & (k[None, :] < depth),
+                other=0.0,
+            )
             if USE_DOT:
                 acc += tl.dot(a.to(tl.float32), tl.trans(c.to(tl.float32)), input_precision="ieee")
             else:
@@ -75,8 +96,19 @@ def gram(x: torch.Tensor, side: str, *, block: int | None = None) -> torch.Tenso
     block_k = 16 if (use_dot or interpreting()) else 8
     tiles = -(-n_out // block)
     jit(_gram_kernel)[(batch * tiles * tiles,)](
-        x3, out, n_out, depth, tiles, x3.stride(0), x3.stride(1), x3.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        BLOCK=block, BLOCK_K=block_k, USE_DOT=use_dot,
+        x3,
+        out,
+        n_out,
+        depth,
+        tiles,
+        x3.stride(0),
+        x3.stride(1),
+        x3.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        BLOCK=block,
+        BLOCK_K=block_k,
+        USE_DOT=use_dot,
     )
     return out.reshape(*lead, n_out, n_out)

@@ -1,6 +1,6 @@
 """Partial traces of batched density matrices: one site, or a whole nested chain in one launch.
 
-Torch reference: :func:`partial_trace_reference` (``torch.diagonal(...).sum``).
+Plain reference: :func:`partial_trace_reference` (an ``einsum`` over the reshaped factors).
 
 Side 'last' traces the trailing factor (left-block densities, ``rho`` over ``keep x traced``):
 ``out[i, j] = sum_t rho[i*T + t, j*T + t]``; side 'first' traces the leading factor (right-block
@@ -17,14 +17,30 @@ from collections.abc import Sequence
 
 import torch
 
-from artent_fast.backends.torch_ops import partial_trace as partial_trace_reference  # noqa: F401 (the torch twin)
-
 from ._support import DTYPES, check_runnable, interpreting, jit, tl
 
 
+def partial_trace_reference(rho: torch.Tensor, keep: int, traced: int, side: str) -> torch.Tensor:
+    """The plain twin: ``sum_t rho[i, t, j, t]`` (side 'last') or ``sum_t rho[t, i, t, j]`` (side 'first')."""
+    b = rho.shape[:-2]
+    if side == "last":
+        return torch.einsum("...itjt->...ij", rho.reshape(*b, keep, traced, keep, traced))
+    return torch.einsum("...titj->...ij", rho.reshape(*b, traced, keep, traced, keep))
+
+
 def _trace_kernel(
-    RHO, OUT, LEVELS, n_levels, tiles_total, srb, sri, srj, sob,
-    SIDE_LAST: tl.constexpr, BLOCK: tl.constexpr, MAX_LEVELS: tl.constexpr,
+    RHO,
+    OUT,
+    LEVELS,
+    n_levels,
+    tiles_total,
+    srb,
+    sri,
+    srj,
+    sob,
+    SIDE_LAST: tl.constexpr,
+    BLOCK: tl.constexpr,
+    MAX_LEVELS: tl.constexpr,
 ):
     # LEVELS: int64 rows (keep, traced, first tile, output offset) per level, padded to MAX_LEVELS.
     pid = tl.program_id(0)
@@ -61,8 +77,11 @@ def _trace_kernel(
     acc = tl.zeros([BLOCK, BLOCK], tl.float32 if OUT.dtype.element_ty != tl.float64 else tl.float64)
     for t in range(0, traced):
         acc += tl.load(base + (ri[:, None] + t * step) * sri + (cj[None, :] + t * step) * srj, mask=ok, other=0.0)
-    tl.store(OUT + b.to(tl.int64) * sob + offset + rows[:, None] * keep + cols[None, :],
-             acc.to(OUT.dtype.element_ty), mask=ok)
+    tl.store(
+        OUT + b.to(tl.int64) * sob + offset + rows[:, None] * keep + cols[None, :],
+        acc.to(OUT.dtype.element_ty),
+        mask=ok,
+    )
 
 
 def _block(keep_max: int) -> int:
@@ -107,8 +126,18 @@ def partial_trace_chain(
         max_levels = 1 << (len(rows) - 1).bit_length()
         table = torch.tensor(rows + [rows[-1]] * (max_levels - len(rows)), dtype=torch.int64).to(rho.device)
         jit(_trace_kernel)[(batch * tile,)](
-            r3, out, table, len(rows), tile, r3.stride(0), r3.stride(1), r3.stride(2), out.stride(0),
-            SIDE_LAST=side == "last", BLOCK=block, MAX_LEVELS=max_levels,
+            r3,
+            out,
+            table,
+            len(rows),
+            tile,
+            r3.stride(0),
+            r3.stride(1),
+            r3.stride(2),
+            out.stride(0),
+            SIDE_LAST=side == "last",
+            BLOCK=block,
+            MAX_LEVELS=max_levels,
         )
     return [out[:, o : o + k * k].reshape(*lead, k, k) for k, _, _, o in rows]
 

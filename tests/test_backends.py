@@ -146,12 +146,19 @@ def test_unknown_op_is_a_key_error():
 
 @in_parent
 def test_forced_backends_on_cpu_without_kernels_give_torch_results(monkeypatch, rng):
-    """Forced triton (no interpreter) or cuda (no GPU): kernels decline, results equal the torch path."""
+    """Forced triton (no interpreter) or cuda (no GPU): kernels decline, results equal the torch path.
+
+    A forced backend that cannot load at all (no triton, extension not built) raises with the reason.
+    """
     x = torch.from_numpy(rng.standard_normal((3, 12, 18)))
     ref = af.entanglement_profile(x, method="gram")
-    for backend in ("triton", "cuda"):
+    for backend in ("triton", "cuda", "cupy"):
         monkeypatch.setattr(registry, "_WARNED", set())
         monkeypatch.setenv("ARTENT_FAST_BACKEND", backend)
+        if backend not in available_backends():
+            with pytest.raises(registry.BackendUnavailable, match=f"the {backend} backend cannot load here"):
+                af.entanglement_profile(x, method="gram")
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             got = af.entanglement_profile(x, method="gram")
@@ -416,3 +423,65 @@ def test_cupy_eigvalsh_matches_float64(dtype):
     assert got.device == a.device and got.dtype == dtype
     assert float((got.double() - ref).abs().max() / ref.abs().max()) < (1e-5 if dtype == torch.float32 else 1e-12)
     assert cupy_ops.eigvalsh(a.cpu()) is NotImplemented
+
+
+# ---------------------------------------------------------------- one selector, one signature per op
+
+
+def test_forced_backend_that_cannot_load_raises_with_its_reason(monkeypatch):
+    """Explicit choices fail loudly (the import error is in the message); automatic ones fall back."""
+    monkeypatch.setattr(registry, "_BACKEND_MODULES", {**registry._BACKEND_MODULES, "cupy": "artent_fast.no_such_mod"})
+    monkeypatch.setattr(registry, "_LOADED", {})
+    monkeypatch.setattr(registry, "_ERRORS", {})
+    x = torch.randn(2, 4, 4, dtype=torch.float64)
+    sym = x @ x.mT
+    assert torch.allclose(dispatch("eigvalsh", sym), torch.linalg.eigvalsh(sym))  # automatic: torch
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "cupy")
+    with pytest.raises(registry.BackendUnavailable, match=r"cupy backend cannot load here \(ModuleNotFoundError.*"
+                       r"no_such_mod"):
+        dispatch("eigvalsh", sym)
+    from artent_fast.attention import attention
+
+    q = torch.randn(1, 2, 5, 8)
+    with pytest.raises(registry.BackendUnavailable, match="no_such_mod"):
+        attention(q, q, q, causal=True)
+
+
+def test_attention_reads_the_override_through_the_registry(monkeypatch):
+    from artent_fast.attention import attention
+    from artent_fast.attention.reference import reference_attention
+
+    q, k, v = (torch.randn(1, 2, 6, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    ref = reference_attention(q, k, v, causal=True)[0].float()
+    monkeypatch.setattr(registry, "_WARNED", set())
+    monkeypatch.setattr(registry, "_LOADED", {b: True for b in registry.BACKENDS})
+    for forced in ("torch", "cuda", "cupy", "triton"):
+        monkeypatch.setenv("ARTENT_FAST_BACKEND", forced)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            out, _ = attention(q, k, v, causal=True)
+        assert torch.allclose(out, ref, atol=1e-5), forced
+        fallback = [w for w in seen if "no usable" in str(w.message)]
+        if forced == "torch" or (forced == "triton" and INTERPRETED):
+            assert not fallback, forced
+        else:  # no attention kernel (cuda, cupy) or not runnable here (triton on CPU without the interpreter)
+            assert f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for 'attention'" in str(fallback[0].message)
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "opencl")
+    with pytest.raises(ValueError, match="ARTENT_FAST_BACKEND='opencl'"):
+        attention(q, k, v, causal=True)
+
+
+def test_every_backend_kernel_has_the_torch_kernel_signature():
+    """A kernel registered for an op takes exactly the torch kernel's parameters (names, kinds, defaults)."""
+    import inspect
+
+    for op, kernels in registry._KERNELS.items():
+        if op == "probe":
+            continue
+        registry.kernels_of(op)
+        want = inspect.signature(kernels["torch"]).parameters
+        for backend, fn in registry._KERNELS[op].items():
+            got = inspect.signature(fn).parameters
+            assert [(p.name, p.kind, p.default) for p in got.values()] == [
+                (p.name, p.kind, p.default) for p in want.values()
+            ], (op, backend)

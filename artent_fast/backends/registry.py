@@ -2,7 +2,9 @@
 
 Choice of kernel for one call:
 
-- forced (``ARTENT_FAST_BACKEND``): that backend, then torch (with a warning once) where it declines;
+- forced (``ARTENT_FAST_BACKEND``): that backend, then torch (with a warning once) where it has no kernel
+  for the op or declines the input; a forced backend that cannot load at all raises
+  :class:`BackendUnavailable` with the reason (automatic choices fall back, explicit ones fail loudly);
 - autotuned ops (``AUTOTUNED``: eigvalsh on CUDA): every backend with a kernel that takes the input
   is timed once per (op, device, dtype, matrix shape, batch bucket) and the fastest is used from then
   on (:func:`tuned_choices` shows them; ``ARTENT_FAST_AUTOTUNE=0`` turns this off);
@@ -38,6 +40,10 @@ _WARNED: set[str] = set()
 AUTOTUNED = {("eigvalsh", "cuda")}
 _TUNED: dict[tuple, str] = {}  # tune key -> fastest backend measured
 TUNE_REPEATS = 3
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend named explicitly (``ARTENT_FAST_BACKEND``) cannot load here; the message says why."""
 
 
 def register_kernel(op: str, backend: str) -> Callable[[Callable], Callable]:
@@ -88,6 +94,15 @@ def selected_backend() -> str | None:
     if forced is not None and forced not in BACKENDS:
         raise ValueError(f"ARTENT_FAST_BACKEND={forced!r} is not one of {BACKENDS}")
     return forced
+
+
+def require_loaded(backend: str) -> None:
+    """Raise :class:`BackendUnavailable` with the import error when ``backend`` cannot load here."""
+    if not _load(backend):
+        raise BackendUnavailable(
+            f"ARTENT_FAST_BACKEND={backend}: the {backend} backend cannot load here ({_ERRORS.get(backend)}); "
+            "unset ARTENT_FAST_BACKEND for the automatic choice"
+        )
 
 
 def candidates(device: torch.device, forced: str | None = None) -> list[str]:
@@ -175,6 +190,8 @@ def dispatch(op: str, *args, device: torch.device | None = None, **kwargs):
     _load("torch")
     kernels = _KERNELS.get(op, {})
     forced = selected_backend()
+    if forced is not None:
+        require_loaded(forced)
     if forced is None and (op, device.type) in AUTOTUNED and autotune_enabled() and not _capturing(device):
         key = tune_key(op, device, args)
         if key is not None:
@@ -194,20 +211,19 @@ def dispatch(op: str, *args, device: torch.device | None = None, **kwargs):
         if fn is None:
             continue
         if backend == "torch" and forced not in (None, "torch"):
-            _warn_fallback(forced, op)
+            warn_fallback(forced, op)
         result = fn(*args, **kwargs)
         if result is not NotImplemented:  # a kernel may decline shapes it does not cover
             return result
     raise KeyError(f"no kernel registered for op {op!r}")
 
 
-def _warn_fallback(forced: str, op: str) -> None:
+def warn_fallback(forced: str, op: str) -> None:
     """Warn once per (backend, op) that a forced backend had nothing to run ``op`` here."""
     key = f"{forced}:{op}"
     if key not in _WARNED:
         _WARNED.add(key)
-        reason = f" (it did not load: {_ERRORS[forced]})" if forced in _ERRORS else ""
         warnings.warn(
-            f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for {op!r} on this input{reason}; using torch",
+            f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for {op!r} on this input; using torch",
             stacklevel=3,
         )
