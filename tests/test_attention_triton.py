@@ -33,8 +33,9 @@ def test_interpreted_suite():
     """Run this file's interpreted tests in a child process with TRITON_INTERPRET=1."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-m", "not gpu", "-p", "no:cacheprovider"]
-    res = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
-                         timeout=900)
+    res = subprocess.run(
+        cmd, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, f"interpreted Triton tests failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}"
     assert " passed" in res.stdout and "failed" not in res.stdout
 
@@ -64,8 +65,14 @@ def check(out, lse, ent, q, k, v, causal, mask, atol, scale=None):
 
 
 # (B, Hq, Hkv, T, S, d): T and S not multiples of the 16-row block, T = 1, S != T, GQA, d not a power of 2
-SHAPES = [(1, 2, 2, 1, 1, 16), (2, 2, 1, 37, 37, 16), (1, 4, 2, 16, 16, 32), (1, 2, 2, 5, 40, 24),
-          (1, 2, 1, 40, 9, 16), (1, 1, 1, 1, 21, 64)]
+SHAPES = [
+    (1, 2, 2, 1, 1, 16),
+    (2, 2, 1, 37, 37, 16),
+    (1, 4, 2, 16, 16, 32),
+    (1, 2, 2, 5, 40, 24),
+    (1, 2, 1, 40, 9, 16),
+    (1, 1, 1, 1, 21, 64),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -96,8 +103,9 @@ def test_interpreted_kernel_masks(rng, interpret, kind):
 
 @in_child
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("shape", [(2, 4, 2, 37, 37, 16), (1, 2, 1, 20, 45, 24), (1, 2, 1, 40, 9, 16),
-                                   (1, 1, 1, 1, 7, 16)])
+@pytest.mark.parametrize(
+    "shape", [(2, 4, 2, 37, 37, 16), (1, 2, 1, 20, 45, 24), (1, 2, 1, 40, 9, 16), (1, 1, 1, 1, 7, 16)]
+)
 def test_interpreted_backward_kernel(rng, interpret, shape, causal):
     """kernels/attention_bwd.py against float64 autograd through the reference, dead rows included."""
     from artent_fast.attention.triton_path import load_kernel
@@ -206,11 +214,14 @@ def test_kernels_compile_for_sm90_within_shared_memory():
         pytest.skip("kernel modules unavailable")
 
     def compile_one(fn, pointers, consts, options):
-        sig = {p: "constexpr" if p in consts else pointers.get(p, "fp32" if p == "scale" else "i32")
-               for p in inspect.signature(fn).parameters}
+        sig = {
+            p: "constexpr" if p in consts else pointers.get(p, "fp32" if p == "scale" else "i32")
+            for p in inspect.signature(fn).parameters
+        }
         try:
-            return triton.compile(ASTSource(triton.jit(fn), sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
-                                  options=options)
+            return triton.compile(
+                ASTSource(triton.jit(fn), sig, constexprs=consts), target=GPUTarget("cuda", 90, 32), options=options
+            )
         except Exception as exc:  # no ptxas / CUDA backend on this machine
             if "ptxas" in str(exc).lower() or "backend" in str(exc).lower():
                 pytest.skip(f"cannot compile for CUDA here: {exc}")

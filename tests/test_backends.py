@@ -196,8 +196,12 @@ def triton_spies(monkeypatch):
     from artent_fast.backends import triton_ops
 
     counts: dict[str, int] = {}
-    for mod, name in ((triton_ops._gram, "gram"), (triton_ops._trace, "partial_trace"),
-                      (triton_ops._trace, "partial_trace_chain"), (triton_ops._entropy, "entropy")):
+    for mod, name in (
+        (triton_ops._gram, "gram"),
+        (triton_ops._trace, "partial_trace"),
+        (triton_ops._trace, "partial_trace_chain"),
+        (triton_ops._entropy, "entropy"),
+    ):
         real = getattr(mod, name)
 
         def spy(*a, _real=real, _name=name, **k):
@@ -437,8 +441,11 @@ def test_forced_backend_that_cannot_load_raises_with_its_reason(monkeypatch):
     sym = x @ x.mT
     assert torch.allclose(dispatch("eigvalsh", sym), torch.linalg.eigvalsh(sym))  # automatic: torch
     monkeypatch.setenv("ARTENT_FAST_BACKEND", "cupy")
-    with pytest.raises(registry.BackendUnavailable, match=r"cupy backend cannot load here \(ModuleNotFoundError.*"
-                       r"no_such_mod"):
+    with pytest.raises(
+        registry.BackendUnavailable,
+        match=r"cupy backend cannot load here \(ModuleNotFoundError.*"
+        r"no_such_mod",
+    ):
         dispatch("eigvalsh", sym)
     from artent_fast.attention import attention
 
@@ -465,7 +472,9 @@ def test_attention_reads_the_override_through_the_registry(monkeypatch):
         if forced == "torch" or (forced == "triton" and INTERPRETED):
             assert not fallback, forced
         else:  # no attention kernel (cuda, cupy) or not runnable here (triton on CPU without the interpreter)
-            assert f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for 'attention'" in str(fallback[0].message)
+            assert f"ARTENT_FAST_BACKEND={forced}: no usable {forced} kernel for 'attention'" in str(
+                fallback[0].message
+            )
     monkeypatch.setenv("ARTENT_FAST_BACKEND", "opencl")
     with pytest.raises(ValueError, match="ARTENT_FAST_BACKEND='opencl'"):
         attention(q, k, v, causal=True)

@@ -84,8 +84,14 @@ def test_cuda_backend_loads_the_built_extension(built):
         "assert dispatch('eigvalsh', x).shape == (4, 40)\n"
         "print('ok', cuda_ops.MIN_N, cuda_ops.MAX_N)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], env=_clean_env(ARTENT_FAST_CUDA_EXT=str(built)), cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_clean_env(ARTENT_FAST_CUDA_EXT=str(built)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0 and "ok 32 512" in res.stdout, res.stderr[-3000:]
 
 
@@ -99,8 +105,14 @@ def test_cuda_backend_without_extension_is_skipped():
         "import artent_fast as af\n"
         "print('ok', af.entanglement_profile(torch.randn(4, 6)).shape)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], env=_clean_env(ARTENT_FAST_CUDA_EXT="/nonexistent/x.so"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_clean_env(ARTENT_FAST_CUDA_EXT="/nonexistent/x.so"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
 
 
@@ -111,8 +123,14 @@ def test_setup_builds_the_extension_only_when_asked(flag):
         "setuptools.setup = lambda **kw: print('EXT', [e.name for e in kw['ext_modules']], kw['packages'][:1])\n"
         "runpy.run_path('setup.py', run_name='__main__')\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], env=_clean_env(ARTENT_FAST_BUILD_CUDA=flag), cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_clean_env(ARTENT_FAST_BUILD_CUDA=flag),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     toolchain = csrc_build.find_nvcc() is not None and importlib.util.find_spec("pybind11") is not None
     expected = ["artent_fast._cuda_jacobi"] if flag == "1" and toolchain else []
@@ -192,8 +210,14 @@ def _matrices(rng, n, dtype):
     sym = rng.standard_normal((n, n))
     q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     repeated = (q * np.repeat([1.0, -2.0, 3.0], -(-n // 3))[:n]) @ q.T  # repeated eigenvalues
-    return {"psd": x @ x.T, "indefinite": sym + sym.T, "repeated": repeated, "identity": np.eye(n),
-            "zero": np.zeros((n, n)), "graded": np.diag(10.0 ** -np.arange(n) / 2) + 1e-3 * (sym + sym.T)}
+    return {
+        "psd": x @ x.T,
+        "indefinite": sym + sym.T,
+        "repeated": repeated,
+        "identity": np.eye(n),
+        "zero": np.zeros((n, n)),
+        "graded": np.diag(10.0 ** -np.arange(n) / 2) + 1e-3 * (sym + sym.T),
+    }
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 31, 33, 48])
@@ -223,7 +247,14 @@ def test_compiled_kernel_matches_torch(ext, dtype):
         for force_global in (False, True):
             work = a.clone()
             out = torch.empty(5, n, device="cuda", dtype=dtype)
-            ext.eigvalsh_batched(work.data_ptr(), out.data_ptr(), 5, n, str(dtype).split(".")[1],
-                                 torch.cuda.current_stream().cuda_stream, force_global=force_global)
+            ext.eigvalsh_batched(
+                work.data_ptr(),
+                out.data_ptr(),
+                5,
+                n,
+                str(dtype).split(".")[1],
+                torch.cuda.current_stream().cuda_stream,
+                force_global=force_global,
+            )
             err = float((out.double() - ref).abs().max() / ref.abs().max())
             assert err < (1e-5 if dtype == torch.float32 else 1e-12), (n, force_global, err)

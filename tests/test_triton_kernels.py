@@ -129,16 +129,18 @@ def test_chain_reproduces_core_bond_densities(rng, dims):
         left = math.prod(dims[:k_star])
         root = t.reshape(2, left, -1) @ t.reshape(2, left, -1).mT
         keeps, traced = ktrace.chain_levels(dims[:k_star], "last")
-        for k, out in zip(range(k_star - 1, 0, -1), ktrace.partial_trace_chain(root, keeps, traced, "last"),
-                          strict=True):
+        for k, out in zip(
+            range(k_star - 1, 0, -1), ktrace.partial_trace_chain(root, keeps, traced, "last"), strict=True
+        ):
             assert rel_err(out, ref[k - 1]) < 1e-12
             checked += 1
     if k_star < len(dims) - 2:
         left = math.prod(dims[: k_star + 1])
         root = t.reshape(2, left, -1).mT @ t.reshape(2, left, -1)
         keeps, traced = ktrace.chain_levels(dims[k_star + 1 :], "first")
-        for k, out in zip(range(k_star + 2, len(dims)), ktrace.partial_trace_chain(root, keeps, traced, "first"),
-                          strict=True):
+        for k, out in zip(
+            range(k_star + 2, len(dims)), ktrace.partial_trace_chain(root, keeps, traced, "first"), strict=True
+        ):
             assert rel_err(out, ref[k - 1]) < 1e-12
             checked += 1
     assert checked >= 1
@@ -187,8 +189,9 @@ def test_entropy_matches_float64(rng, dtype, shape, alpha):
 def test_entropy_matches_core_and_nan_rows():
     from artent_fast.core.entropy import entropy_from_spectrum
 
-    values = torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, float("nan"), 0.0, 0.0]],
-                          dtype=torch.float64)
+    values = torch.tensor(
+        [[0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, float("nan"), 0.0, 0.0]], dtype=torch.float64
+    )
     for alpha in ALPHAS:
         got = kent.entropy(values, alpha=alpha)
         ref = entropy_from_spectrum(values, alpha=alpha)
