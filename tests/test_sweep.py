@@ -50,7 +50,7 @@ def test_single_model_rows_equal_reference_profiles(tmp_path, rng, shape_q, shap
     assert set(table["layer"]) == {0, 1, 2} and set(table["theory_kind"]) == {"page"}
     q_rows = [i for i, m in enumerate(table["module"]) if m == "model.layers.0.self_attn.q_proj"]
     np.testing.assert_allclose([table["theory"][i] for i in q_rows], page_curve(*shape_q).numpy(), rtol=1e-9)
-    center = [table["bond"][i] for i in q_rows if table["center"][i]]
+    center = [table["bond"][i] for i in q_rows if table["row_col_bond"][i]]
     assert center == [len(prime_factors(shape_q[0]))]  # the row/column bond, 1-based
 
 
@@ -389,7 +389,7 @@ def test_plot_from_sweep_table(tmp_path, rng):
         for i, (m, s) in enumerate(zip(table["module"], table["step"], strict=True))
         if m == "model.layers.0.self_attn.q_proj" and s == 30
     ]
-    c = next(table["bond"][i] for i in rows if table["center"][i])
+    c = next(table["bond"][i] for i in rows if table["row_col_bond"][i])
     s = {table["bond"][i]: table["entropy"][i] for i in rows}
     layer1 = [
         i

@@ -36,7 +36,8 @@ def _mean(values: list[float]) -> float:
 
 
 def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
-    """``(family, kind, rows, cols) -> {checkpoint label: mean profile over layers, "theory": curve, "center": k}``."""
+    """``(family, kind, rows, cols) -> {"profiles": {checkpoint label: mean profile over layers},
+    "theory": curve, "row_col_bond": k}`` (``k``: the row/column bond's 1-based number)."""
     acc: dict[tuple, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     theory: dict[tuple, dict[int, float]] = defaultdict(dict)
     center: dict[tuple, int] = {}
@@ -47,7 +48,7 @@ def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
         acc[key][label][rec["bond"]].append(rec["entropy"])
         order[key][label] = (rec["step"] if rec.get("step") is not None else -1, str(rec["checkpoint"]))
         theory[key][rec["bond"]] = rec["theory"]
-        if rec["center"]:
+        if rec["row_col_bond"]:
             center[key] = rec["bond"]
     out = {}
     for key, per_label in acc.items():
@@ -56,14 +57,17 @@ def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
         out[key] = {
             "profiles": {lab: [_mean(per_label[lab][b]) for b in bonds] for lab in labels},
             "theory": [theory[key][b] for b in bonds],
-            "center": center.get(key),
+            "row_col_bond": center.get(key),
         }
     return out
 
 
 def valley_depths(table: Mapping[str, list]) -> dict[tuple, list[tuple[int, float]]]:
-    """``(family, kind) -> [(step, mean depth)]``; depth (OURS) = mean of the two neighbouring bonds minus the
-    entropy at the row/column bond, averaged over layers. Checkpoints without a step use their order."""
+    """``(family, kind) -> [(step, mean depth)]``, the depth averaged over layers; the valley depth is the
+    tracker's (:func:`artent_fast.tracking.records.valley_depth`: the mean of the highest entropy on each side
+    of the row/column bond minus the entropy at it). Checkpoints without a step use their order."""
+    from artent_fast.tracking.records import valley_depth
+
     by_matrix: dict[tuple, dict[int, float]] = defaultdict(dict)
     centers: dict[tuple, int] = {}
     steps: dict[str, int] = {}
@@ -72,14 +76,15 @@ def valley_depths(table: Mapping[str, list]) -> dict[tuple, list[tuple[int, floa
         steps.setdefault(ckpt, rec["step"] if rec.get("step") is not None else len(steps))
         key = (family(rec["module"]), rec["kind"], ckpt, rec["module"])
         by_matrix[key][rec["bond"]] = rec["entropy"]
-        if rec["center"]:
+        if rec["row_col_bond"]:
             centers[key] = rec["bond"]
     depth: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for key, bonds in by_matrix.items():
         c = centers.get(key)
-        if c is None or c - 1 not in bonds or c + 1 not in bonds:
+        if c is None:
             continue
-        depth[(key[0], key[1])][steps[key[2]]].append((bonds[c - 1] + bonds[c + 1]) / 2 - bonds[c])
+        profile = [bonds[b] for b in sorted(bonds)]  # bonds are 1-based: bond c is profile[c - 1]
+        depth[(key[0], key[1])][steps[key[2]]].append(valley_depth(profile, row_sites=c))
     return {k: sorted((s, _mean(v)) for s, v in per.items()) for k, per in depth.items()}
 
 
@@ -118,7 +123,7 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
     for (fam, kind, m, n), group in profile_groups(table).items():
         name = _slug(f"{fam}_{kind}_{m}x{n}")
         path = out / f"profiles_{name}.png"
-        center = group["center"] - 1 if group["center"] else None
+        center = group["row_col_bond"] - 1 if group["row_col_bond"] else None
         plot_profile(
             group["profiles"],
             overlays={"theory": group["theory"]},

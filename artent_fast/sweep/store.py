@@ -153,7 +153,7 @@ def write_table(out: Path, table: dict[str, list], fmt: str = "auto") -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        types = {c: pa.int64() for c in _INT} | {c: pa.float64() for c in _FLOAT} | {"center": pa.bool_()}
+        types = {c: pa.int64() for c in _INT} | {c: pa.float64() for c in _FLOAT} | {"row_col_bond": pa.bool_()}
         arrays = {c: pa.array(v, type=types.get(c, pa.string())) for c, v in table.items()}
         path = out / f"{TABLE_STEM}.parquet"
         with atomic_path(path) as tmp:
@@ -195,7 +195,7 @@ def _parse_csv(path: Path) -> dict[str, list]:
             table[col] = [int(v) if v != "" else None for v in raw]
         elif col in _FLOAT:
             table[col] = [float(v) for v in raw]
-        elif col == "center":
+        elif col == "row_col_bond":
             table[col] = [v == "True" for v in raw]
         else:
             table[col] = raw
