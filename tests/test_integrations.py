@@ -60,9 +60,46 @@ def test_hf_trainer_callback(tmp_path):
         assert last[name]["entropies"] == pytest.approx(reference(layer.get_delta_weight("default")), abs=1e-5)
     assert len(read_history(tmp_path / "artent")) == len(history)
     logged = [log for log in Recorder.logs if any(k.startswith("artent/") for k in log)]
-    assert len(logged) == 2  # the scalars went through the Trainer's logs at both logging steps
+    assert len(logged) == 2  # the summaries went through the Trainer's logs at both logging steps
+    artent_keys = {k for k in logged[-1] if k.startswith("artent/")}
+    assert artent_keys == {f"artent/{kind}/{s}" for kind in ("q_proj", "v_proj")
+                           for s in ("valley_depth_mean", "valley_depth_min", "row_col_entropy_mean")}
+    q_depths = [r["valley_depth"] for n, r in last.items() if n.endswith("q_proj")]
+    assert logged[-1]["artent/q_proj/valley_depth_min"] == pytest.approx(min(q_depths))
+    assert logged[-1]["artent/q_proj/valley_depth_mean"] == pytest.approx(sum(q_depths) / len(q_depths))
+    # per-module scalars and summaries land in log_history (trainer_state.json)
+    entry = next(e for e in trainer.state.log_history if e.get("step") == 4 and "loss" in e)
     name = next(iter(layers))
-    assert logged[-1][f"artent/{name}/row_col_entropy"] == pytest.approx(last[name]["row_col_entropy"])
+    assert entry[f"artent/{name}/row_col_entropy"] == pytest.approx(last[name]["row_col_entropy"])
+    assert entry["artent/v_proj/valley_depth_min"] == logged[-1]["artent/v_proj/valley_depth_min"]
+
+
+def test_hf_callback_per_module_scalars_in_logs(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    from artent_fast.integrations.hf import ArtentCallback
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    model = peft.get_peft_model(transformers.LlamaForCausalLM(config),
+                                peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (8, 12))]
+    seen: list[dict] = []
+
+    class Recorder(transformers.TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            seen.append(dict(logs))
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
+                                          learning_rate=1e-2, logging_steps=2, report_to=[], save_strategy="no",
+                                          use_cpu=True, disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[Recorder()])
+    callback = ArtentCallback.attach(trainer, per_module=True)
+    trainer.train()
+    module = callback.tracker.units[0].label
+    logged = [log for log in seen if any(k.startswith("artent/") for k in log)]
+    assert f"artent/{module}/valley_depth" in logged[-1] and "artent/q_proj/valley_depth_mean" in logged[-1]
 
 
 def test_hf_callback_via_constructor_and_rejects_optimizer(tmp_path):

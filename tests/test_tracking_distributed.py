@@ -151,3 +151,44 @@ def test_no_collective_on_steps_with_nothing_due(runs):
         assert [calls[i] for i in (0, 1, 3, 4)] == [0, 0, 0, 0]
         assert calls[2] > 0 and calls[5] == calls[2]  # due steps: the same collectives each time
     assert sorted({r["step"] for r in rank0["history"]}) == [3, 6]
+
+
+@pytest.fixture(scope="module")
+def frameworks(tmp_path_factory):
+    pytest.importorskip("transformers")
+    pytest.importorskip("lightning")
+    out = tmp_path_factory.mktemp("dist_frameworks")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(Path(__file__).parent / "dist_frameworks_worker.py"),
+        str(out),
+        "hf",
+        "lightning",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return {m: [json.loads((out / f"{m}.rank{r}.json").read_text()) for r in (0, 1)] for m in ("hf", "lightning")}
+
+
+@pytest.mark.parametrize("framework,steps", [("hf", [2, 4]), ("lightning", [1, 2, 3])])
+def test_trainer_callbacks_under_torchrun_ddp(frameworks, framework, steps):
+    rank0, rank1 = frameworks[framework]
+    assert rank0["world"] == 2
+    history = rank0["history"]
+    assert sorted({r["step"] for r in history}) == steps
+    keys = [(r["step"], r["module"]) for r in history]
+    assert len(keys) == len(set(keys)) == 4 * len(steps)
+    assert not any(part in r["module"] for r in history for part in WRAPPER_PARTS)
+    for r in history:
+        if r["step"] == steps[-1]:  # the final update of rank 0's (whole) replica, in float64
+            assert_close(r["entropies"], rank0["refs"][r["module"]], f"{framework} {r['module']}")
+    assert rank1["history"] == history
+    if framework == "hf":  # summaries and per-module scalars reach log_history on rank 0
+        logged = [e for e in rank0["log_history"] if "artent/q_proj/valley_depth_mean" in e]
+        assert [e["step"] for e in logged] == [2, 4]
+        assert any(k.endswith("/row_col_entropy") and "layers.0.q_proj" in k for k in logged[-1])

@@ -11,10 +11,13 @@ except ImportError:  # the older package name
     try:
         from pytorch_lightning.callbacks import Callback
     except ImportError as exc:
-        raise ImportError("artent_fast.integrations.lightning needs Lightning: pip install 'artent_fast[lightning]'") \
-            from exc
+        raise ImportError(
+            "artent_fast.integrations.lightning needs Lightning: pip install 'artent_fast[lightning]'"
+        ) from exc
 
+from artent_fast.integrations.common import distributed_ready
 from artent_fast.tracking import Tracker, track
+from artent_fast.tracking.records import summarise
 
 
 class ArtentCallback(Callback):
@@ -22,20 +25,24 @@ class ArtentCallback(Callback):
 
     Steps are ``trainer.global_step`` (optimizer steps, so gradient accumulation is respected).
     New scalars are logged with ``pl_module.log_dict`` and reach the Trainer's loggers; the history
-    goes to ``<default_root_dir>/artent/history.jsonl`` unless ``out=`` says otherwise. Only the
-    global-zero process tracks. ``log=False`` keeps the scalars out of the loggers.
+    goes to ``<default_root_dir>/artent/history.jsonl`` unless ``out=`` says otherwise. Logged: the
+    per-module scalars and model-level summaries per target kind (``artent/q_proj/valley_depth_mean``,
+    ``..._min``, ``artent/q_proj/row_col_entropy_mean``); ``per_module=False`` logs the summaries only,
+    ``log=False`` nothing. Under a distributed strategy (DDP, FSDP) every rank tracks (the ranks
+    share the work), rank 0 writes the file and scalars are logged from rank 0.
     """
 
-    def __init__(self, *, log: bool = True, **track_kwargs: Any) -> None:
+    def __init__(self, *, log: bool = True, per_module: bool = True, **track_kwargs: Any) -> None:
         if "optimizer" in track_kwargs:
             raise TypeError("ArtentCallback counts the Trainer's steps itself: do not pass optimizer=")
         self.log = log
+        self.per_module = per_module
         self.track_kwargs = track_kwargs
         self.tracker: Tracker | None = None
         self._last_step = -1
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.tracker is None and trainer.is_global_zero:
+        if self.tracker is None and (trainer.is_global_zero or distributed_ready()):
             options = dict(self.track_kwargs)
             options.setdefault("out", os.path.join(trainer.default_root_dir, "artent"))
             self.tracker = track(pl_module, **options)
@@ -47,7 +54,8 @@ class ArtentCallback(Callback):
         self.tracker.step(trainer.global_step)
         scalars = self.tracker.pop_scalars()
         if self.log and scalars:
-            pl_module.log_dict(scalars, on_step=True, on_epoch=False, rank_zero_only=True)
+            values = {**summarise(scalars), **(scalars if self.per_module else {})}
+            pl_module.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.tracker is not None:

@@ -212,3 +212,26 @@ def record_label(record: dict) -> str:
     if record.get("adapter") not in (None, "default"):
         text += f"@{record['adapter']}"
     return text
+
+
+def target_kind(label: str) -> str:
+    """The kind of a unit for model-level summaries: its last name component with part and adapter (``q_proj``)."""
+    return label.rsplit(".", 1)[-1]
+
+
+def summarise(scalars: dict[str, float]) -> dict[str, float]:
+    """Model-level summaries of per-module scalars (``artent/<module>/<name>``): per target kind, the mean
+    and min valley depth and the mean row/column-bond entropy (``artent/<kind>/valley_depth_mean``, ...)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for key, value in scalars.items():
+        if not key.startswith("artent/") or value != value:
+            continue
+        label, name = key[len("artent/") :].rsplit("/", 1)
+        if name in ("valley_depth", "row_col_entropy"):
+            groups.setdefault((target_kind(label), name), []).append(float(value))
+    out: dict[str, float] = {}
+    for (kind, name), values in sorted(groups.items()):
+        out[f"artent/{kind}/{name}_mean"] = sum(values) / len(values)
+        if name == "valley_depth":
+            out[f"artent/{kind}/{name}_min"] = min(values)
+    return out
