@@ -524,6 +524,26 @@ def test_attention_records_from_the_real_channel(tmp_path):
     assert len([r for r in records if r["kind"] == "lora"]) == 3 * 4
 
 
+def test_two_trackers_with_attention_keep_their_own_records():
+    attention = pytest.importorskip("artent_fast.attention")
+    name = attention.register_attention()
+    models = [lora(tiny_llama(layers=n, seed=n)) for n in (1, 2)]
+    for model in models:
+        model.base_model.model.set_attn_implementation(name)
+    trackers = [artent_fast.track(model, attention=True, out=None) for model in models]
+    for step in range(2):
+        for model, tracker in zip(models, trackers, strict=True):
+            with torch.no_grad():
+                model(input_ids=batch(step))
+            tracker.step()
+    for model, tracker in zip(models, trackers, strict=True):
+        tracker.close()
+        attn = [r for r in tracker.history() if r["kind"] == "attention"]
+        own = {n for n, _ in model.named_modules() if n.endswith("self_attn")}
+        assert {r["module"] for r in attn} == own  # all of its own modules, none of the other model's
+        assert len(attn) == 2 * len(own) and any(r.get("entropies") for r in attn)
+
+
 def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
     model = tiny_llama(16, 2, 2, layers=1, seed=int(rng.integers(1 << 30)))
     base = {n + ".weight": torch.randn_like(m.weight) for n, m in modules(model, "q_proj").items()}

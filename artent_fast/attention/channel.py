@@ -13,6 +13,9 @@ Two levels (docs/attention.md):
 Interface shared with ``artent_fast.tracking``: ``enable(model=None)``, ``disable(model=None)``,
 ``drain() -> list[dict]`` with keys ``module``, ``kind="attention"``, ``entropies``,
 ``row_sites`` plus extras (``entropy_mean``, ``lse_mean``, ``cardy_c``, ``cardy_r2``, ...).
+A consumer that must see only its own model's records (a tracker) takes a :func:`subscribe`
+handle instead: its own queue, its own names and profile requests, so two trackers with
+``attention=True`` never take each other's records.
 Capture never raises into the forward pass: the first failure of each kind is warned once.
 """
 
@@ -40,9 +43,51 @@ class _State:
         self.profile_every = 0
         self.request = 0
         self.warned: set[str] = set()
+        self.subscriptions: list[Subscription] = []
+
+
+class Subscription:
+    """One consumer's view of the channel: the records of ``model``'s modules only, in a queue of its own."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary(
+            {module: name for name, module in model.named_modules()}
+        )
+        self.records: collections.deque = collections.deque(maxlen=MAX_RECORDS)
+        self.request = 0
+        self.served: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def drain(self) -> list[dict[str, Any]]:
+        """This subscription's records (oldest first) as plain Python values, and clear them."""
+        with _STATE.lock:
+            raw = list(self.records)
+            self.records.clear()
+        return [{k: _plain(v) for k, v in r.items()} for r in raw]
+
+    def request_profile(self) -> None:
+        """Arm a profile on the next call of each of this subscription's attention modules."""
+        with _STATE.lock:
+            self.request += 1
+
+    def disable(self, model: torch.nn.Module | None = None) -> None:
+        """Stop this subscription (undrained records stay readable with :meth:`drain`)."""
+        with _STATE.lock:
+            if self in _STATE.subscriptions:
+                _STATE.subscriptions.remove(self)
+
+    close = disable
 
 
 _STATE = _State()
+
+
+def subscribe(model: torch.nn.Module) -> Subscription:
+    """Capture ``model``'s attention modules into a queue of one's own (see :class:`Subscription`)."""
+    sub = Subscription(model)
+    with _STATE.lock:
+        _STATE.subscriptions.append(sub)
+    _check_implementation(model)
+    return sub
 
 
 def enable(model: torch.nn.Module | None = None, *, profile_every: int | None = None) -> None:
@@ -61,6 +106,10 @@ def enable(model: torch.nn.Module | None = None, *, profile_every: int | None = 
             return
         for name, module in model.named_modules():
             _STATE.names[module] = name
+    _check_implementation(model)
+
+
+def _check_implementation(model: torch.nn.Module) -> None:
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if impl is not None and impl != "artent":
         _warn_once(f"impl-{impl}", f"attention capture enabled on a model with attn_implementation={impl!r}: "
@@ -83,8 +132,8 @@ def disable(model: torch.nn.Module | None = None) -> None:
 def is_enabled(module: torch.nn.Module | None = None) -> bool:
     """Whether a forward of ``module`` (any module if None) would be captured."""
     if module is None:
-        return _STATE.everywhere or len(_STATE.names) > 0
-    return _STATE.everywhere or module in _STATE.names
+        return _STATE.everywhere or len(_STATE.names) > 0 or bool(_STATE.subscriptions)
+    return _STATE.everywhere or module in _STATE.names or any(module in s.names for s in _STATE.subscriptions)
 
 
 def request_profile() -> None:
@@ -119,10 +168,15 @@ def _wants_profile(module: torch.nn.Module) -> bool:
     with _STATE.lock:
         call = _STATE.calls.get(module, 0)
         _STATE.calls[module] = call + 1
+        wanted = False
         if _STATE.served.get(module, 0) < _STATE.request:
             _STATE.served[module] = _STATE.request
-            return True
-    return _STATE.profile_every > 0 and call % _STATE.profile_every == 0
+            wanted = True
+        for sub in _STATE.subscriptions:
+            if module in sub.names and sub.served.get(module, 0) < sub.request:
+                sub.served[module] = sub.request
+                wanted = True
+    return wanted or (_STATE.profile_every > 0 and call % _STATE.profile_every == 0)
 
 
 def cheap_stats(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -163,9 +217,13 @@ def capture(module: torch.nn.Module, q, k, stats: dict[str, torch.Tensor], *, ca
         if _wants_profile(module):
             record.update(profile_fields(q, k, causal=causal, mask=mask, scale=scale))
         with _STATE.lock:
-            if len(_STATE.records) == _STATE.records.maxlen:
-                _warn_once("overflow", f"attention channel holds {MAX_RECORDS} undrained records: dropping the oldest")
-            _STATE.records.append(record)
+            queues = [(sub.records, sub.names[module]) for sub in _STATE.subscriptions if module in sub.names]
+            if _STATE.everywhere or module in _STATE.names:
+                queues.append((_STATE.records, name))
+            for queue, own_name in queues:
+                if len(queue) == queue.maxlen:
+                    _warn_once("overflow", f"attention channel holds {MAX_RECORDS} undrained records: dropping oldest")
+                queue.append({**record, "module": own_name})
     except Exception as exc:  # a monitoring tool never kills training
         _warn_once(type(exc).__name__, f"artent_fast attention capture failed (training goes on): {exc!r}")
 
@@ -182,4 +240,5 @@ def reset() -> None:
     _STATE = _State()
 
 
-__all__ = ["capture", "disable", "drain", "enable", "is_enabled", "module_name", "request_profile", "reset"]
+__all__ = ["Subscription", "capture", "disable", "drain", "enable", "is_enabled", "module_name", "request_profile",
+           "reset", "subscribe"]

@@ -546,6 +546,9 @@ def open_attention_channel(model: nn.Module) -> Any:
         ) from exc
     if not callable(getattr(channel, "drain", None)):
         raise ImportError("track(attention=True): artent_fast.attention.channel has no drain(): capture unavailable")
+    subscribe = getattr(channel, "subscribe", None)
+    if subscribe is not None:
+        return subscribe(model)  # a queue of this tracker's own: other trackers never take its records
     enable = getattr(channel, "enable", None)
     if enable is not None:
         enable(model)
