@@ -192,3 +192,34 @@ def test_trainer_callbacks_under_torchrun_ddp(frameworks, framework, steps):
         logged = [e for e in rank0["log_history"] if "artent/q_proj/valley_depth_mean" in e]
         assert [e["step"] for e in logged] == [2, 4]
         assert any(k.endswith("/row_col_entropy") and "layers.0.q_proj" in k for k in logged[-1])
+
+
+def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    model = worker.build("fft")
+    model.layers[0].q_proj.weight.ds_id = 7  # what DeepSpeed ZeRO-3 puts on its partitioned parameters
+    with pytest.raises(ValueError, match="DeepSpeed engines are not supported"):
+        artent_fast.track(model, out=None)
+    with pytest.raises(ValueError, match="distributed=True: torch.distributed is not initialised"):
+        artent_fast.track(worker.build("fft"), out=None, distributed=True)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        plain = worker.build("fft")
+        plain.requires_grad_(True)  # FSDP1 without use_orig_params needs uniform requires_grad
+        wrapped = FSDP(plain, use_orig_params=False, device_id=torch.device("cpu"))
+        with pytest.raises(ValueError, match="use_orig_params=True"):
+            artent_fast.track(wrapped, out=None)
+        # one rank: tracked as a single process (names unwrapped, no collectives)
+        tracker = artent_fast.track(
+            FSDP(worker.build("fft"), use_orig_params=True, device_id=torch.device("cpu")), out=None
+        )
+        assert not tracker.distributed and {u.module for u in tracker.units} == {
+            "layers.0.q_proj",
+            "layers.0.v_proj",
+            "layers.1.q_proj",
+            "layers.1.v_proj",
+        }
+    finally:
+        dist.destroy_process_group()
