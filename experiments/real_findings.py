@@ -504,7 +504,10 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     s = settings(args.quick, args.steps, args.seeds)
-    base, tokenizer = load_model(args.model, attn_implementation="eager")
+    try:
+        base, tokenizer = load_model(args.model, attn_implementation="eager")
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise SystemExit(f"--model {args.model}: {exc}") from None  # one line, exit status 1
     for p in base.parameters():
         p.requires_grad_(False)
     n_layers = base.config.num_hidden_layers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -30,8 +31,11 @@ def test_plan_covers_every_sweep_once():
     assert {r.method for r in runs} == {"fft", "lora", "mps"}
     base = [r for r in runs if "base" in r.axes]
     assert len(base) == 1 and set(base[0].axes) >= {"base", "rank", "alpha", "lr"}  # shared by all three sweeps
-    for axis, values, key in (("rank", s.ranks + [s.base_r], "r"), ("alpha", s.alphas + [s.base_alpha], "alpha"),
-                              ("lr", s.lrs + [s.base_lr], "lr")):
+    for axis, values, key in (
+        ("rank", s.ranks + [s.base_r], "r"),
+        ("alpha", s.alphas + [s.base_alpha], "alpha"),
+        ("lr", s.lrs + [s.base_lr], "lr"),
+    ):
         assert sorted({getattr(r, key) for r in runs if axis in r.axes}) == sorted(set(values)), axis
     assert [r.method for r in pf.plan_runs(s, ["mps"])] == ["mps"]
 
@@ -55,8 +59,16 @@ def test_quick_run_writes_the_report(tmp_path):
     results = json.loads((out / "results.json").read_text())
     for section in ("## Findings", "## Runs", "## No-hair comparisons", "## Figures"):
         assert section in report
-    for fig in ("internal_rank.png", "internal_alpha.png", "internal_lr.png", "internal_step_lora.png",
-                "internal_step_fft.png", "external.png", "nohair.png", "loss.png"):
+    for fig in (
+        "internal_rank.png",
+        "internal_alpha.png",
+        "internal_lr.png",
+        "internal_step_lora.png",
+        "internal_step_fft.png",
+        "external.png",
+        "nohair.png",
+        "loss.png",
+    ):
         assert (out / fig).stat().st_size > 5000, fig
         assert f"]({fig})" in report
     assert set(results["runs"]) == {r.name for r in pf.plan_runs(pf.settings(True, None), ["fft", "lora", "mps"])}
@@ -74,20 +86,98 @@ def test_quick_run_writes_the_report(tmp_path):
     assert len(results["nohair"]) == 3
 
 
-def test_local_model_folder_and_method_subset(tmp_path):
-    transformers = pytest.importorskip("transformers")
+def _real_quick(pf_main, model: str, out: Path, *extra: str) -> dict:
     pytest.importorskip("peft")
-    pytest.importorskip("matplotlib")
-    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                   num_attention_heads=2, max_position_embeddings=64)
+    pytest.importorskip("chatterbot_corpus")  # the real text
+    pytest.importorskip("yaml")
+    main_out = pf_main(["--quick", "--model", model, "--steps", "4", "--threads", "1", "--out", str(out), *extra])
+    assert main_out == out
+    return json.loads((out / "results.json").read_text())
+
+
+def _check_real(results: dict, methods: set[str], seeds: int = 3) -> None:
+    runs = results["runs"]
+    assert {r["method"] for r in runs.values()} == methods
+    assert results["top_view_max_diff"] < 1e-4  # the cached-prefix path gives the full model's logits
+    for name, run in runs.items():
+        assert sorted(run["seeds"]) == [str(s) for s in range(seeds)], name
+        for entry in run["seeds"].values():
+            assert len(entry["losses"]) == 4 and all(math.isfinite(x) for x in entry["losses"])
+            final = entry["summary"][max(entry["summary"], key=int)]
+            assert set(final) == {"q_proj", "v_proj"}
+            if run["method"] == "lora":  # a rank-r update cannot exceed ln r at the row/column bond
+                for kind, prof in entry["mean_final"].items():
+                    rs = results["row_sites"][kind]
+                    assert prof[rs - 1] <= math.log(run["r"]) + 1e-6, (name, kind)
+    for f in results["findings"]:
+        assert f["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+        assert len(f["per_seed"]) == seeds and f["criterion"] in results["criteria"].values()
+        want = "reproduced" if all(f["per_seed"]) else "not reproduced" if not any(f["per_seed"]) else "inconclusive"
+        assert f["verdict"] == want
+
+
+def test_model_folder_runs_the_real_text_experiment(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "model")
     pf = _script()
-    out = pf.main(["--quick", "--model", str(tmp_path / "model"), "--methods", "lora,mps", "--steps", "4",
-                   "--no-track", "--threads", "1", "--out", str(tmp_path / "report")])
-    results = json.loads((out / "results.json").read_text())
-    assert results["layout"][:2] == [32, 32]
-    assert {r["method"] for r in results["runs"].values()} == {"lora", "mps"}
-    assert all(len(r["losses"]) == 4 for r in results["runs"].values())
-    assert "from " + str(tmp_path / "model") in results["description"]
-    assert (out / "report.md").exists()
+    results = _real_quick(pf.main, str(tmp_path / "model"), tmp_path / "report")
+    _check_real(results, {"fft", "lora", "mps"})
+    assert results["trained_layers"] == [1] and results["shapes"] == {"q_proj": [32, 32], "v_proj": [32, 32]}
+    mps = next(r for r in results["runs"].values() if r["method"] == "mps")
+    lora = next(r for r in results["runs"].values() if "base" in r["axes"])
+    assert mps["seeds"]["0"]["trainable"] <= lora["seeds"]["0"]["trainable"]  # matched, never more
+    keys = {f["key"] for f in results["findings"]}
+    assert {"valley", "pinned", "rank", "cardy", "nohair", "mps"} <= keys
+    assert len(results["nohair"]) == 3
+    assert (tmp_path / "report" / "report.md").read_text().count("reproduced") >= 1
+
+
+def test_gguf_file_runs_the_real_text_experiment(tmp_path):
+    pytest.importorskip("gguf")
+    from test_models_loader import tiny_llama, write_tiny_gguf
+
+    folder = tmp_path / "g"
+    folder.mkdir()
+    write_tiny_gguf(folder / "tiny.gguf", tiny_llama(4))
+    pf = _script()
+    results = _real_quick(
+        pf.main, str(folder / "tiny.gguf"), tmp_path / "report", "--methods", "lora,mps", "--seeds", "3"
+    )
+    _check_real(results, {"lora", "mps"})
+    assert results["shapes"] == {"q_proj": [32, 32], "v_proj": [16, 32]}
+
+
+def test_real_experiment_argument_errors(tmp_path):
+    pf = _script()
+    with pytest.raises(SystemExit):
+        pf.main(["--quick", "--model", str(tmp_path), "--methods", "lora,dora", "--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit):
+        pf.main(["--quick", "--model", str(tmp_path), "--steps", "0", "--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="neither config.json"):
+        pf.main(["--quick", "--model", str(tmp_path), "--out", str(tmp_path / "r")])
+
+
+def test_real_plan_and_criteria_are_written_before_the_run():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import real_findings as rf
+
+    s = rf.settings(quick=False)
+    runs = rf.plan_runs(s, ["fft", "lora", "mps"])
+    ranks = sorted({r.r for r in runs if "rank" in r.axes})
+    assert ranks[0] == 4 and ranks[-1] == 64 and len(s.seeds) >= 3
+    assert {r.alpha for r in runs if "alpha" in r.axes} >= {4.0, 16.0, 64.0}
+    assert len({r.lr for r in runs if "lr" in r.axes}) >= 3
+    assert all(r.alpha / r.r == s.base_alpha / s.base_r for r in runs if "rank" in r.axes)
+    assert rf.verdict([True, True, True]) == "reproduced" and rf.verdict([False] * 3) == "not reproduced"
+    assert rf.verdict([True, False, True]) == "inconclusive"
+    assert rf.spearman([1, 2, 3, 4], [0.1, 0.5, 0.7, 2.0]) == pytest.approx(1.0)
+    assert rf.spearman([1, 2, 3], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
