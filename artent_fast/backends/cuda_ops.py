@@ -69,8 +69,17 @@ def jacobi_eigvalsh(x: torch.Tensor, *, max_sweeps: int = 20, tol: float = 0.0, 
     if work.shape[0]:
         with torch.cuda.device(x.device):
             stream = torch.cuda.current_stream(x.device).cuda_stream
-            _ext.eigvalsh_batched(work.data_ptr(), out.data_ptr(), work.shape[0], n, _DTYPE_NAMES[x.dtype], stream,
-                                  max_sweeps, tol, force_global)
+            _ext.eigvalsh_batched(
+                work.data_ptr(),
+                out.data_ptr(),
+                work.shape[0],
+                n,
+                _DTYPE_NAMES[x.dtype],
+                stream,
+                max_sweeps,
+                tol,
+                force_global,
+            )
     return out.reshape(*x.shape[:-2], n)
 
 

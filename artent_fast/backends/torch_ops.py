@@ -62,13 +62,11 @@ def partial_trace(rho: torch.Tensor, keep: int, traced: int, side: str) -> torch
 
 
 @register_kernel("partial_trace_chain", "torch")
-def partial_trace_chain(rho: torch.Tensor, keeps: list[int], traced: list[int], side: str) -> list[torch.Tensor]:
+def partial_trace_chain(rho: torch.Tensor, keeps: list[int], side: str) -> list[torch.Tensor]:
     """Every nested trace of a chain root ``rho``: level ``l`` keeps ``keeps[l]`` of its dims.
 
-    ``keeps`` shrink level by level (``keeps[l] * traced[l]`` is the root's size); each level is
-    traced from the previous one, which costs far less than tracing from the root each time.
-    ``traced`` (the root's size over ``keeps[l]``) is part of the op's signature for the one-launch
-    kernels; here it follows from ``keeps``.
+    ``keeps`` shrink level by level (each divides the root's size); each level is traced from the
+    previous one, which costs far less than tracing from the root each time.
     """
     out, current, size = [], rho, rho.shape[-1]
     for keep in keeps:

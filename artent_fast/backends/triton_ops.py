@@ -49,8 +49,12 @@ def run_guarded(op: str, fn: Callable, device_type: str, *args, **kwargs):
         return fn(*args, **kwargs)
     except TritonError as exc:
         _DISABLED.add(op)
-        warnings.warn(f"triton kernel for {op!r} failed on this GPU ({type(exc).__name__}: {str(exc)[:200]}); "
-                      "using the torch kernel from now on", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"triton kernel for {op!r} failed on this GPU ({type(exc).__name__}: {str(exc)[:200]}); "
+            "using the torch kernel from now on",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return NotImplemented
 
 
@@ -83,10 +87,11 @@ def partial_trace(rho: torch.Tensor, keep: int, traced: int, side: str):
 
 
 @register_kernel("partial_trace_chain", "triton")
-def partial_trace_chain(rho: torch.Tensor, keeps: list[int], traced: list[int], side: str):
+def partial_trace_chain(rho: torch.Tensor, keeps: list[int], side: str):
     """Every nested trace of a bond chain's root density in one launch."""
     if not _runs_here(rho):
         return NotImplemented
+    traced = [rho.shape[-1] // k for k in keeps]
     return run_guarded("partial_trace_chain", _trace.partial_trace_chain, rho.device.type, rho, keeps, traced, side)
 
 

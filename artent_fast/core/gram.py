@@ -48,15 +48,14 @@ def bond_densities(t: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
         out[k_star - 1] = rho
         keeps = [math.prod(dims[:k]) for k in range(k_star - 1, 0, -1)]  # bonds k_star-1 .. 1
         if keeps:
-            out[: k_star - 1] = dispatch("partial_trace_chain", rho, keeps, [left // k for k in keeps], "last")[::-1]
+            out[: k_star - 1] = dispatch("partial_trace_chain", rho, keeps, "last")[::-1]
     if k_star < n_bonds:  # right side: root at bond k_star+1, traced up to bond K-1
         left = math.prod(dims[: k_star + 1])
         rho = dispatch("gram", t.reshape(*batch, left, total // left), "right")
         out[k_star] = rho
-        right = total // left
         keeps = [math.prod(dims[k:]) for k in range(k_star + 2, n_bonds + 1)]  # bonds k_star+2 .. K-1
         if keeps:
-            out[k_star + 1 :] = dispatch("partial_trace_chain", rho, keeps, [right // k for k in keeps], "first")
+            out[k_star + 1 :] = dispatch("partial_trace_chain", rho, keeps, "first")
     return out  # type: ignore[return-value]
 
 
