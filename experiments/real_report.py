@@ -192,7 +192,7 @@ def external_figure(path: Path, results: dict[str, Any]) -> str:
     fit = artent_fast.fit_cardy(base)
     ax.plot(bonds, base, "k-", lw=2.5, alpha=0.5, label=f"base: c={float(fit.c):.2f}, r2={float(fit.r2):.3f}")
     ax.plot(bonds, fit.predict(len(base) + 1), "k:", lw=1, label="Calabrese-Cardy fit of the base")
-    for name, run in results["runs"].items():
+    for _name, run in results["runs"].items():
         if run["method"] == "lora" and "base" not in run["axes"]:
             continue
         color, ls, marker = STYLE[run["method"]]
@@ -234,7 +234,7 @@ def nohair_figure(path: Path, results: dict[str, Any]) -> str:
 def loss_figure(path: Path, results: dict[str, Any]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.4))
-    for i, (name, run) in enumerate(results["runs"].items()):
+    for i, (_name, run) in enumerate(results["runs"].items()):
         rows = [e["losses"] for e in _seeds(run)]
         mean, _ = _mean_sd(rows)
         k = max(1, len(mean) // 20)
@@ -360,7 +360,7 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
         "| run | trainable | eval loss | valley depth q / v | row/column S q / v |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, run in rs.items():
+    for _name, run in rs.items():
         es = _seeds(run)
         lines.append(
             f"| {_label(run)} | {es[0]['trainable']:,} | {_stat([e['eval_loss'] for e in es])} | "
