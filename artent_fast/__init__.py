@@ -23,6 +23,7 @@ _LAZY = {
     "compare": "artent_fast.compare",
     "read_history": "artent_fast.tracking.records",
     "run_sweep": "artent_fast.sweep",
+    "load_model": "artent_fast.integrations.models",
 }
 # subpackages reachable as attributes (``artent_fast.adapters.mps.apply``) without an explicit import
 _SUBPACKAGES = ("adapters", "integrations", "backends", "plotting", "sweep", "tracking")
