@@ -154,22 +154,12 @@ def fixed_batches(tokens: torch.Tensor, count: int, batch: int, seq_len: int, se
     return out
 
 
-def build_model(path: str | None, quick: bool, seed: int):
-    """(model, tokenizer or None, description); eager attention so attention matrices can be read."""
+def build_model(quick: bool, seed: int):
+    """(model, None, description): the small LLaMA of this experiment, eager attention so attention matrices can
+    be read. Pretrained models given by ``--model`` run experiments/real_findings.py instead."""
     import transformers
 
     torch.manual_seed(seed)
-    if path is not None:
-        folder = Path(path)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"--model {path} is not a folder")
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, attn_implementation="eager"
-        )
-        tokenizer = None
-        if any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        return model, tokenizer, f"{type(model).__name__} from {path}"
     hidden, layers = (64, 2) if quick else (128, 2)
     config = transformers.LlamaConfig(
         vocab_size=128,
@@ -374,13 +364,13 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pat
     s = settings(args.quick, args.steps)
     t0 = time.time()
 
-    base, tokenizer, description = build_model(args.model, s.quick, args.seed)
+    base, tokenizer, description = build_model(s.quick, args.seed)
     base.to(args.device)
     vocab = base.config.vocab_size
     pre = tokens_of(pretrain_text(4000 if s.quick else 20000, args.seed), tokenizer, vocab)
     fine = tokens_of(finetune_text(4000 if s.quick else 20000, args.seed + 1), tokenizer, vocab)
     held = tokens_of(finetune_text(1000, args.seed + 2), tokenizer, vocab)
-    if args.model is None and s.pretrain_steps:
+    if s.pretrain_steps:
         for p in base.parameters():
             p.requires_grad_(True)
         train(base, fixed_batches(pre, s.pretrain_steps, s.batch, s.seq_len, args.seed), 3e-3, args.device)
