@@ -61,13 +61,19 @@ def cuda_extensions() -> list:
         return []
     from setuptools import Extension
 
+    try:
+        libdir = csrc.cudart_dir(csrc.cuda_home(nvcc))
+    except FileNotFoundError as exc:
+        print(f"ARTENT_FAST_BUILD_CUDA=1 but the CUDA runtime library was not found ({exc}): skipping")
+        return []
     return [
         Extension(
             "artent_fast._cuda_jacobi",
             sources=["csrc/bindings.cpp", "csrc/jacobi_eigvalsh.cu"],
             include_dirs=[pybind11.get_include()],
-            library_dirs=[str(csrc.cudart_dir(csrc.cuda_home(nvcc)))],
-            libraries=["cudart_static", "dl", "rt", "pthread"],
+            library_dirs=[str(libdir)],
+            libraries=csrc.cudart_libraries(libdir),
+            runtime_library_dirs=[] if (libdir / "libcudart_static.a").is_file() else [str(libdir)],
             extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
             language="c++",
         )

@@ -50,11 +50,23 @@ def cuda_home(nvcc: str) -> Path:
     return root
 
 
+LIB_SUBDIRS = ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib")
+
+
 def cudart_dir(home: Path) -> Path:
-    for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
-        if (home / sub / "libcudart_static.a").is_file():
-            return home / sub
-    raise FileNotFoundError(f"libcudart_static.a not found under {home}")
+    """The folder holding ``libcudart_static.a`` (preferred) or, failing that, ``libcudart.so``."""
+    for name in ("libcudart_static.a", "libcudart.so"):
+        for sub in LIB_SUBDIRS:
+            if (home / sub / name).is_file():
+                return home / sub
+    raise FileNotFoundError(f"neither libcudart_static.a nor libcudart.so found under {home}")
+
+
+def cudart_libraries(libdir: Path) -> list[str]:
+    """Link libraries: the static runtime when there is one (no runtime dependency), else the shared one."""
+    if (libdir / "libcudart_static.a").is_file():
+        return ["cudart_static", "dl", "rt", "pthread"]
+    return ["cudart"]
 
 
 def extension_suffix() -> str:
@@ -83,16 +95,27 @@ def build(out_dir: str | os.PathLike, arch: str = DEFAULT_ARCH, cxx: str | None 
     cxx = cxx or os.environ.get("CXX") or "c++"
     py_inc = sysconfig.get_paths()["include"]
     subprocess.run(
-        [cxx, "-O2", "-fPIC", "-std=c++17", "-fvisibility=hidden", f"-I{pybind11.get_include()}", f"-I{py_inc}",
-         "-c", str(CPP_SOURCE), "-o", str(cpp_obj)],
+        [
+            cxx,
+            "-O2",
+            "-fPIC",
+            "-std=c++17",
+            "-fvisibility=hidden",
+            f"-I{pybind11.get_include()}",
+            f"-I{py_inc}",
+            "-c",
+            str(CPP_SOURCE),
+            "-o",
+            str(cpp_obj),
+        ],
         check=True,
     )
     target = out / f"{MODULE}{extension_suffix()}"
     libdir = cudart_dir(cuda_home(nvcc))
+    rpath = [] if (libdir / "libcudart_static.a").is_file() else [f"-Wl,-rpath,{libdir}"]
+    libs = [f"-l{name}" for name in cudart_libraries(libdir)]
     subprocess.run(
-        [cxx, "-shared", str(cpp_obj), str(cu_obj), f"-L{libdir}", "-lcudart_static", "-ldl", "-lrt", "-lpthread",
-         "-o", str(target)],
-        check=True,
+        [cxx, "-shared", str(cpp_obj), str(cu_obj), f"-L{libdir}", *libs, *rpath, "-o", str(target)], check=True
     )
     shutil.rmtree(tmp, ignore_errors=True)
     return target

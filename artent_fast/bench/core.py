@@ -56,7 +56,7 @@ def dense_table(
     gen = torch.Generator(device=dev).manual_seed(0)
     for m, n in progress(shapes):
         w = torch.randn(m, n, device=dev, generator=gen)
-        t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=repeats)
+        t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=repeats, budget_s=5)
         t_svd = median_time(lambda: torch.linalg.svdvals(w), device=dev, repeats=repeats)
         t_gram = median_time(lambda: af.entanglement_profile(w, method="gram"), device=dev, repeats=repeats)
         t_sweep = (
@@ -106,7 +106,7 @@ def factored_table(
             B = torch.randn(m, r, device=dev, generator=gen)
             A = torch.randn(r, n, device=dev, generator=gen)
             w = B @ A
-            t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=3)
+            t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=3, budget_s=5)
             t_one = median_time(lambda: af.lowrank_profile(B, A), device=dev, repeats=20)
             Bb = torch.randn(batch, m, r, device=dev, generator=gen)
             Ab = torch.randn(batch, r, n, device=dev, generator=gen)
