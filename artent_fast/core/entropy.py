@@ -52,6 +52,7 @@ def entropy_from_spectrum(
             ratio = torch.where(positive, p / p_max.unsqueeze(-1), torch.ones_like(p))
             terms = torch.where(positive, ratio.pow(alpha), torch.zeros_like(p))
             s = torch.log(terms.sum(-1)) / (1 - alpha) + (alpha / (1 - alpha)) * torch.log(p_max)
+    s = torch.where(p.isnan().any(-1), torch.full_like(s, math.nan), s)  # NaN input or zero spectrum: NaN, not 0
     if base != math.e:
         s = s / math.log(base)
     return s
