@@ -258,3 +258,18 @@ def test_compiled_kernel_matches_torch(ext, dtype):
             )
             err = float((out.double() - ref).abs().max() / ref.abs().max())
             assert err < (1e-5 if dtype == torch.float32 else 1e-12), (n, force_global, err)
+
+
+def test_runtime_library_static_preferred_shared_as_fallback(tmp_path):
+    """The build links the static CUDA runtime when the toolkit has it, else the shared one (with an rpath)."""
+    (tmp_path / "lib64").mkdir()
+    (tmp_path / "lib64" / "libcudart.so").write_bytes(b"")
+    assert csrc_build.cudart_dir(tmp_path) == tmp_path / "lib64"
+    assert csrc_build.cudart_libraries(tmp_path / "lib64") == ["cudart"]
+    (tmp_path / "targets" / "x86_64-linux" / "lib").mkdir(parents=True)
+    (tmp_path / "targets" / "x86_64-linux" / "lib" / "libcudart_static.a").write_bytes(b"")
+    static = tmp_path / "targets" / "x86_64-linux" / "lib"
+    assert csrc_build.cudart_dir(tmp_path) == static
+    assert csrc_build.cudart_libraries(static)[0] == "cudart_static"
+    with pytest.raises(FileNotFoundError, match="libcudart"):
+        csrc_build.cudart_dir(tmp_path / "nothing")
