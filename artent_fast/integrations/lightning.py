@@ -45,7 +45,7 @@ class ArtentCallback(Callback):
         if self.tracker is None and (trainer.is_global_zero or distributed_ready()):
             options = dict(self.track_kwargs)
             options.setdefault("out", os.path.join(trainer.default_root_dir, "artent"))
-            self.tracker = track(pl_module, **options)
+            self.tracker = track(tracked_model(trainer, pl_module), **options)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.tracker is None or trainer.global_step == self._last_step:
@@ -60,3 +60,15 @@ class ArtentCallback(Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.tracker is not None:
             self.tracker.close()
+
+
+def tracked_model(trainer: Any, pl_module: Any) -> Any:
+    """``pl_module``, or the strategy's FSDP wrapper around it (FSDP1 flat parameters are read through the wrapper)."""
+    wrapped = getattr(trainer, "model", None)
+    if (
+        wrapped is not None
+        and wrapped is not pl_module
+        and any(type(m).__name__ == "FullyShardedDataParallel" for m in wrapped.modules())
+    ):
+        return wrapped
+    return pl_module

@@ -142,9 +142,19 @@ class Gathering:
     """How one unit's tensors become whole on its owner, for the layout the unit has."""
 
     def __init__(self, model: nn.Module, unit: Unit) -> None:
-        self.sharded = any(is_dtensor(t) for t in unit_tensors(unit))
+        self.tensors = unit_tensors(unit)
+        self.kind = unit.kind
+        self.sharded = any(is_dtensor(t) for t in self.tensors)
         self.fsdp1 = fsdp1_owner(model, unit.path or unit.module)
         self.fsdp1_module = dict(model.named_modules()).get(self.fsdp1) if self.fsdp1 is not None else None
+
+    @property
+    def batched(self) -> bool:
+        """LoRA factors sharded along dim 0 on a 1-D mesh (FSDP2): gathered together with the other units' in one
+        collective per due step (they are small); anything else is gathered unit by unit."""
+        return (
+            self.sharded and self.fsdp1_module is None and self.kind == "lora" and all(shard0(t) for t in self.tensors)
+        )
 
     @property
     def collective(self) -> bool:
@@ -179,6 +189,29 @@ def whole_model(model: nn.Module) -> contextlib.AbstractContextManager:
 
     on_accelerator = any(p.device.type != "cpu" for p in model.parameters())  # offloading CPU params breaks FSDP1
     return FSDP.summon_full_params(model, writeback=False, offload_to_cpu=on_accelerator)
+
+
+def shard0(tensor: Any) -> bool:
+    """A DTensor on a 1-D mesh sharded along dim 0: rank order of the local chunks is the row order."""
+    if not is_dtensor(tensor):
+        return False
+    from torch.distributed.tensor import Shard
+
+    placements = tensor.placements
+    return tensor.device_mesh.ndim == 1 and len(placements) == 1 and placements[0] == Shard(0)
+
+
+def gather_factors(local: dict[int, list[torch.Tensor]], wanted: set[int]) -> dict[int, list[torch.Tensor]]:
+    """Every rank's local row shards of small factors (one ``all_gather_object``); the whole ones for ``wanted``."""
+    import torch.distributed as dist
+
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, {i: [t.detach().cpu() for t in ts] for i, ts in local.items()})
+    out = {}
+    for i in wanted:
+        device = local[i][0].device
+        out[i] = [torch.cat([p[i][k] for p in parts], dim=0).to(device) for k in range(len(local[i]))]
+    return out
 
 
 def exchange(outcomes: list) -> list:

@@ -382,9 +382,27 @@ class Tracker:
         outcomes: list[tuple] = []  # (unit index, meta, entropies or None, error or None)
         items = []
         try:
-            for unit in self._due(lora_due, dense_due):
+            due = self._due(lora_due, dense_due)
+            batched = [u for u in due if self._gathering[index[id(u)]].batched]
+            factors = {}
+            if batched:  # small sharded LoRA factors: one collective for all of them
+                local = {
+                    index[id(u)]: [t.detach().to_local() for t in self._gathering[index[id(u)]].tensors]
+                    for u in batched
+                }
+                mine_batched = {i for i in local if self._owners[i] == self.rank}
+                factors = dist_support.gather_factors(local, mine_batched)
+            for unit in due:
                 i = index[id(unit)]
                 mine, gathering = self._owners[i] == self.rank, self._gathering[i]
+                if gathering.batched:
+                    if mine:
+                        whole = iter(factors[i])  # factors() asks for B, then A
+                        try:
+                            items.append(self._read(unit, lambda _t, whole=whole: next(whole)))
+                        except Exception as exc:
+                            outcomes.append((i, None, None, repr(exc)))
+                    continue
                 if not (mine or gathering.collective):
                     continue  # whole on its owner: nothing to do here
                 try:
