@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="how fast is this here, and which backend runs: tables, self-check, report",
-        description=__doc__.splitlines()[0],
+        description="The machine, which backends load (and why the others do not), a self-check against "
+        "float64 torch, and every ratio table; writes report.md, results.json and figures to --out.",
     )
     p.add_argument("--quick", action="store_true", help="smaller shapes: <= 3 min on a 2-core CPU, minutes on a GPU")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
