@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from artent_fast.backends import dispatch
+from artent_fast.backends import ops
 
 
 def split_point(dims: Sequence[int]) -> int:
@@ -44,24 +44,24 @@ def bond_densities(t: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
     k_star = split_point(dims)
     if k_star > 0:  # left side: root at bond k_star, traced down to bond 1
         left = math.prod(dims[:k_star])
-        rho = dispatch("gram", t.reshape(*batch, left, total // left), "left")
+        rho = ops.gram(t.reshape(*batch, left, total // left), "left")
         out[k_star - 1] = rho
         keeps = [math.prod(dims[:k]) for k in range(k_star - 1, 0, -1)]  # bonds k_star-1 .. 1
         if keeps:
-            out[: k_star - 1] = dispatch("partial_trace_chain", rho, keeps, "last")[::-1]
+            out[: k_star - 1] = ops.partial_trace_chain(rho, keeps, "last")[::-1]
     if k_star < n_bonds:  # right side: root at bond k_star+1, traced up to bond K-1
         left = math.prod(dims[: k_star + 1])
-        rho = dispatch("gram", t.reshape(*batch, left, total // left), "right")
+        rho = ops.gram(t.reshape(*batch, left, total // left), "right")
         out[k_star] = rho
         keeps = [math.prod(dims[k:]) for k in range(k_star + 2, n_bonds + 1)]  # bonds k_star+2 .. K-1
         if keeps:
-            out[k_star + 1 :] = dispatch("partial_trace_chain", rho, keeps, "first")
+            out[k_star + 1 :] = ops.partial_trace_chain(rho, keeps, "first")
     return out  # type: ignore[return-value]
 
 
 def bond_spectra(t: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
     """Eigenvalues (squared Schmidt coefficients, unnormalised) at every bond."""
-    return [dispatch("eigvalsh", rho) for rho in bond_densities(t, dims)]
+    return [ops.eigvalsh(rho) for rho in bond_densities(t, dims)]
 
 
 def bond_purities(t: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
