@@ -334,8 +334,8 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
         f"- fine-tuned: q_proj and v_proj of layers {results['trained_layers']} (all other weights frozen); "
         f"shapes {results['shapes']}",
         f"- text: {results['tokens'][0]} training and {results['tokens'][1]} held-out tokens (chatterbot-corpus, "
-        f"English, BSD-3-Clause); windows of {s['seq_len']} tokens, loss on the second half; batch {s['batch']}; "
-        f"pool of {s['pool']} windows",
+        f"English, BSD-3-Clause); windows of {s['seq_len']} tokens, loss on the last {s.get('scored', 16)} "
+        f"tokens of each; batch {s['batch']}; pool of {s['pool']} windows",
         f"- {s['steps']} AdamW steps per run, {s['checkpoints']} checkpoints; seeds {s['seeds']}",
         f"- LoRA base r={s['base_r']} alpha={s['base_alpha']:g} lr={s['base_lr']:g}; ranks {s['ranks']} (alpha/r "
         f"fixed); alphas {s['alphas']}; lrs {s['lrs']}; FFT lr {s['fft_lr']:g}",
