@@ -133,3 +133,14 @@ def test_blocked_batches_match_reference_and_name_zero_index(rng, monkeypatch, m
     assert torch.isnan(got[1, 2]).all()
     with pytest.raises(ValueError, match=r"batch index \[\(1, 2\)\]"):
         af.entanglement_profile(torch.from_numpy(x), method=method)
+
+
+@pytest.mark.parametrize("shape", [(12, 18), (384, 8), (28, 1), (1, 30), (64, 45)])
+@pytest.mark.parametrize("order", ["row-major", "interleaved"])
+def test_reference_layout_agrees_with_the_library(shape, order):
+    """The numpy reference works out its own sites; they agree with ``sites`` on every shape and order."""
+    from artent_fast.core.reference import reference_chain
+
+    rows, cols, perm = reference_chain(*shape, order=order)
+    layout = af.sites(*shape, order=order)
+    assert (tuple(rows), tuple(cols), tuple(perm)) == (layout.row_dims, layout.col_dims, layout.perm)
