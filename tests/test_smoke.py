@@ -10,10 +10,18 @@ def test_public_api_names():
 
 
 def test_profile_shape_and_center_bond():
-    m = torch.randn(16, 8)
+    """16x8 has 4 + 3 sites (6 bonds); the row/column bond is the 4th (index 3) and holds the matrix's own
+    singular-value entropy, at most ln(rank)."""
+    m = torch.randn(16, 2, dtype=torch.float64) @ torch.randn(2, 8, dtype=torch.float64)  # rank 2
     prof = af.entanglement_profile(m)
     assert prof.shape == (6,)
     assert torch.isfinite(prof).all()
+    layout = af.sites(16, 8)
+    assert layout.row_sites == 4 and layout.center_bond == 3
+    p = torch.linalg.svdvals(m) ** 2
+    p = p[p > 1e-12 * p.sum()] / p.sum()
+    assert abs(float(prof[layout.center_bond]) - float(-(p * p.log()).sum())) < 1e-9
+    assert float(prof[layout.center_bond]) <= float(torch.log(torch.tensor(2.0))) + 1e-9
 
 
 def test_lazy_names_and_subpackages():
