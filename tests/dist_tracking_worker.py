@@ -47,14 +47,16 @@ class Tiny(nn.Module):
         return self.head(x)
 
 
-def build(kind: str) -> nn.Module:
+def build(kind: str, rank: int = 4) -> nn.Module:
     """The same model on every process: ``kind="lora"`` (peft, r=4, B != 0) or ``"fft"`` (q/v trainable)."""
     torch.manual_seed(0)
     model = Tiny()
     if kind == "lora":
         import peft
 
-        config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        config = peft.LoraConfig(
+            r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        )
         return peft.get_peft_model(model, config)
     for name, p in model.named_parameters():
         p.requires_grad_(name.endswith(("q_proj.weight", "v_proj.weight")))
@@ -170,7 +172,7 @@ def run(out: Path, scenario: str) -> None:
 
     rank = dist.get_rank()
     strategy, kind, *flags = scenario.split("-")
-    model = build(kind)
+    model = build(kind, 3 if "r3" in flags else 4)  # r=3: uneven shards of lora_A on 2 ranks
     w0 = None
     if kind == "fft":
         w0 = {
@@ -178,7 +180,7 @@ def run(out: Path, scenario: str) -> None:
         }
     model = wrap(model, strategy)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
-    explicit = bool(flags)  # fault scenarios step the tracker themselves
+    explicit = bool(set(flags) - {"r3"})  # fault scenarios step the tracker themselves
     every = 3 if "every3" in flags else 1
     steps = 6 if "every3" in flags else STEPS
     tracker = artent_fast.track(

@@ -37,6 +37,7 @@ SCENARIOS = [
     "ddp-lora-raiseall",
     "fsdp2-lora-nan",
     "fsdp2-lora-every3",
+    "fsdp2-lora-r3",
 ]
 WRAPPER_PARTS = ("module.", "_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
 
@@ -112,6 +113,14 @@ def test_rank0_records_match_float64_reference_and_single_process(runs, singles,
     assert rank1["history"] == history  # every rank holds every record
     assert read_history(runs[scenario]["out"]) == history  # rank 0 wrote the file
     assert set(rank0["owners"]) == {0, 1}  # the work was split
+
+
+def test_uneven_shards_of_the_factors(runs):
+    rank0, rank1 = runs["fsdp2-lora-r3"]["ranks"]  # lora_A (3, 24) on 2 ranks: 2 rows and 1 row
+    assert len(rank0["history"]) == 4 * worker.STEPS and rank0["history"] == rank1["history"]
+    for r in rank0["history"]:
+        assert r["rank"] == 3
+        assert_close(r["entropies"], rank0["refs"][str(r["step"])][r["module"]], f"r3 {r['module']}")
 
 
 def test_exception_on_one_rank_skips_that_unit_on_all_ranks(runs):

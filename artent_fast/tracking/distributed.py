@@ -201,16 +201,54 @@ def shard0(tensor: Any) -> bool:
     return tensor.device_mesh.ndim == 1 and len(placements) == 1 and placements[0] == Shard(0)
 
 
-def gather_factors(local: dict[int, list[torch.Tensor]], wanted: set[int]) -> dict[int, list[torch.Tensor]]:
-    """Every rank's local row shards of small factors (one ``all_gather_object``); the whole ones for ``wanted``."""
+def shard_rows(rows: int, world: int) -> list[int]:
+    """Rows of each rank's chunk of a dim-0 sharded tensor (``torch.chunk`` semantics, as DTensor ``Shard(0)``)."""
+    chunk = -(-rows // world) if rows else 0
+    return [max(0, min(rows, (r + 1) * chunk) - r * chunk) for r in range(world)]
+
+
+def gather_factors(
+    order: list[int], shapes: dict[int, list[torch.Size]], local: dict[int, list[torch.Tensor]], wanted: set[int]
+) -> dict[int, list[torch.Tensor]]:
+    """The whole factors of the units in ``wanted``, from every rank's row shards of the units in ``order``.
+
+    One ``all_gather`` of a flat buffer per rank (each rank computes every rank's shard sizes
+    from the global shapes, so nothing else is exchanged); only the owners assemble.
+    """
     import torch.distributed as dist
 
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, {i: [t.detach().cpu() for t in ts] for i, ts in local.items()})
+    world = dist.get_world_size()
+    first = local[order[0]][0]
+    dtype = torch.float64 if any(t.dtype == torch.float64 for ts in local.values() for t in ts) else torch.float32
+    sizes = [0] * world  # elements each rank sends
+    for i in order:
+        for shape in shapes[i]:
+            cols = shape[1:].numel()
+            for r, rows in enumerate(shard_rows(shape[0], world)):
+                sizes[r] += rows * cols
+    buffer = torch.zeros(max(sizes), dtype=dtype, device=first.device)
+    flat = [t.reshape(-1).to(dtype) for i in order for t in local[i]]
+    if flat:
+        mine = torch.cat(flat)
+        buffer[: mine.numel()] = mine
+    parts = [torch.empty_like(buffer) for _ in range(world)]
+    dist.all_gather(parts, buffer)
+    offsets = [0] * world
     out = {}
-    for i in wanted:
-        device = local[i][0].device
-        out[i] = [torch.cat([p[i][k] for p in parts], dim=0).to(device) for k in range(len(local[i]))]
+    for i in order:
+        whole = []
+        for shape, original in zip(shapes[i], local[i], strict=True):
+            cols = shape[1:].numel()
+            pieces = []
+            for r, rows in enumerate(shard_rows(shape[0], world)):
+                n = rows * cols
+                if i in wanted:
+                    pieces.append(parts[r][offsets[r] : offsets[r] + n].view(rows, *shape[1:]))
+                offsets[r] += n
+            if i in wanted:
+                whole.append(torch.cat(pieces).to(original.dtype))
+        if i in wanted:
+            out[i] = whole
     return out
 
 

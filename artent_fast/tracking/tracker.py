@@ -386,12 +386,12 @@ class Tracker:
             batched = [u for u in due if self._gathering[index[id(u)]].batched]
             factors = {}
             if batched:  # small sharded LoRA factors: one collective for all of them
-                local = {
-                    index[id(u)]: [t.detach().to_local() for t in self._gathering[index[id(u)]].tensors]
-                    for u in batched
-                }
-                mine_batched = {i for i in local if self._owners[i] == self.rank}
-                factors = dist_support.gather_factors(local, mine_batched)
+                order = [index[id(u)] for u in batched]
+                tensors = {i: self._gathering[i].tensors for i in order}
+                local = {i: [t.detach().to_local() for t in ts] for i, ts in tensors.items()}
+                shapes = {i: [t.shape for t in ts] for i, ts in tensors.items()}
+                mine_batched = {i for i in order if self._owners[i] == self.rank}
+                factors = dist_support.gather_factors(order, shapes, local, mine_batched)
             for unit in due:
                 i = index[id(unit)]
                 mine, gathering = self._owners[i] == self.rank, self._gathering[i]
