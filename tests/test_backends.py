@@ -526,3 +526,27 @@ def test_kernels_of_backends_that_cannot_load_here_have_the_torch_signature_too(
         assert found, name
         for op, sig in found.items():
             assert sig == torch_sig[op], (name, op, sig, torch_sig[op])
+
+
+def test_typed_ops_have_the_kernel_signatures_and_agree_with_float64(rng):
+    import inspect
+
+    from artent_fast.backends import ops
+
+    for op in ("eigvalsh", "gram", "partial_trace", "partial_trace_chain", "entropy"):
+        want = inspect.signature(registry.kernels_of(op)["torch"]).parameters
+        got = inspect.signature(getattr(ops, op)).parameters
+        assert [(p.name, p.kind, p.default) for p in got.values()] == [
+            (p.name, p.kind, p.default) for p in want.values()
+        ], op
+    x = torch.from_numpy(rng.standard_normal((2, 6, 8)))
+    assert torch.allclose(ops.gram(x, "right"), x.mT @ x)
+    sym = x @ x.mT
+    assert torch.allclose(ops.eigvalsh(sym), torch.from_numpy(np.linalg.eigvalsh(sym.numpy())))
+    rho = torch.from_numpy(rng.standard_normal((12, 12)))
+    a, b = ops.partial_trace_chain(rho, [6, 2], "first")
+    assert torch.allclose(a, torch.einsum("titj->ij", rho.reshape(2, 6, 2, 6)))
+    assert torch.allclose(b, torch.einsum("titj->ij", rho.reshape(6, 2, 6, 2)))
+    assert torch.allclose(ops.partial_trace(rho, 3, 4, "last"), torch.einsum("itjt->ij", rho.reshape(3, 4, 3, 4)))
+    p = torch.tensor([0.5, 0.25, 0.25, 0.0], dtype=torch.float64)
+    assert abs(float(ops.entropy(p, base=2.0)) - 1.5) < 1e-12
