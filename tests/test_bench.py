@@ -128,3 +128,15 @@ def test_table_prints_rows_as_they_come(capsys):
     assert "## A title" in out and "| A | B |" in out and "| 1.23 | n/a |" in out
     assert t.to_json()["rows"] == [{"a": 1.23456, "b": None}]
     assert [cell(x) for x in (1234.5, 0.0, 1e-5, float("nan"), True)] == ["1234", "0", "1.00e-05", "nan", "True"]
+
+
+@pytest.mark.gpu
+def test_tiny_run_on_cuda_self_checks_every_loaded_backend(tmp_path):
+    rc = main(["bench", "--tiny", "--device", "cuda", "--only", "selfcheck,eigvalsh", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert rc == 0 and results["selfcheck_passed"] is True, results["tables"]["selfcheck"]["rows"]
+    rows = results["tables"]["selfcheck"]["rows"]
+    loaded = {b["name"] for b in results["machine"]["backends"] if b["loaded"]}
+    ran = {r["backend"] for r in rows if r["status"] == "pass"}
+    assert loaded - {"cupy"} <= ran | {"cupy"}  # every loaded backend's kernels ran on the GPU (none declined)
+    assert results["machine"]["gpu"]["name"] == torch.cuda.get_device_name()
