@@ -138,5 +138,5 @@ def test_tiny_run_on_cuda_self_checks_every_loaded_backend(tmp_path):
     rows = results["tables"]["selfcheck"]["rows"]
     loaded = {b["name"] for b in results["machine"]["backends"] if b["loaded"]}
     ran = {r["backend"] for r in rows if r["status"] == "pass"}
-    assert loaded - {"cupy"} <= ran | {"cupy"}  # every loaded backend's kernels ran on the GPU (none declined)
+    assert loaded <= ran  # every loaded backend's kernels ran on the GPU and passed
     assert results["machine"]["gpu"]["name"] == torch.cuda.get_device_name()
