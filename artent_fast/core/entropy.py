@@ -37,6 +37,11 @@ def entropy_from_spectrum(
     which stays finite for any ``alpha`` (``1e300`` gives the min-entropy, as it should).
     """
     values = values.clamp_min(0)
+    if alpha == 1 and total is None and not (values.requires_grad and torch.is_grad_enabled()):
+        # S = ln T - sum(v ln v) / T: a few calls fewer, for the hot path of trackers (no autograd)
+        total = values.sum(-1)
+        s = torch.log(total) - torch.special.xlogy(values, values).sum(-1) / total
+        return s / math.log(base) if base != math.e else s
     if total is None:
         total = values.sum(-1)
     p = values / total.unsqueeze(-1)

@@ -168,3 +168,9 @@ def sites(
             "an entanglement profile needs at least 2 sites (one bond)"
         )
     return layout
+
+
+@lru_cache(maxsize=1024)
+def default_sites(m: int, n: int) -> Sites:
+    """:func:`sites` with the default layout, cached (trackers ask for the same shapes every step)."""
+    return sites(m, n)

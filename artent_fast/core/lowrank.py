@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
+from artent_fast.core.bondplan import lowrank_plan
 from artent_fast.core.entropy import check_alpha_base
-from artent_fast.core.gram import bond_spectra
-from artent_fast.core.layout import sites
-from artent_fast.core.profile import profile_from_spectra
+from artent_fast.core.layout import default_sites, sites
 from artent_fast.core.validate import as_matrix, check_finite_real, check_zero_policy, handle_zero, unit_scale
 
 
@@ -57,8 +56,12 @@ def _eigh_sqrt(gram: torch.Tensor) -> torch.Tensor:
 
 
 def reduced_factors(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B L_A, L_B^T A)``: factors carrying the row- and column-side spectra of ``B @ A``."""
-    return B @ gram_sqrt(A @ A.mT), gram_sqrt(B.mT @ B).mT @ A
+    """``(B L_A, L_B^T A)``: factors carrying the row- and column-side spectra of ``B @ A``.
+
+    Both ``r x r`` Grams share one square-root call (they have the same shape).
+    """
+    roots = gram_sqrt(torch.stack(torch.broadcast_tensors(A @ A.mT, B.mT @ B)))
+    return B @ roots[0], roots[1].mT @ A
 
 
 def lowrank_profile(
@@ -96,34 +99,34 @@ def lowrank_profile(
     if B.device != A.device:
         raise ValueError(f"B is on {B.device} but A is on {A.device}")
     try:
-        batch = torch.broadcast_shapes(B.shape[:-2], A.shape[:-2])
+        batch = B.shape[:-2] if B.shape[:-2] == A.shape[:-2] else torch.broadcast_shapes(B.shape[:-2], A.shape[:-2])
     except RuntimeError as exc:
         raise ValueError(f"batch dims of B {tuple(B.shape[:-2])} and A {tuple(A.shape[:-2])} do not broadcast") from exc
     scale = check_finite_real(scale, "scale")
     m, r, n = B.shape[-2], B.shape[-1], A.shape[-1]
-    layout = sites(m, n, row_dims=row_dims, col_dims=col_dims)
+    layout = (
+        default_sites(m, n)
+        if row_dims is None and col_dims is None
+        else sites(m, n, row_dims=row_dims, col_dims=col_dims)
+    )
     out_dtype = torch.float64 if torch.float64 in (B.dtype, A.dtype) else torch.float32
     # profiles are scale invariant: only scale == 0 matters; each factor is brought to max-abs ~1
     # (a power of two, exact) so that no Gram overflows or underflows, whatever the magnitudes
-    B64 = unit_scale(B.to(torch.float64), (-2, -1)).expand(*batch, m, r)
-    A64 = unit_scale(A.to(torch.float64), (-2, -1)).expand(*batch, r, n)
+    B64 = unit_scale(B.to(torch.float64), (-2, -1))
+    A64 = unit_scale(A.to(torch.float64), (-2, -1))
+    if B64.shape[:-2] != batch:
+        B64 = B64.expand(*batch, m, r)
+    if A64.shape[:-2] != batch:
+        A64 = A64.expand(*batch, r, n)
     b_red, a_red = reduced_factors(B64, A64)
     k_b, k_a = b_red.shape[-1], a_red.shape[-2]
     norm_sq = b_red.square().sum((-2, -1))
     if scale == 0:
         norm_sq = torch.zeros_like(norm_sq)
-    zero = handle_zero(norm_sq, on_zero, "scale * B @ A")
-    unit = torch.where(zero, 1.0, norm_sq.sqrt())[..., None, None]
-    b_red, a_red = b_red / unit, a_red / unit
-    a, b = layout.row_sites, len(layout.col_dims)
-    spectra: list[torch.Tensor] = []
-    if a:  # row bonds (and the row/column bond when there are column sites)
-        row_spec = bond_spectra(b_red.reshape(*batch, m * k_b), (*layout.row_dims, k_b))
-        spectra += row_spec if b else row_spec[:-1]
-    if b:  # column bonds, skipping the row/column bond already counted
-        col_spec = bond_spectra(a_red.reshape(*batch, k_a * n), (k_a, *layout.col_dims))
-        spectra += col_spec[1:]
-    prof = profile_from_spectra(spectra, alpha, base)
+    zero = handle_zero(norm_sq, on_zero, "scale * B @ A")  # every bond's density is normalised by its trace
+    plan, sources = lowrank_plan(layout.row_dims, layout.col_dims, r)
+    states = {"row": b_red.reshape(*batch, m * k_b), "col": a_red.reshape(*batch, k_a * n)}
+    prof = plan.entropies([states[s] for s in sources], alpha, base)
     if on_zero == "nan":
         prof = prof.masked_fill(zero.unsqueeze(-1), float("nan"))
     return prof.to(out_dtype)

@@ -56,17 +56,16 @@ def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> tor
 
 
 def unit_scale(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """``x`` divided by a power of two near its largest absolute entry over ``dims`` (kept as size 1).
+    """``x`` divided by its largest absolute entry over ``dims`` (zero slices stay zero).
 
     Profiles are scale invariant; squaring entries of 1e154 (float64) overflows and of 1e-170
-    underflows, so every path brings its input to max-abs in ``[0.5, 1)`` first. A power of two
-    is exact: it changes no mantissa. Zero slices stay zero.
+    underflows, so every path brings its input to max-abs 1 first (a division: it moves entries
+    by at most one rounding, and the scale is a constant for autograd, which is exact for a
+    scale-invariant function). Subnormal maxima are divided by the smallest normal number instead,
+    which still leaves squares far from underflow.
     """
     amax = x.detach().abs().amax(dim=dims, keepdim=True)
-    _, exponent = torch.frexp(amax)
-    half = torch.div(exponent, 2, rounding_mode="floor")
-    # two factors: 2**-e alone overflows for subnormal maxima (e < -1022 in float64, < -126 in float32)
-    return x * torch.pow(2.0, -half.to(x.dtype)) * torch.pow(2.0, (half - exponent).to(x.dtype))
+    return x / amax.clamp_min(torch.finfo(x.dtype).tiny)
 
 
 def result_dtype(x: torch.Tensor) -> torch.dtype:

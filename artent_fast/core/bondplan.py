@@ -1,0 +1,197 @@
+"""Every bond's entropy of one or more chain states with a fixed number of torch calls (no per-bond loop).
+
+The gram engine (:mod:`artent_fast.core.gram`) takes one Gram product at each side of a chain's
+crossover and traces one site at a time down to every other bond: exact, and the cheapest in
+arithmetic, but one Python-level step (and one eigensolve) per bond. For small states (LoRA
+factors: ``m x r`` and ``r x n``) that fixed cost per bond is most of the time. A :class:`BondPlan`
+precomputes, once per layout, *where* every bond's reduced density matrix sits in the root Grams:
+
+1. the root Grams of every chain (two products per chain, as in the gram engine);
+2. one ``gather`` + ``sum`` gives every traced density at once (entry ``(i, i')`` of bond ``k`` is
+   the sum of the root entries whose traced indices agree; missing terms point at a zero slot);
+3. densities of equal size form one bucket and one batched ``eigvalsh`` (sizes differ by bond:
+   padding all to the largest would multiply the eigensolver's work);
+4. the spectra, zero padded (zeros change no entropy), are reduced in one entropy call.
+
+Plans are cached per layout, so a tracker that measures the same shapes every step never rebuilds them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from artent_fast.backends import dispatch
+from artent_fast.core.gram import split_point
+
+
+@dataclass(frozen=True)
+class _Root:
+    chain: int  # which chain state
+    rows: int  # the state is viewed as (rows, total // rows)
+    side: str  # "left": rows x rows Gram; "right": cols x cols Gram
+    size: int  # the Gram's side
+
+
+@dataclass(frozen=True)
+class _Bond:
+    out: int  # position in the returned profile
+    root: int  # index into roots
+    size: int  # density side
+    traced: int  # size of the traced block (1: the root itself)
+    side: str
+
+
+class BondPlan:
+    """Where every requested bond's density sits in the root Grams of its chain.
+
+    ``chains``: site dims of each chain state (flattened in chain order); ``wanted``: per chain, the
+    bonds (1-based) to return, in profile order across chains.
+    """
+
+    def __init__(self, chains: Sequence[tuple[int, ...]], wanted: Sequence[tuple[int, ...]]) -> None:
+        self.totals = tuple(math.prod(d) for d in chains)
+        roots: list[_Root] = []
+        bonds: list[_Bond] = []
+        out = 0
+        for c, (dims, want) in enumerate(zip(chains, wanted, strict=True)):
+            total, k_star = self.totals[c], split_point(dims)
+            left_root = right_root = None
+            for k in want:
+                left = math.prod(dims[:k])
+                if k <= k_star:  # smaller side on the left: a trace of the left root at bond k_star
+                    if left_root is None:
+                        left_root = len(roots)
+                        root_rows = math.prod(dims[:k_star])
+                        roots.append(_Root(c, root_rows, "left", root_rows))
+                    bonds.append(_Bond(out, left_root, left, roots[left_root].size // left, "left"))
+                else:  # smaller side on the right: a trace of the right root at bond k_star + 1
+                    if right_root is None:
+                        right_root = len(roots)
+                        root_rows = math.prod(dims[: k_star + 1])
+                        roots.append(_Root(c, root_rows, "right", total // root_rows))
+                    right = total // left
+                    bonds.append(_Bond(out, right_root, right, roots[right_root].size // right, "right"))
+                out += 1
+        self.roots = tuple(roots)
+        self.num_bonds = out
+        self._build_index(bonds)
+
+    def _build_index(self, bonds: list[_Bond]) -> None:
+        offsets, pos = [], 0
+        for root in self.roots:
+            offsets.append(pos)
+            pos += root.size * root.size
+        zero = pos  # the flattened roots are followed by one zero
+        traced_max = max((b.traced for b in bonds if b.traced > 1), default=1)
+        # buckets of equal density size, each a contiguous run of (n_b, s, s) blocks
+        sizes = sorted({b.size for b in bonds})
+        order = [b for s in sizes for b in bonds if b.size == s]
+        # Each density entry is a root entry (a bond at a root) or the sum of ``traced`` root entries
+        # (padded to ``traced_max`` with the zero slot): one gather and one sum give all traced
+        # entries, then one gather from [roots, 0, traced sums] puts every density in bucket order.
+        traced_rows: list[torch.Tensor] = []
+        source: list[torch.Tensor] = []
+        n_traced = 0
+        for b in order:
+            base, root_size, s, t = offsets[b.root], self.roots[b.root].size, b.size, b.traced
+            i = torch.arange(s).view(s, 1, 1)
+            i2 = torch.arange(s).view(1, s, 1)
+            j = torch.arange(t).view(1, 1, t)
+            if b.side == "left":  # root index (i, j) -> i * t + j
+                row, col = i * t + j, i2 * t + j
+            else:  # root index (j, i) -> j * s + i
+                row, col = j * s + i, j * s + i2
+            flat = (base + row * root_size + col).reshape(s * s, t)
+            if t == 1:
+                source.append(flat[:, 0])
+            else:
+                traced_rows.append(torch.cat([flat, torch.full((s * s, traced_max - t), zero)], 1))
+                source.append(zero + 1 + n_traced + torch.arange(s * s))
+                n_traced += s * s
+        self.traced_max = traced_max
+        self.traced_index = torch.cat(traced_rows).flatten() if traced_rows else None
+        self.order_index = torch.cat(source)
+        # spectra: bucket values, flattened and followed by one zero, gathered into (num_bonds, width)
+        self.buckets = []  # (size, count, start in the flat densities)
+        start = 0
+        value_pos: dict[int, int] = {}  # profile position -> start of its values in the flat spectra
+        vpos = 0
+        for s in sizes:
+            members = [b for b in order if b.size == s]
+            self.buckets.append((s, len(members), start))
+            start += len(members) * s * s
+            for b in members:
+                value_pos[b.out] = vpos
+                vpos += s
+        self.width = max(sizes)
+        size_of = {b.out: b.size for b in bonds}
+        pad = vpos
+        spectra_index = [
+            [value_pos[k] + q if q < size_of[k] else pad for q in range(self.width)] for k in range(self.num_bonds)
+        ]
+        self.spectra_index = torch.tensor(spectra_index).flatten()
+        self._device_cache: dict[torch.device, tuple] = {}
+
+    def _indices(self, device: torch.device) -> tuple:
+        cached = self._device_cache.get(device)
+        if cached is None:
+            move = [self.traced_index, self.order_index, self.spectra_index]
+            cached = self._device_cache[device] = tuple(None if t is None else t.to(device) for t in move)
+        return cached
+
+    def densities(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Every bond's unnormalised density, flattened bucket by bucket: ``(..., sum of s^2)``."""
+        grams = []
+        for root in self.roots:
+            t = states[root.chain]
+            x = t.reshape(*t.shape[:-1], root.rows, t.shape[-1] // root.rows)
+            grams.append(dispatch("gram", x, root.side).flatten(-2))
+        grams.append(grams[0].new_zeros(*grams[0].shape[:-1], 1))
+        flat = torch.cat(grams, -1)
+        traced_index, order_index, _ = self._indices(flat.device)
+        if traced_index is not None:
+            traced = flat.index_select(-1, traced_index).unflatten(-1, (-1, self.traced_max)).sum(-1)
+            flat = torch.cat([flat, traced], -1)
+        return flat.index_select(-1, order_index)
+
+    def spectra(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Eigenvalues of every bond's density, zero padded: ``(..., num_bonds, width)`` in profile order."""
+        dens = self.densities(states)
+        batch = dens.shape[:-1]
+        parts = []
+        for s, count, start in self.buckets:
+            block = dens[..., start : start + count * s * s].reshape(*batch, count, s, s)
+            parts.append(dispatch("eigvalsh", block).flatten(-2))
+        parts.append(dens.new_zeros(*batch, 1))
+        _, _, spectra_index = self._indices(dens.device)
+        return torch.cat(parts, -1).index_select(-1, spectra_index).unflatten(-1, (self.num_bonds, self.width))
+
+    def entropies(self, states: Sequence[torch.Tensor], alpha: float, base: float) -> torch.Tensor:
+        """Entropy at every requested bond, ``(..., num_bonds)`` (each density normalised by its trace)."""
+        return dispatch("entropy", self.spectra(states), alpha=alpha, base=base)
+
+
+@lru_cache(maxsize=256)
+def lowrank_plan(row_dims: tuple[int, ...], col_dims: tuple[int, ...], r: int) -> tuple[BondPlan, tuple[str, ...]]:
+    """The plan for ``B @ A`` with reduced factors ``B~`` (sites ``row_dims, r``) and ``A~`` (``r, col_dims``).
+
+    Row bonds (and the row/column bond) come from ``B~``, the other column bonds from ``A~``.
+    Returns the plan and which states it reads, in order (``"row"``: ``B~``, ``"col"``: ``A~``).
+    """
+    chains, wanted, sources = [], [], []
+    a, b = len(row_dims), len(col_dims)
+    row_bonds = tuple(range(1, a + 1)) if b else tuple(range(1, a))
+    if a and row_bonds:
+        chains.append((*row_dims, r))
+        wanted.append(row_bonds)
+        sources.append("row")
+    if b > 1:
+        chains.append((r, *col_dims))
+        wanted.append(tuple(range(2, b + 1)))
+        sources.append("col")
+    return BondPlan(chains, wanted), tuple(sources)

@@ -1,0 +1,120 @@
+"""Host cost of one due ``tracker.step()`` on a small LoRA model, and of its measurement alone.
+
+The case of issue 12: a 4-layer LLaMA with hidden 256 (8 heads), LoRA r=8 on q_proj and v_proj:
+8 tracked updates, q 256x256 and v (kv_heads * 32)x256 (``--kv-heads 2``: 64x256, the issue's
+shapes; 4: 128x256, benchmarks/bench_tracking.py's preset). Between timed calls the LoRA factors
+are nudged (as an optimizer step would), so nothing can be served from a cache of old results.
+
+    python benchmarks/bench_step_cost.py                 # median of 300 due steps, 2 kv heads
+    python benchmarks/bench_step_cost.py --kv-heads 4 --profile   # also a cProfile of 100 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def build(kv_heads: int, rank: int):
+    import peft
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=256,
+    )
+    model = transformers.LlamaForCausalLM(config)
+    lora = peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"])
+    model = peft.get_peft_model(model, lora)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # as after some training: B != 0
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of 100 due steps")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import artent_fast
+    from artent_fast.tracking.compute import measure_lowrank
+
+    model = build(args.kv_heads, args.rank)
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    tracker = artent_fast.track(model, out=None)
+    shapes = sorted({(u.layer.lora_B[u.adapter].weight.shape[0], u.layer.lora_A[u.adapter].weight.shape[1])
+                     for u in tracker.units})  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+
+    def nudge() -> None:
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn(p.shape, generator=gen), alpha=1e-4)
+
+    cpu: list[float] = []
+
+    def timed(fn, n: int) -> list[float]:
+        out = []
+        cpu.clear()
+        for _ in range(n):
+            nudge()
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return out
+
+    timed(tracker.step, 20)  # warm-up
+    step_times = timed(tracker.step, args.steps)
+    step_cpu = list(cpu)
+    factors = [u.factors() for u in tracker.units]
+    groups: dict = {}
+    for B, A, scale, _ in factors:
+        groups.setdefault((B.shape, A.shape), []).append((B * scale, A))
+
+    def measure_only() -> None:
+        for items in groups.values():
+            measure_lowrank(torch.stack([b for b, _ in items]), torch.stack([a for _, a in items]))
+
+    measure_times = timed(measure_only, args.steps)
+    measure_cpu = list(cpu)
+    tracker.close()
+    print(f"{len(tracker.units)} LoRA r={args.rank} units, shapes {shapes}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(f"tracker.step() (due, every=1): median {1e3 * statistics.median(step_times):.3f} ms, "
+          f"p10 {1e3 * sorted(step_times)[len(step_times) // 10]:.3f} ms")  # fmt: skip
+    print(f"  process CPU time per step: median {1e3 * statistics.median(step_cpu):.3f} ms")
+    print(f"measure_lowrank per shape group only: median {1e3 * statistics.median(measure_times):.3f} ms, "
+          f"process CPU {1e3 * statistics.median(measure_cpu):.3f} ms")  # fmt: skip
+    if args.profile:
+        import cProfile
+        import pstats
+
+        tracker = artent_fast.track(model, out=None)
+        timed(tracker.step, 5)
+        prof = cProfile.Profile()
+        prof.enable()
+        timed(tracker.step, 100)
+        prof.disable()
+        tracker.close()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
