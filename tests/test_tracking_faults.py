@@ -274,3 +274,9 @@ def test_help_shows_the_real_signature():
     params = inspect.signature(artent_fast.track).parameters
     assert {"model", "optimizer", "targets", "every", "out", "resume", "distributed"} <= set(params)
     assert "every" in artent_fast.track.__doc__
+
+
+def test_out_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(ValueError, match="out: cannot open the history file"):
+        artent_fast.track(TwoLayer(), out=tmp_path / "taken")

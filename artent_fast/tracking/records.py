@@ -72,8 +72,11 @@ class HistoryFile:
         self.previous: list[dict] = []
         if self.path.is_dir():
             raise ValueError(f"out: history file {self.path} is a directory")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the tracker
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the tracker
+        except OSError as exc:
+            raise ValueError(f"out: cannot open the history file {self.path}: {exc.strerror or exc}") from exc
         try:
             lock(self._file, self.path)
             if resume:
