@@ -82,10 +82,18 @@ class BondPlan:
         self._build_index(bonds)
 
     def _build_index(self, bonds: list[_Bond]) -> None:
-        offsets, pos = [], 0
-        for root in self.roots:
-            offsets.append(pos)
-            pos += root.size * root.size
+        # roots whose Gram factor ``Y`` (``Y Y^T`` is the root) has the same shape share one product
+        shapes: dict[tuple[int, int], list[int]] = {}
+        for q, root in enumerate(self.roots):
+            total = self.totals[root.chain]
+            shape = (root.rows, total // root.rows) if root.side == "left" else (total // root.rows, root.rows)
+            shapes.setdefault(shape, []).append(q)
+        self.root_groups = list(shapes.values())
+        offsets, pos = [0] * len(self.roots), 0
+        for members in self.root_groups:
+            for q in members:
+                offsets[q] = pos
+                pos += self.roots[q].size ** 2
         zero = pos  # the flattened roots are followed by one zero
         traced_max = max((b.traced for b in bonds if b.traced > 1), default=1)
         # buckets of equal density size, each a contiguous run of (n_b, s, s) blocks
@@ -147,10 +155,15 @@ class BondPlan:
     def densities(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """Every bond's unnormalised density, flattened bucket by bucket: ``(..., sum of s^2)``."""
         grams = []
-        for root in self.roots:
-            t = states[root.chain]
-            x = t.reshape(*t.shape[:-1], root.rows, t.shape[-1] // root.rows)
-            grams.append(dispatch("gram", x, root.side).flatten(-2))
+        for members in self.root_groups:
+            factors = []
+            for q in members:
+                root = self.roots[q]
+                t = states[root.chain]
+                x = t.reshape(*t.shape[:-1], root.rows, t.shape[-1] // root.rows)
+                factors.append(x if root.side == "left" else x.mT)
+            y = torch.stack(factors, -3) if len(factors) > 1 else factors[0].unsqueeze(-3)
+            grams.append(dispatch("gram", y, "left").flatten(-3))
         grams.append(grams[0].new_zeros(*grams[0].shape[:-1], 1))
         flat = torch.cat(grams, -1)
         traced_index, order_index, _ = self._indices(flat.device)
