@@ -590,4 +590,5 @@ def _track_signature() -> inspect.Signature:
 
 
 track.__signature__ = _track_signature()  # help(track) shows Tracker's keywords
-track.__doc__ += "\n    " + Tracker.__init__.__doc__  # the arguments, as Tracker documents them
+if track.__doc__ and Tracker.__init__.__doc__:  # docstrings are stripped under python -OO
+    track.__doc__ += "\n    " + Tracker.__init__.__doc__
