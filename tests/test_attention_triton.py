@@ -10,18 +10,15 @@ kernel, fp16/bf16, head dims 64/128) are marked ``gpu`` and run in-process.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.conftest import IN_INTERPRETER_CHILD, interpreted, run_interpreted
+
 pytest.importorskip("triton")
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-in_child = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITON_INTERPRET=1 child of test_interpreted_suite")
+INTERPRETED = IN_INTERPRETER_CHILD
+in_child = interpreted  # deselected in the parent, run by test_interpreted_suite
 
 from artent_fast.attention import attention  # noqa: E402
 from artent_fast.attention.reference import reference_attention  # noqa: E402
@@ -31,13 +28,7 @@ from artent_fast.attention.triton_path import kernel_module  # noqa: E402
 @pytest.mark.skipif(INTERPRETED, reason="this is the child process")
 def test_interpreted_suite():
     """Run this file's interpreted tests in a child process with TRITON_INTERPRET=1."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-m", "not gpu", "-p", "no:cacheprovider"]
-    res = subprocess.run(
-        cmd, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900
-    )
-    assert res.returncode == 0, f"interpreted Triton tests failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}"
-    assert " passed" in res.stdout and "failed" not in res.stdout
+    run_interpreted(__file__)
 
 
 @pytest.fixture

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,9 +20,10 @@ import torch
 
 import artent_fast as af
 from artent_fast.backends import available_backends, dispatch, registry, selected_backend
+from tests.conftest import IN_INTERPRETER_CHILD, interpreted, run_interpreted
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-in_child = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITON_INTERPRET=1 child of test_interpreted_suite")
+INTERPRETED = IN_INTERPRETER_CHILD
+in_child = interpreted  # deselected in the parent, run by test_interpreted_suite
 in_parent = pytest.mark.skipif(INTERPRETED, reason="parent-process test")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,12 +40,7 @@ def _cuda_ext_available() -> bool:
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_interpreted_suite():
     """Run this file's interpreted tests in a child process with TRITON_INTERPRET=1."""
-    env = {k: v for k, v in os.environ.items() if k != "ARTENT_FAST_BACKEND"}
-    env["TRITON_INTERPRET"] = "1"
-    cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-m", "not gpu", "-p", "no:cacheprovider"]
-    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"interpreted backend tests failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}"
-    assert " passed" in res.stdout and "failed" not in res.stdout
+    run_interpreted(__file__)
 
 
 # ---------------------------------------------------------------- dispatcher policy

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import IN_INTERPRETER_CHILD, interpreted, run_interpreted
+
 pytest.importorskip("triton")
 
 from artent_fast.kernels import entropy as kent  # noqa: E402
@@ -27,8 +29,8 @@ from artent_fast.kernels import partial_trace as ktrace  # noqa: E402
 
 from artent_fast.core.gram import bond_densities, split_point  # noqa: E402
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-in_child = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITON_INTERPRET=1 child of test_interpreted_suite")
+INTERPRETED = IN_INTERPRETER_CHILD
+in_child = interpreted  # deselected in the parent, run by test_interpreted_suite
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = [torch.float32, torch.float64]
 BATCHES = [(), (3,), (2, 2)]
@@ -50,11 +52,7 @@ def tensor(rng, shape, dtype, device="cpu"):
 @pytest.mark.skipif(INTERPRETED, reason="this is the child process")
 def test_interpreted_suite():
     """Run this file's interpreted tests in a child process with TRITON_INTERPRET=1."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-m", "not gpu", "-p", "no:cacheprovider"]
-    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"interpreted Triton tests failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}"
-    assert " passed" in res.stdout and "failed" not in res.stdout
+    run_interpreted(__file__)
 
 
 # ---------------------------------------------------------------- gram
