@@ -230,5 +230,17 @@ def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
             "layers.1.q_proj",
             "layers.1.v_proj",
         }
+        # FSDP2 on one rank: DTensor parameters are made whole on the one process (this failed with .tolist())
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        model = worker.build("lora")
+        mesh = init_device_mesh("cpu", (1,))
+        for block in worker.blocks_of(model):
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        with artent_fast.track(model, out=None) as single:
+            single.step()
+        assert len(single.history()) == 4 and not single.dropped
     finally:
         dist.destroy_process_group()

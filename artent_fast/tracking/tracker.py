@@ -320,7 +320,7 @@ class Tracker:
         items = []
         for unit in self._due(lora_due, dense_due):
             try:
-                items.append(self._read(unit))
+                items.append(self._read(unit, dist_support.full_tensor))  # DTensor on one process: whole
             except Exception as exc:
                 self._fault(unit, exc)
         self._submit(items, self._fault)
