@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "track": "artent_fast.tracking",
     "Tracker": "artent_fast.tracking",
-    "attention": "artent_fast.attention",
+    "fused_attention": "artent_fast.attention",
     "attention_profile": "artent_fast.attention",
     "register_attention": "artent_fast.attention",
     "compare": "artent_fast.compare",
@@ -26,7 +26,7 @@ _LAZY = {
     "load_model": "artent_fast.integrations.models",
 }
 # subpackages reachable as attributes (``artent_fast.adapters.mps.apply``) without an explicit import
-_SUBPACKAGES = ("adapters", "integrations", "backends", "plotting", "sweep", "tracking")
+_SUBPACKAGES = ("adapters", "attention", "integrations", "backends", "plotting", "sweep", "tracking")
 
 __all__ = [*_core_all, *_LAZY, "__version__"]
 

@@ -267,7 +267,7 @@ def test_triton_backend_without_gpu_names_backend():
         pytest.skip("a GPU is present: the triton backend may run")
     q = torch.randn(1, 2, 8, 16)
     with pytest.raises(ValueError, match="backend"):
-        af.attention(q, q, q, causal=True, backend="triton")
+        af.fused_attention(q, q, q, causal=True, backend="triton")
 
 
 @pytest.mark.parametrize("pattern", ["re:(", "re:[a-", "re:*q"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import artent_fast
-from artent_fast.attention import attention, attention_cardy, attention_profile, channel
+from artent_fast.attention import attention_cardy, attention_profile, channel, fused_attention
 from artent_fast.attention.profile import bond_densities_of
 from artent_fast.attention.reference import reference_attention, reference_probs
 from artent_fast.attention.torch_path import backward_from_lse, torch_attention
@@ -59,7 +59,7 @@ def assert_close(actual, expected, atol, what):
 def test_fp32_matches_float64_reference(rng, shape, causal, masked):
     q, k, v = qkv(rng, *shape)
     mask = padding_mask(rng, shape[0], shape[4]) if masked else None
-    out, stats = attention(q, k, v, causal=causal, mask=mask)
+    out, stats = fused_attention(q, k, v, causal=causal, mask=mask)
     ro, rl, re = reference_attention(q, k, v, causal=causal, mask=mask)
     assert out.dtype == torch.float32 and stats["lse"].shape == (shape[0], shape[1], shape[3])
     assert_close(out, ro, 1e-4, "out")
@@ -71,7 +71,7 @@ def test_fp32_matches_float64_reference(rng, shape, causal, masked):
 @pytest.mark.parametrize("shape", SHAPES[1:4])
 def test_float64_is_exact(rng, shape):
     q, k, v = qkv(rng, *shape, dtype=torch.float64)
-    out, stats = attention(q, k, v, causal=True)
+    out, stats = fused_attention(q, k, v, causal=True)
     ro, rl, re = reference_attention(q, k, v, causal=True)
     assert stats["entropy"].dtype == torch.float64
     assert_close(out, ro, 1e-12, "out")
@@ -84,7 +84,7 @@ def test_matches_torch_sdpa(rng):
     for causal in (False, True):
         m = mask & torch.ones(33, 33, dtype=torch.bool).tril() if causal else mask
         expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
-        out, _ = attention(q, k, v, causal=causal, mask=mask)
+        out, _ = fused_attention(q, k, v, causal=causal, mask=mask)
         assert_close(out, expected, 1e-5, f"sdpa causal={causal}")
 
 
@@ -93,12 +93,12 @@ def test_entropy_limits(rng):
     b, h, t, d = 1, 2, 7, 4
     q = torch.zeros(b, h, t, d)
     k = torch.from_numpy(rng.standard_normal((b, h, t, d))).float()
-    _, stats = attention(q, k, k, causal=True)
+    _, stats = fused_attention(q, k, k, causal=True)
     seen = torch.arange(1, t + 1, dtype=torch.float32)
     assert torch.allclose(stats["entropy"][0, 0], torch.log(seen), atol=1e-6)
     assert torch.allclose(stats["lse"][0, 0], torch.log(seen), atol=1e-6)
     sharp = torch.eye(t).mul(1e4).expand(b, h, t, t)
-    _, stats = attention(sharp, torch.eye(t).expand(b, h, t, t), k, causal=False, scale=1.0)
+    _, stats = fused_attention(sharp, torch.eye(t).expand(b, h, t, t), k, causal=False, scale=1.0)
     assert stats["entropy"].abs().max() < 1e-6
 
 
@@ -110,7 +110,7 @@ def test_fully_masked_rows(rng, kind):
     keep[:, :, 2] = False
     keep[1, 1] = False
     mask = keep if kind == "bool" else torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
-    out, stats = attention(q, k, v, causal=False, mask=mask)
+    out, stats = fused_attention(q, k, v, causal=False, mask=mask)
     dead = ~keep.any(-1)
     assert not torch.isnan(out).any() and not torch.isnan(stats["entropy"]).any()
     assert (out[dead] == 0).all() and torch.isneginf(stats["lse"][dead]).all() and (stats["entropy"][dead] == 0).all()
@@ -124,7 +124,7 @@ def test_fully_masked_rows(rng, kind):
 def test_causal_shorter_keys_masks_leading_rows(rng):
     """Bottom-right causal alignment with S < T: the first T - S rows see nothing."""
     q, k, v = qkv(rng, 1, 2, 2, 8, 5, 8)
-    out, stats = attention(q, k, v, causal=True)
+    out, stats = fused_attention(q, k, v, causal=True)
     assert torch.isneginf(stats["lse"][..., :3]).all() and torch.isfinite(stats["lse"][..., 3:]).all()
     assert_close(out, reference_attention(q, k, v, causal=True)[0], 1e-5, "out")
 
@@ -134,7 +134,7 @@ def test_mask_broadcast_forms(rng):
     keep = torch.from_numpy(rng.random((2, 4, 6, 7)) > 0.3)
     keep[..., 0] = True
     for m in (keep, keep[:, :1], keep[0], keep[0, 0], keep[:, :1, :1]):
-        out, st = attention(q, k, v, causal=False, mask=m)
+        out, st = fused_attention(q, k, v, causal=False, mask=m)
         ro, _, re = reference_attention(q, k, v, causal=False, mask=m)
         assert_close(out, ro, 1e-5, f"mask {tuple(m.shape)}")
         assert_close(st["entropy"], re, 1e-5, f"mask {tuple(m.shape)}")
@@ -143,7 +143,7 @@ def test_mask_broadcast_forms(rng):
 def test_additive_float_mask(rng):
     q, k, v = qkv(rng, 1, 2, 2, 5, 5, 8)
     bias = torch.from_numpy(rng.standard_normal((1, 2, 5, 5))).float()
-    out, st = attention(q, k, v, causal=True, mask=bias)
+    out, st = fused_attention(q, k, v, causal=True, mask=bias)
     ro, rl, re = reference_attention(q, k, v, causal=True, mask=bias)
     assert_close(out, ro, 1e-5, "out")
     assert_close(st["lse"], rl, 1e-5, "lse")
@@ -152,9 +152,9 @@ def test_additive_float_mask(rng):
 def test_query_blocks_agree(rng, monkeypatch):
     """Several query blocks (tiny tile budget) give the same numbers as one."""
     q, k, v = qkv(rng, 2, 2, 1, 23, 23, 8)
-    whole = attention(q, k, v, causal=True)
+    whole = fused_attention(q, k, v, causal=True)
     monkeypatch.setattr("artent_fast.attention.torch_path.TILE_BYTES", 2000)
-    split = attention(q, k, v, causal=True)
+    split = fused_attention(q, k, v, causal=True)
     assert_close(split[0], whole[0], 1e-6, "out")
     assert_close(split[1]["entropy"], whole[1]["entropy"], 1e-6, "entropy")
 
@@ -162,7 +162,7 @@ def test_query_blocks_agree(rng, monkeypatch):
 def test_gradients_match_reference(rng):
     q, k, v = qkv(rng, 2, 4, 2, 11, 11, 8, dtype=torch.float64, grad=True)
     mask = padding_mask(rng, 2, 11)
-    out, _ = attention(q, k, v, causal=True, mask=mask)
+    out, _ = fused_attention(q, k, v, causal=True, mask=mask)
     dout = torch.randn_like(out)
     got = torch.autograd.grad(out, (q, k, v), dout)
     ro, _, _ = reference_attention(q, k, v, causal=True, mask=mask)
@@ -177,7 +177,7 @@ def test_backward_from_lse_matches_autograd(rng, monkeypatch, causal):
     q, k, v = qkv(rng, 2, 4, 2, 13, 17, 8, dtype=torch.float64, grad=True)
     keep = torch.from_numpy(rng.random((2, 1, 13, 17)) > 0.3)
     keep[0, 0, 12] = False  # a dead row, if causal does not already kill it
-    out, stats = attention(q, k, v, causal=causal, mask=keep)
+    out, stats = fused_attention(q, k, v, causal=causal, mask=keep)
     dout = torch.randn_like(out)
     want = torch.autograd.grad(out, (q, k, v), dout)
     p = check_qk(q, k, None)
@@ -192,7 +192,7 @@ def test_backward_from_lse_matches_autograd(rng, monkeypatch, causal):
 def test_low_precision_ratio(rng, dtype):
     """FlashAttention's test: error vs float64 at most twice that of the reference run in low precision."""
     q, k, v = qkv(rng, 2, 4, 2, 40, 40, 32, dtype=dtype)
-    out, stats = attention(q, k, v, causal=True)
+    out, stats = fused_attention(q, k, v, causal=True)
     assert out.dtype == dtype and stats["entropy"].dtype == torch.float32
     exact = reference_attention(q, k, v, causal=True)[0]
     low = reference_attention(q, k, v, causal=True, dtype=dtype)[0]
@@ -203,27 +203,27 @@ def test_low_precision_ratio(rng, dtype):
 
 def test_dropout_keeps_statistics_and_expectation(rng):
     q, k, v = qkv(rng, 1, 2, 2, 6, 6, 4)
-    base, st0 = attention(q, k, v, causal=False)
+    base, st0 = fused_attention(q, k, v, causal=False)
     torch.manual_seed(0)
-    dropped, st1 = attention(q, k, v, causal=False, dropout_p=0.5)
+    dropped, st1 = fused_attention(q, k, v, causal=False, dropout_p=0.5)
     assert not torch.allclose(dropped, base)
     assert torch.equal(st0["entropy"], st1["entropy"])
     torch.manual_seed(0)
-    mean = torch.stack([attention(q, k, v, causal=False, dropout_p=0.5)[0] for _ in range(400)]).mean(0)
+    mean = torch.stack([fused_attention(q, k, v, causal=False, dropout_p=0.5)[0] for _ in range(400)]).mean(0)
     assert (mean - base).abs().max() < 0.25
 
 
 def test_capture_selects_statistics(rng):
     q, k, v = qkv(rng, 1, 1, 1, 3, 3, 4)
-    assert set(attention(q, k, v, causal=True, capture=())[1]) == set()
-    assert set(attention(q, k, v, causal=True, capture="lse")[1]) == {"lse"}
+    assert set(fused_attention(q, k, v, causal=True, capture=())[1]) == set()
+    assert set(fused_attention(q, k, v, causal=True, capture="lse")[1]) == {"lse"}
     with pytest.raises(ValueError, match="capture"):
-        attention(q, k, v, causal=True, capture=("attn",))
+        fused_attention(q, k, v, causal=True, capture=("attn",))
 
 
 def test_package_attention_is_callable_after_submodule_import(rng):
     q, k, v = qkv(rng, 1, 1, 1, 3, 3, 4)
-    out, _ = artent_fast.attention(q, k, v, causal=True)
+    out, _ = artent_fast.fused_attention(q, k, v, causal=True)
     assert_close(out, reference_attention(q, k, v, causal=True)[0], 1e-6, "out")
     assert artent_fast.attention_profile is attention_profile
 
@@ -245,21 +245,21 @@ def test_package_attention_is_callable_after_submodule_import(rng):
 def test_bad_inputs(rng, bad, match):
     q, k, v = qkv(rng, 2, 4, 2, 5, 6, 8)
     with pytest.raises((ValueError, TypeError), match=match):
-        attention(*bad(q, k, v), causal=False)
+        fused_attention(*bad(q, k, v), causal=False)
 
 
 def test_bad_arguments(rng):
     q, k, v = qkv(rng, 2, 4, 2, 5, 6, 8)
     with pytest.raises(ValueError, match="does not broadcast"):
-        attention(q, k, v, causal=False, mask=torch.ones(2, 4, 5, 5, dtype=torch.bool))
+        fused_attention(q, k, v, causal=False, mask=torch.ones(2, 4, 5, 5, dtype=torch.bool))
     with pytest.raises(TypeError, match="mask has dtype"):
-        attention(q, k, v, causal=False, mask=torch.ones(2, 1, 1, 6, dtype=torch.long))
+        fused_attention(q, k, v, causal=False, mask=torch.ones(2, 1, 1, 6, dtype=torch.long))
     with pytest.raises(ValueError, match="scale"):
-        attention(q, k, v, causal=False, scale=float("nan"))
+        fused_attention(q, k, v, causal=False, scale=float("nan"))
     with pytest.raises(ValueError, match="backend"):
-        attention(q, k, v, causal=False, backend="cuda")
+        fused_attention(q, k, v, causal=False, backend="cuda")
     with pytest.raises(ValueError, match="dropout"):
-        attention(q, k, v, causal=False, dropout_p=1.5)
+        fused_attention(q, k, v, causal=False, dropout_p=1.5)
 
 
 # ---- external entanglement profiles --------------------------------------------------------
@@ -352,7 +352,7 @@ class Probe(torch.nn.Module):
     """A stand-in attention module that reports to the channel like the HF hook does."""
 
     def forward(self, q, k, v, mask=None):
-        out, stats = attention(q, k, v, causal=True, mask=mask)
+        out, stats = fused_attention(q, k, v, causal=True, mask=mask)
         if channel.is_enabled(self):
             channel.capture(self, q, k, stats, causal=True, mask=mask, scale=None)
         return out
@@ -386,7 +386,7 @@ def test_channel_levels(rng, fresh_channel):
     assert all(r["kind"] == "attention" and isinstance(r["entropy_mean"], float) for r in recs)
     with_profile = [i for i, r in enumerate(recs) if r["entropies"]]
     assert with_profile == [0, 1, 4, 5]
-    _, stats = attention(q, k, v, causal=True)
+    _, stats = fused_attention(q, k, v, causal=True)
     assert abs(recs[0]["entropy_mean"] - stats["entropy"].mean().item()) < 1e-5
     expected = attention_profile(q, k, causal=True).double().mean((0, 1))
     assert torch.allclose(torch.tensor(recs[0]["entropies"], dtype=torch.float64), expected, atol=1e-5)
@@ -417,7 +417,7 @@ def test_channel_dead_rows_and_errors_never_raise(rng, fresh_channel):
     keep[..., 1, :] = False
     model.layers[0](q, k, v, keep)
     rec = channel.drain()[0]
-    _, st = attention(q, k, v, causal=True, mask=keep)
+    _, st = fused_attention(q, k, v, causal=True, mask=keep)
     assert abs(rec["entropy_mean"] - st["entropy"][..., [0, 2, 3]].mean().item()) < 1e-5
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -442,7 +442,7 @@ def test_torch_attention_is_the_default_on_cpu(rng):
     q, k, v = qkv(rng, 1, 2, 2, 5, 5, 8)
     p = check_qk(q, k, None)
     out, lse, ent = torch_attention(q, k, v, p, None, True)
-    got, stats = attention(q, k, v, causal=True)
+    got, stats = fused_attention(q, k, v, causal=True)
     assert torch.equal(out, got) and torch.equal(ent, stats["entropy"])
 
 
@@ -456,7 +456,7 @@ def test_without_triton_the_kernels_decline(rng, monkeypatch):
     try:
         assert triton_path.kernel_module() is None and triton_path.load_kernel("attention_bwd") is None
         q, k, v = qkv(rng, 1, 2, 1, 5, 5, 8)
-        out, _ = attention(q, k, v, causal=True)
+        out, _ = fused_attention(q, k, v, causal=True)
         assert_close(out, reference_attention(q, k, v, causal=True)[0], 1e-5, "out")
     finally:  # forget the triton-less kernel modules so that later tests load real ones
         for name in ("attention_fwd", "attention_bwd"):

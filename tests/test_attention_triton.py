@@ -20,7 +20,7 @@ pytest.importorskip("triton")
 INTERPRETED = IN_INTERPRETER_CHILD
 in_child = interpreted  # deselected in the parent, run by test_interpreted_suite
 
-from artent_fast.attention import attention  # noqa: E402
+from artent_fast.attention import fused_attention  # noqa: E402
 from artent_fast.attention.reference import reference_attention  # noqa: E402
 from artent_fast.attention.triton_path import kernel_module  # noqa: E402
 
@@ -119,12 +119,12 @@ def test_interpreted_backward_kernel(rng, interpret, shape, causal):
 @in_child
 @pytest.mark.parametrize("backward", ["triton", "torch"])
 def test_dispatch_and_backward_through_triton(rng, interpret, monkeypatch, backward):
-    """attention(backend='triton') gives the torch path's numbers, and the same gradients with either backward."""
+    """fused_attention(backend='triton') gives the torch path's numbers, and the same gradients with either backward."""
     monkeypatch.setattr("artent_fast.attention.triton_path.BACKWARD", backward)
     q, k, v = qkv(rng, 1, 4, 2, 18, 18, 16, grad=True)
     mask = (torch.arange(18) < 13)[None, None, None, :]
-    out, stats = attention(q, k, v, causal=True, mask=mask, backend="triton")
-    ref, ref_stats = attention(q, k, v, causal=True, mask=mask, backend="torch")
+    out, stats = fused_attention(q, k, v, causal=True, mask=mask, backend="triton")
+    ref, ref_stats = fused_attention(q, k, v, causal=True, mask=mask, backend="torch")
     assert (out - ref).abs().max() <= 1e-5
     assert (stats["entropy"] - ref_stats["entropy"]).abs().max() <= 1e-5
     dout = torch.randn_like(out)
@@ -142,14 +142,14 @@ def test_interpreted_kernel_without_entropy(rng, interpret):
     bare = interpret.attention_fwd(q, k, v, None, causal=True, scale=0.25, entropy=False)
     assert bare[2] is None
     assert torch.equal(full[0], bare[0]) and torch.equal(full[1], bare[1])
-    out, stats = attention(q, k, v, causal=True, scale=0.25, capture=("lse",), backend="triton")
+    out, stats = fused_attention(q, k, v, causal=True, scale=0.25, capture=("lse",), backend="triton")
     assert set(stats) == {"lse"} and torch.equal(out, full[0])
 
 
 def test_triton_backend_refuses_dropout(rng):
     q, k, v = qkv(rng, 1, 1, 1, 4, 4, 16)
     with pytest.raises(ValueError, match="dropout"):
-        attention(q, k, v, causal=True, backend="triton", dropout_p=0.1)
+        fused_attention(q, k, v, causal=True, backend="triton", dropout_p=0.1)
 
 
 # ---- compiled kernel on a GPU -------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_triton_backend_refuses_dropout(rng):
 def test_gpu_kernel(rng, d, dtype, causal):
     q, k, v = qkv(rng, 2, 8, 2, 300, 300, d, dtype=dtype, device="cuda")
     mask = (torch.arange(300, device="cuda") < torch.tensor([300, 200], device="cuda").unsqueeze(1))[:, None, None]
-    out, stats = attention(q, k, v, causal=causal, mask=mask)
+    out, stats = fused_attention(q, k, v, causal=causal, mask=mask)
     ro, rl, re = reference_attention(q, k, v, causal=causal, mask=mask)
     if dtype == torch.float32:
         assert (out.double() - ro).abs().max() <= 1e-4
@@ -177,7 +177,7 @@ def test_gpu_kernel(rng, d, dtype, causal):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_gpu_backward(rng, dtype):
     q, k, v = qkv(rng, 2, 8, 2, 200, 200, 64, dtype=dtype, device="cuda", grad=True)
-    out, _ = attention(q, k, v, causal=True)
+    out, _ = fused_attention(q, k, v, causal=True)
     dout = torch.randn_like(out)
     got = torch.autograd.grad(out, (q, k, v), dout)
     ro = reference_attention(q, k, v, causal=True)[0]

@@ -440,15 +440,15 @@ def test_forced_backend_that_cannot_load_raises_with_its_reason(monkeypatch):
         r"no_such_mod",
     ):
         dispatch("eigvalsh", sym)
-    from artent_fast.attention import attention
+    from artent_fast.attention import fused_attention
 
     q = torch.randn(1, 2, 5, 8)
     with pytest.raises(registry.BackendUnavailable, match="no_such_mod"):
-        attention(q, q, q, causal=True)
+        fused_attention(q, q, q, causal=True)
 
 
 def test_attention_reads_the_override_through_the_registry(monkeypatch):
-    from artent_fast.attention import attention
+    from artent_fast.attention import fused_attention
     from artent_fast.attention.reference import reference_attention
 
     q, k, v = (torch.randn(1, 2, 6, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
@@ -459,7 +459,7 @@ def test_attention_reads_the_override_through_the_registry(monkeypatch):
         monkeypatch.setenv("ARTENT_FAST_BACKEND", forced)
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            out, _ = attention(q, k, v, causal=True)
+            out, _ = fused_attention(q, k, v, causal=True)
         assert torch.allclose(out, ref, atol=1e-5), forced
         fallback = [w for w in seen if "no usable" in str(w.message)]
         if forced == "torch" or (forced == "triton" and INTERPRETED):
@@ -470,7 +470,7 @@ def test_attention_reads_the_override_through_the_registry(monkeypatch):
             )
     monkeypatch.setenv("ARTENT_FAST_BACKEND", "opencl")
     with pytest.raises(ValueError, match="ARTENT_FAST_BACKEND='opencl'"):
-        attention(q, k, v, causal=True)
+        fused_attention(q, k, v, causal=True)
 
 
 def test_every_backend_kernel_has_the_torch_kernel_signature():

@@ -1,4 +1,4 @@
-"""``attention(q, k, v)``: scaled dot-product attention that also returns per-row statistics."""
+"""``fused_attention(q, k, v)``: scaled dot-product attention that also returns per-row statistics."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def resolve_backend(backend: str, q: torch.Tensor, v: torch.Tensor, dropout_p: f
     return "torch"
 
 
-def attention(
+def fused_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,

@@ -5,7 +5,7 @@ boolean mask builder (``sdpa_mask``: True = keep, None for a plain causal mask);
 mask registration transformers would silently drop padding masks. After that,
 ``LlamaForCausalLM(config)`` with ``config._attn_implementation = "artent"``,
 ``from_pretrained(..., attn_implementation="artent")`` or ``model.set_attn_implementation("artent")``
-run on :func:`artent_fast.attention`, and captured statistics go to the side channel.
+run on :func:`artent_fast.fused_attention`, and captured statistics go to the side channel.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from artent_fast.attention import channel
-from artent_fast.attention.fused import attention
+from artent_fast.attention.fused import fused_attention
 
 NAME = "artent"
 
@@ -43,7 +43,7 @@ def artent_attention_forward(
     mask = attention_mask
     if mask is not None and mask.shape[-1] != key.shape[2]:
         mask = mask[..., : key.shape[2]]
-    out, stats = attention(query, key, value, causal=causal, mask=mask, scale=scaling, dropout_p=float(dropout))
+    out, stats = fused_attention(query, key, value, causal=causal, mask=mask, scale=scaling, dropout_p=float(dropout))
     if channel.is_enabled(module):
         channel.capture(module, query, key, stats, causal=causal, mask=mask, scale=scaling)
     return out.transpose(1, 2).contiguous(), None

@@ -123,4 +123,16 @@ def attention_cardy(profiles: torch.Tensor | Sequence[torch.Tensor], boundary: s
         profiles = torch.stack([torch.as_tensor(x) for x in profiles])
     flat = profiles.reshape(-1, profiles.shape[-1]).to(torch.float64)
     mean = flat.nanmean(0)
-    return AttentionCardy(fit_cardy(profiles, boundary), fit_cardy(mean, boundary), mean)
+    return AttentionCardy(fit_finite_rows(flat, boundary, profiles.shape[:-1]), fit_cardy(mean, boundary), mean)
+
+
+def fit_finite_rows(flat: torch.Tensor, boundary: str, shape: torch.Size) -> CardyFit:
+    """Cardy fits of the rows of ``flat`` ``(n, K-1)``; a row with a NaN (a dead head) gets NaN ``c, s0, r2``
+    (``fit_cardy`` itself refuses non-finite input)."""
+    ok = torch.isfinite(flat).all(-1)
+    out = [torch.full((flat.shape[0],), math.nan, dtype=torch.float64, device=flat.device) for _ in range(3)]
+    if bool(ok.any()):
+        fit = fit_cardy(flat[ok], boundary)
+        for dst, src in zip(out, fit, strict=True):
+            dst[ok] = src.to(torch.float64)
+    return CardyFit(*(t.reshape(shape) for t in out))

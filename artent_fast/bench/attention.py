@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from artent_fast.attention import attention
+from artent_fast.attention import fused_attention
 from artent_fast.bench.table import Table
 from artent_fast.bench.timing import paired_times
 
@@ -78,8 +78,8 @@ def forward_table(
         q, k, v = _inputs(shape, dev, dtype, gen)
         for causal in (False, True):
             fns = [
-                lambda: attention(q, k, v, causal=causal),
-                lambda: attention(q, k, v, causal=causal, capture=()),
+                lambda: fused_attention(q, k, v, causal=causal),
+                lambda: fused_attention(q, k, v, causal=causal, capture=()),
                 lambda: sdpa(q, k, v, causal),
             ]
             if flash is not None:
@@ -134,7 +134,7 @@ def training_table(
         for causal in (False, True):
 
             def ours(capture=("lse", "entropy")):
-                out, _ = attention(q, k, v, causal=causal, capture=capture)
+                out, _ = fused_attention(q, k, v, causal=causal, capture=capture)
                 torch.autograd.grad(out, (q, k, v), dout)
 
             def theirs():

@@ -123,7 +123,7 @@ def kernel_rows(dev: str, table: Table, gen: torch.Generator) -> None:
 def public_rows(dev: str, table: Table, gen: torch.Generator) -> None:
     """The public paths with the default (automatic) choice of kernels, against float64 references."""
     import artent_fast as af
-    from artent_fast.attention import attention
+    from artent_fast.attention import fused_attention
     from artent_fast.attention.reference import reference_attention
     from artent_fast.core.reference import reference_profiles
 
@@ -140,7 +140,7 @@ def public_rows(dev: str, table: Table, gen: torch.Generator) -> None:
     q = torch.randn(1, 4, 96, 64, device=dev, dtype=dtype, generator=gen)
     k = torch.randn(1, 2, 96, 64, device=dev, dtype=dtype, generator=gen)
     v = torch.randn(1, 2, 96, 64, device=dev, dtype=dtype, generator=gen)
-    out, stats = attention(q, k, v, causal=True)
+    out, stats = fused_attention(q, k, v, causal=True)
     r_out, r_lse, r_ent = reference_attention(q, k, v, causal=True)
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
     err = max(
