@@ -13,7 +13,7 @@ import torch
 from artent_fast.core.entropy import check_alpha_base, entropy_from_spectrum
 from artent_fast.core.layout import Sites, sites
 from artent_fast.core.profile import normalised_chain
-from artent_fast.core.sweep import tt_svd
+from artent_fast.core.ttsvd import tt_svd
 from artent_fast.core.validate import as_matrix, check_positive_int
 
 

@@ -12,7 +12,7 @@ from artent_fast.backends import dispatch
 from artent_fast.core.entropy import check_alpha_base, renyi2_from_purity
 from artent_fast.core.gram import bond_purities, bond_spectra
 from artent_fast.core.layout import Sites, sites
-from artent_fast.core.sweep import tt_svd
+from artent_fast.core.ttsvd import tt_svd
 from artent_fast.core.validate import as_matrix, check_zero_policy, handle_zero, result_dtype, unit_scale
 
 METHODS = ("auto", "naive", "sweep", "gram")

@@ -13,7 +13,7 @@ import torch
 
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
 from artent_fast.sweep.names import parse_layer
-from artent_fast.sweep.plan import Item, Source, Unit
+from artent_fast.sweep.plan import Item, Source, WorkUnit
 from artent_fast.sweep.reader import CheckpointError
 
 COLUMNS = (
@@ -67,14 +67,14 @@ def _load(files, name: str, device: torch.device, result: UnitResult) -> torch.T
 class Loaded:
     """A unit's matrices on the device, ready to profile (``files``: where each kept item came from)."""
 
-    unit: Unit
+    unit: WorkUnit
     kept: list[Item]
     files: list[str]
     tensors: list[torch.Tensor]
     result: UnitResult
 
 
-def _dense_batch(unit: Unit, source: Source, device: torch.device, loaded: Loaded) -> None:
+def _dense_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Loaded) -> None:
     """Fill a preallocated (b, m, n) batch one matrix at a time (host memory: about one matrix)."""
     m, n = unit.shape
     batch = torch.empty((len(unit.items), m, n), dtype=torch.float32, device=device)
@@ -107,7 +107,7 @@ def _dense_batch(unit: Unit, source: Source, device: torch.device, loaded: Loade
     loaded.tensors = [batch[: len(loaded.kept)]]
 
 
-def _lora_batch(unit: Unit, source: Source, device: torch.device, loaded: Loaded) -> None:
+def _lora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Loaded) -> None:
     """Stacks of factors (B: (b, m, r), A: (b, r, n)) of the update in the base weight's layout, scale folded in."""
     files = source.adapter.weights
     bs, as_ = [], []
@@ -126,7 +126,7 @@ def _lora_batch(unit: Unit, source: Source, device: torch.device, loaded: Loaded
     loaded.tensors = [torch.stack(bs), torch.stack(as_)] if bs else []
 
 
-def load_unit(unit: Unit, source: Source, device: torch.device) -> Loaded:
+def load_unit(unit: WorkUnit, source: Source, device: torch.device) -> Loaded:
     """Read a unit's tensors onto ``device`` (on CUDA in a side stream, synchronised before returning).
 
     Safe to run in a loader thread while the previous unit computes; it closes the source's file handles.
@@ -186,12 +186,14 @@ def profile_unit(loaded: Loaded, *, alpha: float = 1.0, log_base: float = math.e
     return result
 
 
-def unit_rows(unit: Unit) -> int:
+def unit_rows(unit: WorkUnit) -> int:
     """How many table rows a unit with no error makes: one per matrix and bond."""
     return len(unit.items) * len(sites(*unit.shape).bond_dims())
 
 
-def _append_rows(result: UnitResult, unit: Unit, kept: list[Item], values: list[list[float]], log_base: float) -> None:
+def _append_rows(
+    result: UnitResult, unit: WorkUnit, kept: list[Item], values: list[list[float]], log_base: float
+) -> None:
     m, n = unit.shape
     layout = sites(m, n)
     bonds = layout.bond_dims()

@@ -30,7 +30,7 @@ class Item:
 
 
 @dataclass
-class Unit:
+class WorkUnit:
     """A batch of same-shape matrices from one checkpoint: the unit of work, resume and sharding."""
 
     checkpoint: str
@@ -69,7 +69,7 @@ class Source:
 
 @dataclass
 class Plan:
-    units: list[Unit] = field(default_factory=list)
+    units: list[WorkUnit] = field(default_factory=list)
     sources: dict[str, Source] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     name_maps: dict[str, str] = field(default_factory=dict)  # checkpoint -> how its names map to the base's
@@ -271,14 +271,14 @@ def build_plan(
             items.sort(key=lambda i: natural_key(i.module))
             for start in range(0, len(items), batch):
                 chunk = items[start : start + batch]
-                unit = Unit(ckpt, step, kind, (key[0], key[1]), chunk)
+                unit = WorkUnit(ckpt, step, kind, (key[0], key[1]), chunk)
                 unit.cost = unit_cost(kind, unit.shape, chunk[0].rank, len(chunk))
                 unit.id = unit_id(unit, base if kind != "weight" else None, settings, read_by(unit, source))
                 plan.units.append(unit)
     return plan
 
 
-def read_by(unit: Unit, source: Source) -> list[Any]:
+def read_by(unit: WorkUnit, source: Source) -> list[Any]:
     """The identity (file, size, mtime, ctime, inode) of everything a unit reads, as planned."""
     seen: list[Any] = []
     for item in unit.items:
@@ -295,7 +295,7 @@ def read_by(unit: Unit, source: Source) -> list[Any]:
     return list({json.dumps(s, default=str): s for s in seen}.values())
 
 
-def unit_id(unit: Unit, base: str | None, settings: dict[str, Any], identities: list[Any] = ()) -> str:
+def unit_id(unit: WorkUnit, base: str | None, settings: dict[str, Any], identities: list[Any] = ()) -> str:
     """Stable id of a unit's work: same inputs (files unchanged since) and settings, same id, so reruns find
     finished parts; a checkpoint rewritten in place gets new ids and is recomputed."""
     key = {

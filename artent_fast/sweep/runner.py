@@ -20,7 +20,7 @@ from artent_fast.sweep import distributed
 from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
 from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
 from artent_fast.sweep.names import DEFAULT_TARGETS, check_targets
-from artent_fast.sweep.plan import Unit, build_plan
+from artent_fast.sweep.plan import WorkUnit, build_plan
 from artent_fast.sweep.progress import Progress
 from artent_fast.sweep.store import (
     ERRORS,
@@ -242,11 +242,11 @@ def run_sweep(
 
 
 def _loaded_units(
-    units: list[Unit], sources: dict, device: torch.device, overlap: bool
-) -> Iterator[tuple[Unit, Loaded | BaseException]]:
+    units: list[WorkUnit], sources: dict, device: torch.device, overlap: bool
+) -> Iterator[tuple[WorkUnit, Loaded | BaseException]]:
     """``(unit, loaded)`` in order; with ``overlap`` a loader thread reads unit i+1 while unit i computes."""
 
-    def load(unit: Unit) -> Loaded | BaseException:
+    def load(unit: WorkUnit) -> Loaded | BaseException:
         try:
             return load_unit(unit, sources[unit.checkpoint], device)
         except Exception as exc:  # reported against the unit by the caller

@@ -10,7 +10,7 @@ import torch
 
 
 @dataclass
-class SweepResult:
+class TTSVDResult:
     cores: list[torch.Tensor]  # (..., chi_left, d, chi_right)
     singular_values: list[torch.Tensor]  # kept values at each bond, (..., chi_k)
     discarded_weight: torch.Tensor  # (..., K-1): dropped squared singular values / squared norm
@@ -40,7 +40,7 @@ def tt_svd(
     max_bond: int | None = None,
     cutoff: float = 0.0,
     keep_cores: bool = True,
-) -> SweepResult:
+) -> TTSVDResult:
     """Sequential SVDs of the normalised state ``t`` (``(..., prod(dims))``, unit norm).
 
     Without truncation the kept singular values give the exact entropy at every bond; with
@@ -69,4 +69,4 @@ def tt_svd(
         svals.append(s)
     if keep_cores:
         cores.append(c.reshape(*batch, c.shape[-2], dims[-1], 1))
-    return SweepResult(cores, svals, torch.stack(discarded, -1))
+    return TTSVDResult(cores, svals, torch.stack(discarded, -1))
