@@ -462,3 +462,23 @@ def test_without_triton_the_kernels_decline(rng, monkeypatch):
         for name in ("attention_fwd", "attention_bwd"):
             sys.modules.pop(f"artent_fast.kernels.{name}", None)
         triton_path.load_kernel.cache_clear()
+
+
+def test_attention_profile_uses_the_core_engine(rng, monkeypatch):
+    """External profiles go through core.gram's bond_densities (so its backends serve attention too)."""
+    import artent_fast.attention.profile as ap
+
+    calls = []
+    real = ap.bond_densities
+
+    def spy(t, dims, split=None):
+        calls.append((tuple(dims), split))
+        return real(t, dims, split)
+
+    monkeypatch.setattr(ap, "bond_densities", spy)
+    q, k, _ = qkv(rng, 1, 2, 2, 12, 12, 4)
+    prof = attention_profile(q.double(), k.double(), causal=True)
+    probs = reference_probs(q, k, causal=True)
+    expected = artent_fast.entanglement_profile(probs[0])
+    assert calls and calls[0][1] == 3  # roots at the row/column bond: T = 12 = 2*2*3 gives 3 row sites, T <= S
+    assert torch.allclose(prof[0], expected, atol=1e-10)

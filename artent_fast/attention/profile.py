@@ -1,11 +1,11 @@
 """External entanglement (docs/definitions.md §3): the entanglement profile of every head's attention matrix.
 
 For each (batch, head) the attention matrix ``P`` (``T x S``) is a matrix like any other
-(docs/definitions.md §1, row-major sites). Bonds inside the row sites take their reduced density matrix from
-``P P^T`` (``T x T``), bonds inside the column sites from ``P^T P`` (``S x S``), each traced down
-site by site with the core's partial trace (``artent_fast.core.gram``'s recipe, with the two
-Gram roots at the row/column bond). Heads are processed in chunks so that only a few
-``T x S`` matrices and their Grams are alive at a time.
+(docs/definitions.md §1, row-major sites). Its bond densities come from the core engine itself
+(``artent_fast.core.gram``, so the Triton gram and chain kernels serve both) with the two Gram roots
+at the row/column bond: row-site bonds from ``P P^T`` traced down site by site, column-site bonds
+from the column side; the spectra go through the same packed entropy reduction as every profile.
+Heads are processed in chunks so that only a few ``T x S`` matrices and their Grams are alive at once.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from artent_fast.api import CardyFit, fit_cardy, sites
 from artent_fast.attention.masking import apply_mask
 from artent_fast.attention.torch_path import safe_softmax
 from artent_fast.attention.validate import Problem, check_mask, check_qk
-from artent_fast.backends import dispatch
-from artent_fast.core.entropy import check_alpha_base, entropy_from_spectrum
+from artent_fast.backends import ops
+from artent_fast.core.entropy import check_alpha_base
+from artent_fast.core.gram import bond_densities
+from artent_fast.core.profile import profile_from_spectra
 
 CHUNK_BYTES = 256 * 2**20
 
@@ -37,32 +39,14 @@ def chunk_probs(q, k, mask, p: Problem, causal: bool, heads: torch.Tensor) -> to
 
 
 def bond_densities_of(probs: torch.Tensor, row_dims: Sequence[int], col_dims: Sequence[int]) -> list[torch.Tensor]:
-    """Unnormalised reduced density matrices at bonds ``1..K-1`` of ``probs`` ``(..., T, S)``.
-
-    Bond ``k < a`` (inside the ``a`` row sites) keeps the first ``k`` row sites: ``P P^T`` traced
-    over the rest. Bond ``k > a`` keeps the last column sites: ``P^T P`` traced over the first
-    ones. The row/column bond ``k = a`` uses the smaller of the two Grams.
+    """Unnormalised reduced density matrices at bonds ``1..K-1`` of ``probs`` ``(..., T, S)``: the core engine
+    (:func:`artent_fast.core.gram.bond_densities`) with its two Gram roots at the row/column bond, so the
+    row-site bonds come from ``P P^T`` and the column-site bonds from the column side; the row/column bond
+    itself uses the smaller of the two.
     """
-    a, nb = len(row_dims), len(col_dims)
-    num_bonds = a + nb - 1
-    center_left = math.prod(row_dims) <= math.prod(col_dims)
-    side = {kk: "left" if kk < a or (kk == a and center_left) else "right" for kk in range(1, num_bonds + 1)}
-    dens: dict[int, torch.Tensor] = {}
-    if "left" in side.values():
-        rho = torch.matmul(probs, probs.transpose(-1, -2))  # left density at bond a
-        for kk in range(a, 0, -1):
-            if kk < a:
-                rho = dispatch("partial_trace", rho, math.prod(row_dims[:kk]), row_dims[kk], "last")
-            if side.get(kk) == "left":
-                dens[kk] = rho
-    if "right" in side.values():
-        rho = torch.matmul(probs.transpose(-1, -2), probs)  # right density at bond a
-        for j in range(nb):
-            if j > 0:
-                rho = dispatch("partial_trace", rho, math.prod(col_dims[j:]), col_dims[j - 1], "first")
-            if side.get(a + j) == "right":
-                dens[a + j] = rho
-    return [dens[kk] for kk in range(1, num_bonds + 1)]
+    a = len(row_dims)
+    split = a if math.prod(row_dims) <= math.prod(col_dims) else a - 1
+    return bond_densities(probs.reshape(*probs.shape[:-2], -1), [*row_dims, *col_dims], split)
 
 
 def attention_profile(
@@ -98,9 +82,8 @@ def attention_profile(
         for h0 in range(0, total, step):
             heads = torch.arange(h0, min(total, h0 + step), device=q.device)
             probs = chunk_probs(q, k, mask, p, causal, heads)
-            rhos = bond_densities_of(probs, layout.row_dims, layout.col_dims)
-            out[h0 : h0 + len(heads)] = torch.stack(
-                [entropy_from_spectrum(dispatch("eigvalsh", r), alpha=alpha, base=base) for r in rhos], -1)
+            spectra = [ops.eigvalsh(r) for r in bond_densities_of(probs, layout.row_dims, layout.col_dims)]
+            out[h0 : h0 + len(heads)] = profile_from_spectra(spectra, alpha, base)
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return out.reshape(p.batch, p.heads, layout.num_bonds).to(dtype)
 

@@ -31,17 +31,22 @@ def split_point(dims: Sequence[int]) -> int:
     return k
 
 
-def bond_densities(t: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
-    """Unnormalised reduced density matrices ``(..., s_k, s_k)`` at every bond, smaller side.
+def bond_densities(t: torch.Tensor, dims: Sequence[int], split: int | None = None) -> list[torch.Tensor]:
+    """Unnormalised reduced density matrices ``(..., s_k, s_k)`` at every bond.
 
-    ``t`` has shape ``(..., prod(dims))`` in chain order.
+    ``t`` has shape ``(..., prod(dims))`` in chain order. Bonds ``1..split`` take the left block's
+    density (one Gram root at bond ``split``), the others the right block's (one root at bond
+    ``split + 1``). ``split`` defaults to :func:`split_point`, so every bond uses its smaller side;
+    attention profiles put it at the row/column bond (roots ``P P^T`` and ``P^T P``-like).
     """
     dims = list(dims)
     n_bonds = len(dims) - 1
     total = math.prod(dims)
     batch = t.shape[:-1]
     out: list[torch.Tensor | None] = [None] * n_bonds
-    k_star = split_point(dims)
+    k_star = split_point(dims) if split is None else split
+    if not 0 <= k_star <= n_bonds:
+        raise ValueError(f"split must lie in 0..{n_bonds} for {n_bonds} bonds, got {split}")
     if k_star > 0:  # left side: root at bond k_star, traced down to bond 1
         left = math.prod(dims[:k_star])
         rho = ops.gram(t.reshape(*batch, left, total // left), "left")
@@ -59,9 +64,9 @@ def bond_densities(t: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
     return out  # type: ignore[return-value]
 
 
-def bond_spectra(t: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
+def bond_spectra(t: torch.Tensor, dims: Sequence[int], split: int | None = None) -> list[torch.Tensor]:
     """Eigenvalues (squared Schmidt coefficients, unnormalised) at every bond."""
-    return [ops.eigvalsh(rho) for rho in bond_densities(t, dims)]
+    return [ops.eigvalsh(rho) for rho in bond_densities(t, dims, split)]
 
 
 def bond_purities(t: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
