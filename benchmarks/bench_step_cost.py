@@ -7,6 +7,7 @@ are nudged (as an optimizer step would), so nothing can be served from a cache o
 
     python benchmarks/bench_step_cost.py                 # median of 300 due steps, 2 kv heads
     python benchmarks/bench_step_cost.py --kv-heads 4 --profile   # also a cProfile of 100 steps
+    python benchmarks/bench_step_cost.py --measure-only --threads 1   # the measurement alone, no model
 """
 
 from __future__ import annotations
@@ -41,6 +42,31 @@ def build(kv_heads: int, rank: int):
     return model
 
 
+def time_measurement(kv_heads: int, rank: int, repeats: int) -> None:
+    """Thread CPU time of the ``measure_lowrank`` calls of one due step, on random factors of the same shapes."""
+    from artent_fast.tracking.compute import measure_lowrank
+
+    gen = torch.Generator().manual_seed(0)
+    groups = [(torch.randn(4, out, rank, generator=gen), torch.randn(4, rank, 256, generator=gen))
+              for out in (256, 32 * kv_heads)]  # fmt: skip
+
+    def step() -> None:
+        for B, A in groups:
+            measure_lowrank(B, A)
+
+    for _ in range(20):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        step()
+        times.append(time.thread_time() - t0)
+    times.sort()
+    print(f"measure_lowrank, 8 units (4 x 256x256, 4 x {32 * kv_heads}x256, r={rank}), thread CPU time over "
+          f"{repeats} due steps: min {1e3 * times[0]:.3f} p25 {1e3 * times[len(times) // 4]:.3f} "
+          f"median {1e3 * statistics.median(times):.3f} ms")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kv-heads", type=int, default=2)
@@ -48,9 +74,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of 100 due steps")
+    parser.add_argument("--measure-only", action="store_true", help="time the measurement alone (no model)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.measure_only:
+        time_measurement(args.kv_heads, args.rank, args.steps)
+        return
 
     import artent_fast
     from artent_fast.tracking.compute import measure_lowrank
