@@ -51,7 +51,7 @@ def test_fit_cardy_recovers_parameters(boundary):
 
 
 def test_fit_cardy_bad_input():
-    with pytest.raises(ValueError, match="at least 2 bonds"):
+    with pytest.raises(ValueError, match="at least 3 bonds"):
         af.fit_cardy(torch.tensor([1.0]))
     with pytest.raises(ValueError, match="boundary"):
         af.fit_cardy(torch.ones(5), boundary="closed")
