@@ -84,7 +84,10 @@ def mps_decompose(
 
     ``max_bond`` caps every bond dimension; ``cutoff`` drops, at each bond, the smallest
     singular values whose squared weight (relative to that bond's total) stays within it.
-    Without either, the MPS is exact.
+    Without either, the MPS is exact. Any magnitude works (``1e-300 * randn`` is not a zero
+    matrix; the norm is computed from the max-abs-scaled matrix, so it neither overflows nor
+    underflows). Bad input (see :func:`artent_fast.entanglement_profile`; also ``max_bond`` not a
+    positive integer, ``cutoff`` outside ``[0, 1)``) is a ValueError/TypeError naming the argument.
     """
     max_bond = check_positive_int(max_bond, "max_bond")
     if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 <= cutoff < 1:
