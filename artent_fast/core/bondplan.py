@@ -168,9 +168,9 @@ class BondPlan:
         flat = torch.cat(grams, -1)
         traced_index, order_index, _ = self._indices(flat.device)
         if traced_index is not None:
-            traced = flat.index_select(-1, traced_index).unflatten(-1, (-1, self.traced_max)).sum(-1)
+            traced = _take(flat, traced_index).unflatten(-1, (-1, self.traced_max)).sum(-1)
             flat = torch.cat([flat, traced], -1)
-        return flat.index_select(-1, order_index)
+        return _take(flat, order_index)
 
     def spectra(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """Eigenvalues of every bond's density, zero padded: ``(..., num_bonds, width)`` in profile order."""
@@ -182,11 +182,17 @@ class BondPlan:
             parts.append(dispatch("eigvalsh", block).flatten(-2))
         parts.append(dens.new_zeros(*batch, 1))
         _, _, spectra_index = self._indices(dens.device)
-        return torch.cat(parts, -1).index_select(-1, spectra_index).unflatten(-1, (self.num_bonds, self.width))
+        return _take(torch.cat(parts, -1), spectra_index).unflatten(-1, (self.num_bonds, self.width))
 
     def entropies(self, states: Sequence[torch.Tensor], alpha: float, base: float) -> torch.Tensor:
         """Entropy at every requested bond, ``(..., num_bonds)`` (each density normalised by its trace)."""
         return dispatch("entropy", self.spectra(states), alpha=alpha, base=base)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[..., index]`` by ``gather`` (on CPU about 3x faster than ``index_select`` along the last dim)."""
+    flat = x.reshape(-1, x.shape[-1])
+    return flat.gather(-1, index.expand(flat.shape[0], -1)).reshape(*x.shape[:-1], index.shape[0])
 
 
 @lru_cache(maxsize=256)
