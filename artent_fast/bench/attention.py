@@ -51,56 +51,72 @@ def _inputs(shape: Shape, dev: str, dtype: torch.dtype, gen: torch.Generator, gr
     return [x.requires_grad_(grad) for x in (q, k, v)]
 
 
+COLUMNS = {
+    "shape": "B,H,Hkv,T,d",
+    "causal": "causal",
+    "capture_s": "capture s",
+    "none_s": "no capture s",
+    "sdpa_s": "SDPA s",
+    "flash_s": "flash-attn s",
+    "capture_tflops": "capture TFLOP/s",
+    "none_tflops": "no capture TFLOP/s",
+    "sdpa_tflops": "SDPA TFLOP/s",
+    "flash_tflops": "flash-attn TFLOP/s",
+    "capture_vs_sdpa": "speed capture:SDPA",
+}
+
+
+def _table(name: str, title: str, columns: Sequence[str], echo: bool) -> Table:
+    return Table(name, title, {k: COLUMNS[k] for k in columns}, echo=echo).start()
+
+
+def _time_rows(table: Table, dev, dtype, shapes, fns_for, *, seed: int, grad: bool, factor: float, repeats, progress):
+    """One row per shape and causal flag: times of ``fns_for(q, k, v, flash)(causal)`` (capture, no capture,
+    SDPA, flash-attn when installed) and their TFLOP/s (``factor`` times the forward's flops); returns ``flash``."""
+    flash = flash_fn() if dev.startswith("cuda") else None
+    columns = list(table.columns)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    for shape in progress(shapes):
+        q, k, v = _inputs(shape, dev, dtype, gen, grad=grad)
+        fns = fns_for(q, k, v, flash)
+        for causal in (False, True):
+            with torch.set_grad_enabled(grad):
+                times = paired_times(fns(causal), device=dev, repeats=repeats) + [None]
+            t_cap, t_none, t_sdpa, t_flash = times[:4]
+            row = {
+                "shape": ",".join(map(str, shape)),
+                "causal": causal,
+                "capture_s": t_cap,
+                "none_s": t_none,
+                "sdpa_s": t_sdpa,
+                "flash_s": t_flash,
+                "capture_tflops": tflops(shape, causal, t_cap, factor),
+                "none_tflops": tflops(shape, causal, t_none, factor),
+                "sdpa_tflops": tflops(shape, causal, t_sdpa, factor),
+                "flash_tflops": tflops(shape, causal, t_flash, factor),
+                "capture_vs_sdpa": t_sdpa / t_cap,
+            }
+            table.add(**{k: row[k] for k in columns})
+    return flash
+
+
 def forward_table(
     dev: str, dtype: torch.dtype, shapes: Sequence[Shape], *, repeats: int, echo: bool = True, progress=iter
 ) -> Table:
-    flash = flash_fn() if dev.startswith("cuda") else None
-    table = Table(
-        f"attention_fwd_{str(dtype)[6:]}",
-        f"Attention forward ({str(dtype)[6:]}): capture vs none vs SDPA",
-        {
-            "shape": "B,H,Hkv,T,d",
-            "causal": "causal",
-            "capture_s": "capture s",
-            "none_s": "no capture s",
-            "sdpa_s": "SDPA s",
-            "flash_s": "flash-attn s",
-            "capture_tflops": "capture TFLOP/s",
-            "none_tflops": "no capture TFLOP/s",
-            "sdpa_tflops": "SDPA TFLOP/s",
-            "flash_tflops": "flash-attn TFLOP/s",
-            "capture_vs_sdpa": "speed capture:SDPA",
-        },
-        echo=echo,
-    ).start()
-    gen = torch.Generator(device=dev).manual_seed(0)
-    for shape in progress(shapes):
-        q, k, v = _inputs(shape, dev, dtype, gen)
-        for causal in (False, True):
-            fns = [
-                lambda: fused_attention(q, k, v, causal=causal),
-                lambda: fused_attention(q, k, v, causal=causal, capture=()),
-                lambda: sdpa(q, k, v, causal),
-            ]
-            if flash is not None:
-                qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v))
-                fns.append(lambda: flash(qf, kf, vf, causal=causal))
-            with torch.no_grad():
-                times = paired_times(fns, device=dev, repeats=repeats) + [None]
-            t_cap, t_none, t_sdpa, t_flash = times[:4]
-            table.add(
-                shape=",".join(map(str, shape)),
-                causal=causal,
-                capture_s=t_cap,
-                none_s=t_none,
-                sdpa_s=t_sdpa,
-                flash_s=t_flash,
-                capture_tflops=tflops(shape, causal, t_cap),
-                none_tflops=tflops(shape, causal, t_none),
-                sdpa_tflops=tflops(shape, causal, t_sdpa),
-                flash_tflops=tflops(shape, causal, t_flash),
-                capture_vs_sdpa=t_sdpa / t_cap,
-            )
+    def fns_for(q, k, v, flash):
+        qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v)) if flash is not None else (q, k, v)
+        return lambda causal: [
+            lambda: fused_attention(q, k, v, causal=causal),
+            lambda: fused_attention(q, k, v, causal=causal, capture=()),
+            lambda: sdpa(q, k, v, causal),
+            *([lambda: flash(qf, kf, vf, causal=causal)] if flash is not None else []),
+        ]
+
+    kind = str(dtype)[6:]
+    table = _table(f"attention_fwd_{kind}", f"Attention forward ({kind}): capture vs none vs SDPA", COLUMNS, echo)
+    flash = _time_rows(
+        table, dev, dtype, shapes, fns_for, seed=0, grad=False, factor=1.0, repeats=repeats, progress=progress
+    )
     if flash is None:
         table.note("flash-attn is not installed (or not on CUDA): its columns are n/a")
     return table
@@ -109,30 +125,13 @@ def forward_table(
 def training_table(
     dev: str, dtype: torch.dtype, shapes: Sequence[Shape], *, repeats: int, echo: bool = True, progress=iter
 ) -> Table:
-    flash = flash_fn() if dev.startswith("cuda") else None
-    table = Table(
-        f"attention_fwd_bwd_{str(dtype)[6:]}",
-        f"Attention forward + backward ({str(dtype)[6:]}): capture vs none vs SDPA",
-        {
-            "shape": "B,H,Hkv,T,d",
-            "causal": "causal",
-            "capture_s": "capture s",
-            "none_s": "no capture s",
-            "sdpa_s": "SDPA s",
-            "flash_s": "flash-attn s",
-            "capture_tflops": "capture TFLOP/s",
-            "sdpa_tflops": "SDPA TFLOP/s",
-            "flash_tflops": "flash-attn TFLOP/s",
-            "capture_vs_sdpa": "speed capture:SDPA",
-        },
-        echo=echo,
-    ).start()
-    gen = torch.Generator(device=dev).manual_seed(1)
-    for shape in progress(shapes):
-        q, k, v = _inputs(shape, dev, dtype, gen, grad=True)
+    def fns_for(q, k, v, flash):
         dout = torch.randn_like(q)
-        for causal in (False, True):
+        if flash is not None:
+            qf, kf, vf = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
+            df = dout.transpose(1, 2).contiguous()
 
+        def fns(causal):
             def ours(capture=("lse", "entropy")):
                 out, _ = fused_attention(q, k, v, causal=causal, capture=capture)
                 torch.autograd.grad(out, (q, k, v), dout)
@@ -140,25 +139,21 @@ def training_table(
             def theirs():
                 torch.autograd.grad(sdpa(q, k, v, causal), (q, k, v), dout)
 
-            fns = [ours, lambda: ours(()), theirs]
-            if flash is not None:
-                qf, kf, vf = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
-                df = dout.transpose(1, 2).contiguous()
-                fns.append(lambda: torch.autograd.grad(flash(qf, kf, vf, causal=causal), (qf, kf, vf), df))
-            times = paired_times(fns, device=dev, repeats=repeats) + [None]
-            t_cap, t_none, t_sdpa, t_flash = times[:4]
-            table.add(
-                shape=",".join(map(str, shape)),
-                causal=causal,
-                capture_s=t_cap,
-                none_s=t_none,
-                sdpa_s=t_sdpa,
-                flash_s=t_flash,
-                capture_tflops=tflops(shape, causal, t_cap, 3.5),
-                sdpa_tflops=tflops(shape, causal, t_sdpa, 3.5),
-                flash_tflops=tflops(shape, causal, t_flash, 3.5),
-                capture_vs_sdpa=t_sdpa / t_cap,
-            )
+            if flash is None:
+                return [ours, lambda: ours(()), theirs]
+            return [
+                ours,
+                lambda: ours(()),
+                theirs,
+                lambda: torch.autograd.grad(flash(qf, kf, vf, causal=causal), (qf, kf, vf), df),
+            ]
+
+        return fns
+
+    kind = str(dtype)[6:]
+    title = f"Attention forward + backward ({kind}): capture vs none vs SDPA"
+    table = _table(f"attention_fwd_bwd_{kind}", title, [c for c in COLUMNS if c != "none_tflops"], echo)
+    _time_rows(table, dev, dtype, shapes, fns_for, seed=1, grad=True, factor=3.5, repeats=repeats, progress=progress)
     return table
 
 
