@@ -27,10 +27,15 @@ def _plt():
     return require_matplotlib()
 
 
-def _save(fig, path: Path) -> str:
-    from artent_fast.plotting import save_figure
+def _save(fig, path: Path, layout: bool = True) -> str:
+    """Lay out (unless done already, as for figure legends below the axes) and write atomically."""
+    from artent_fast.atomic import atomic_path
 
-    save_figure(fig, _plt(), path, dpi=150)
+    if layout:
+        fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    _plt().close(fig)
     return path.name
 
 
@@ -85,7 +90,14 @@ def profile_figure(path: Path, results: dict[str, Any], names: list[str], title:
         ax.plot(bonds, page, color="0.55", lw=3, alpha=0.45, label="Page curve (Gaussian matrix)")
         for i, r in enumerate(overlay_ranks):
             prof = artent_fast.random_lowrank_profile(m, n, r, samples=8, seed=0)
-            ax.plot(bonds, prof, ":", color=f"C{i}", lw=1.2, label=f"random rank-{r} B@A" if i == 0 else None)
+            ax.plot(
+                bonds,
+                prof,
+                ":",
+                color=f"C{i}",
+                lw=1.2,
+                label="random rank-r B@A (dotted, colour of r)" if i == 0 else None,
+            )
         for i, name in enumerate(names):
             run = results["runs"][name]
             rows = [e["mean_final"][kind] for e in _seeds(run) if kind in e["mean_final"]]
@@ -101,10 +113,10 @@ def profile_figure(path: Path, results: dict[str, Any], names: list[str], title:
         ax.set(xlabel="bond", ylabel="entanglement entropy S (nats)", title=f"{kind} ({m}x{n})")
         _integer_ticks(ax)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.07 + 0.06 * math.ceil(len(labels) / 4), 1, 1))
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.04 + 0.06 * math.ceil(len(labels) / 4), 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    return _save(fig, path, layout=False)
 
 
 def center_figure(path: Path, results: dict[str, Any], names: list[str]) -> str:
@@ -151,10 +163,10 @@ def steps_figure(path: Path, results: dict[str, Any], names: list[str]) -> str:
         _integer_ticks(ax)
     axes[0].axhline(0, color="0.7", lw=1)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("internal profiles during training (mean over trained layers; band: spread over seeds)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07 + 0.06 * math.ceil(len(labels) / 3), 1, 1))
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.04 + 0.06 * math.ceil(len(labels) / 3), 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    return _save(fig, path, layout=False)
 
 
 def external_figure(path: Path, results: dict[str, Any]) -> str:
