@@ -37,8 +37,9 @@ def _theory(ax, m: int, n: int, ranks: list[int], row_sites: int) -> None:
     ax.plot([], [], ":", color="k", label="random rank-r B@A (dotted); ln r (ticks)")
 
 
-def profile_figure(path: Path, title: str, curves: list[tuple[str, list[float]]], results: dict[str, Any],
-                   ranks: list[int]) -> str:
+def profile_figure(
+    path: Path, title: str, curves: list[tuple[str, list[float]]], results: dict[str, Any], ranks: list[int]
+) -> str:
     plt = _plt()
     m, n, row_sites = results["layout"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -61,8 +62,7 @@ def external_figure(path: Path, results: dict[str, Any], names: list[str]) -> st
         mean = torch.tensor(per_layer, dtype=torch.float64).nanmean(0)
         fit = artent_fast.fit_cardy(mean)
         bonds = range(1, len(mean) + 1)
-        ax.plot(bonds, mean, "o-", ms=3, color=f"C{i}",
-                label=f"{label}: c={float(fit.c):.2f}, r2={float(fit.r2):.3f}")
+        ax.plot(bonds, mean, "o-", ms=3, color=f"C{i}", label=f"{label}: c={float(fit.c):.2f}, r2={float(fit.r2):.3f}")
         ax.plot(bonds, fit.predict(len(mean) + 1), ":", color=f"C{i}")
     ax.set(xlabel="bond", ylabel="S (nats)", title="external (attention) profiles, mean over layers/heads; Cardy fits")
     ax.legend(fontsize=7)
@@ -96,19 +96,32 @@ def write_report(out: Path, results: dict[str, Any], runs: list) -> Path:
             if axis == "rank":
                 curves += [(r.name, rs[r.name]["mean_final"]) for r in others]
             ranks = sorted({r.r for r in sweep})
-            figures.append((f"internal profiles against {axis} (final step, mean over q_proj/v_proj of all layers)",
-                            profile_figure(out / f"internal_{axis}.png", f"internal profiles: {axis}", curves,
-                                           results, ranks)))
+            figures.append(
+                (
+                    f"internal profiles against {axis} (final step, mean over q_proj/v_proj of all layers)",
+                    profile_figure(out / f"internal_{axis}.png", f"internal profiles: {axis}", curves, results, ranks),
+                )
+            )
         for r in [next((r for r in lora if "base" in r.axes), None), *[r for r in others if r.method == "fft"]]:
             if r is None:
                 continue
             curves = [(f"step {k}", mean_profile(v)) for k, v in rs[r.name]["profiles"].items()]
-            figures.append((f"{r.name}: internal profile against training step",
-                            profile_figure(out / f"internal_step_{r.method}.png", f"{r.name}: profile vs step",
-                                           curves, results, [r.r] if r.r else [])))
+            figures.append(
+                (
+                    f"{r.name}: internal profile against training step",
+                    profile_figure(
+                        out / f"internal_step_{r.method}.png",
+                        f"{r.name}: profile vs step",
+                        curves,
+                        results,
+                        [r.r] if r.r else [],
+                    ),
+                )
+            )
         shown = [r.name for r in others] + [r.name for r in lora if "base" in r.axes]
-        figures.append(("external profiles with Cardy fits (dotted)", external_figure(out / "external.png", results,
-                                                                                       shown)))
+        figures.append(
+            ("external profiles with Cardy fits (dotted)", external_figure(out / "external.png", results, shown))
+        )
         figures.append(("training loss", loss_figure(out / "loss.png", results)))
         if (out / "nohair.png").exists():
             figures.append(("no-hair comparison (first pair)", "nohair.png"))
@@ -132,21 +145,41 @@ def write_report(out: Path, results: dict[str, Any], runs: list) -> Path:
     for f in results["findings"]:
         verdict = {True: "**yes**", False: "**no**", None: "n/a"}[f["verdict"]]
         lines.append(f"| {f['claim']} | {f['criterion']} | {verdict} | {f['evidence']} |")
-    lines += ["", "## Runs", "", "| run | method | r | alpha | chi | lr | trainable | eval loss | centre S | ln r | "
-              "valley depth | tracker vs direct |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run | method | r | alpha | chi | lr | trainable | eval loss | centre S | ln r | "
+        "valley depth | tracker vs direct |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         e = rs[r.name]
         diff = e.get("tracker_max_diff")
-        lines.append(f"| {r.name} | {r.method} | {r.r or '-'} | {r.alpha or '-'} | {r.chi or '-'} | {r.lr:g} | "
-                     f"{e['trainable']} | {e['eval_loss']:.3f} | {e['center']:.3f} | "
-                     f"{math.log(r.r) if r.r > 1 else float('nan'):.3f} | {e['valley_depth']:+.3f} | "
-                     f"{'-' if diff is None else f'{diff:.1e}'} |")
-    lines += ["", "`tracker vs direct`: largest difference (nats) between `artent_fast.track`'s record and the direct "
-              "checkpoint measurement at the last step.", "", "## No-hair comparisons", ""]
+        lines.append(
+            f"| {r.name} | {r.method} | {r.r or '-'} | {r.alpha or '-'} | {r.chi or '-'} | {r.lr:g} | "
+            f"{e['trainable']} | {e['eval_loss']:.3f} | {e['center']:.3f} | "
+            f"{math.log(r.r) if r.r > 1 else float('nan'):.3f} | {e['valley_depth']:+.3f} | "
+            f"{'-' if diff is None else f'{diff:.1e}'} |"
+        )
+    lines += [
+        "",
+        "`tracker vs direct`: largest difference (nats) between `artent_fast.track`'s record and the direct "
+        "checkpoint measurement at the last step.",
+        "",
+        "## No-hair comparisons",
+        "",
+    ]
     for pair, res in results.get("nohair", {}).items():
         da, db = res["moved_from_base"]
-        lines += [f"### {pair}", "", f"Mean relative distance of the attention outputs from the base model's: "
-                  f"{da:.4f} and {db:.4f}.", "", res["markdown"], ""]
+        lines += [
+            f"### {pair}",
+            "",
+            f"Mean relative distance of the attention outputs from the base model's: {da:.4f} and {db:.4f}.",
+            "",
+            res["markdown"],
+            "",
+        ]
     lines += ["## Figures", ""]
     for caption, name in figures:
         lines += [f"**{caption}**", "", f"![{caption}]({name})" if name else "", ""]
