@@ -123,6 +123,17 @@ class BondPlan:
                 n_traced += s * s
         self.traced_max = traced_max
         self.traced_index = torch.cat(traced_rows).flatten() if traced_rows else None
+        # the same sums without padding (CPU): gather only the real terms, then add each into its entry
+        # (scatter_add; on CUDA its atomics would make the sums' rounding order vary run to run)
+        if traced_rows:
+            rows = torch.cat(traced_rows)
+            real = rows != zero
+            self.traced_terms = rows[real]
+            self.traced_segments = torch.arange(rows.shape[0]).unsqueeze(1).expand_as(rows)[real]
+            self.n_traced = rows.shape[0]
+        else:
+            self.traced_terms = self.traced_segments = None
+            self.n_traced = 0
         self.order_index = torch.cat(source)
         # spectra: bucket values, flattened and followed by one zero, gathered into (num_bonds, width)
         self.buckets = []  # (size, count, start in the flat densities)
@@ -148,7 +159,7 @@ class BondPlan:
     def _indices(self, device: torch.device) -> tuple:
         cached = self._device_cache.get(device)
         if cached is None:
-            move = [self.traced_index, self.order_index, self.spectra_index]
+            move = [self.traced_index, self.order_index, self.spectra_index, self.traced_terms, self.traced_segments]
             cached = self._device_cache[device] = tuple(None if t is None else t.to(device) for t in move)
         return cached
 
@@ -166,8 +177,15 @@ class BondPlan:
             grams.append(dispatch("gram", y, "left").flatten(-3))
         grams.append(grams[0].new_zeros(*grams[0].shape[:-1], 1))
         flat = torch.cat(grams, -1)
-        traced_index, order_index, _ = self._indices(flat.device)
-        if traced_index is not None:
+        traced_index, order_index, _, terms, segments = self._indices(flat.device)
+        if traced_index is not None and flat.device.type == "cpu":
+            rows = flat.reshape(-1, flat.shape[-1])
+            picked = rows.gather(-1, terms.expand(rows.shape[0], -1))
+            traced = rows.new_zeros(rows.shape[0], self.n_traced).scatter_add_(
+                -1, segments.expand(rows.shape[0], -1), picked
+            )
+            flat = torch.cat([flat, traced.reshape(*flat.shape[:-1], self.n_traced)], -1)
+        elif traced_index is not None:
             traced = _take(flat, traced_index).unflatten(-1, (-1, self.traced_max)).sum(-1)
             flat = torch.cat([flat, traced], -1)
         return _take(flat, order_index)
@@ -181,7 +199,7 @@ class BondPlan:
             block = dens[..., start : start + count * s * s].reshape(*batch, count, s, s)
             parts.append(dispatch("eigvalsh", block).flatten(-2))
         parts.append(dens.new_zeros(*batch, 1))
-        _, _, spectra_index = self._indices(dens.device)
+        spectra_index = self._indices(dens.device)[2]
         return _take(torch.cat(parts, -1), spectra_index).unflatten(-1, (self.num_bonds, self.width))
 
     def entropies(self, states: Sequence[torch.Tensor], alpha: float, base: float) -> torch.Tensor:
