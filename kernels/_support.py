@@ -59,6 +59,15 @@ def _jitted(fn: Callable, interpret: bool):
     return triton.jit(fn)
 
 
+def device_function(fn: Callable):
+    """``triton.jit(fn)`` for a helper that kernels call (``fn`` itself without triton, never called then).
+
+    Jitted at import, like triton's own ``tl`` helpers, so it follows the ``TRITON_INTERPRET`` in force
+    when triton was first imported (the interpreter cannot be switched on later in any case).
+    """
+    return triton.jit(fn) if AVAILABLE else fn
+
+
 def jit(fn: Callable):
     """``triton.jit(fn)``, built on first use and rebuilt if ``TRITON_INTERPRET`` changes."""
     if not AVAILABLE:

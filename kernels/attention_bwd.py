@@ -13,66 +13,29 @@ from __future__ import annotations
 
 import torch
 
+from ._attention_tiles import dot, key_end, load_tile, probs_and_dscores, program_rows, row_stats, store_tile
 from ._support import MASK_ADD, MASK_BOOL, MASK_NONE, available, interpreting, jit, mask_args, require, tl, triton
 
 __all__ = ["MASK_ADD", "MASK_BOOL", "MASK_NONE", "attention_bwd", "available", "backward_blocks"]
 
 
+# parameters grouped by kind: tensors, their strides (DO: so*), sizes, compile-time switches
 def _dkdv(
-    Q,
-    K,
-    V,
-    DO,
-    LSE,
-    DELTA,
-    DK,
-    DV,
-    M,
-    sqb,
-    sqh,
-    sqt,
-    sqd,
-    skb,
-    skh,
-    sks,
-    skd,
-    svb,
-    svh,
-    svs,
-    svd,
-    sob,
-    soh,
-    sot,
-    sod,
-    smb,
-    smh,
-    smt,
-    sms,
-    H,
-    HK,
-    T,
-    S,
-    D,
-    GROUPS,
-    scale,
-    CAUSAL: tl.constexpr,
-    MASK_KIND: tl.constexpr,
-    IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+    Q, K, V, DO, LSE, DELTA, DK, DV, M,
+    sqb, sqh, sqt, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sot, sod, smb, smh, smt, sms,
+    H, HK, T, S, D, GROUPS, scale,
+    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // HK
-    hk = pid_bh % HK
+    b = tl.program_id(1) // HK
+    hk = tl.program_id(1) % HK
     keys = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dd = tl.arange(0, BLOCK_D)
     key_ok = keys < S
     d_ok = dd < D
-    kv_mask = key_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + b * skb + hk * skh + keys[:, None] * sks + dd[None, :] * skd, mask=kv_mask, other=0.0)
-    v = tl.load(V + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd, mask=kv_mask, other=0.0)
+    k = load_tile(K + b * skb + hk * skh, sks, skd, keys, dd, key_ok, d_ok, False)
+    v = load_tile(V + b * svb + hk * svh, svs, svd, keys, dd, key_ok, d_ok, False)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     offset = S - T
@@ -81,149 +44,63 @@ def _dkdv(
         lo = tl.maximum(pid_n * BLOCK_N - offset, 0) // BLOCK_M * BLOCK_M
     for g in range(0, GROUPS):
         h = hk * GROUPS + g
+        m_bh = M + b * smb + h * smh
         for m0 in range(lo, T, BLOCK_M):
             rows = m0 + tl.arange(0, BLOCK_M)
             row_ok = rows < T
-            qd_mask = row_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd, mask=qd_mask, other=0.0)
-            do = tl.load(DO + b * sob + h * soh + rows[:, None] * sot + dd[None, :] * sod, mask=qd_mask, other=0.0)
-            stat = (b * H + h) * T + rows
-            lse = tl.load(LSE + stat, mask=row_ok, other=float("inf"))
-            lse = tl.where(lse == float("-inf"), float("inf"), lse)
-            delta = tl.load(DELTA + stat, mask=row_ok, other=0.0)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-            else:
-                s = tl.dot(q, tl.trans(k)) * scale
-            keep = row_ok[:, None] & key_ok[None, :]
-            if CAUSAL:
-                keep = keep & (keys[None, :] <= rows[:, None] + offset)
-            if MASK_KIND == 1:
-                mk = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0)
-                keep = keep & (mk != 0)
-            if MASK_KIND == 2:
-                bias = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0.0)
-                s = s + bias.to(tl.float32)
-            p = tl.where(keep, tl.exp(s - lse[:, None]), 0.0)
-            if IEEE:
-                dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision="ieee")
-                dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-            else:
-                dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-                dp = tl.dot(do, tl.trans(v))
-            ds = p * (dp - delta[:, None])
-            if IEEE:
-                dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision="ieee")
-            else:
-                dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
-    tl.store(
-        DK + b * skb + hk * skh + keys[:, None] * sks + dd[None, :] * skd,
-        (dk * scale).to(DK.dtype.element_ty),
-        mask=kv_mask,
-    )
-    tl.store(
-        DV + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd, dv.to(DV.dtype.element_ty), mask=kv_mask
-    )
+            q = load_tile(Q + b * sqb + h * sqh, sqt, sqd, rows, dd, row_ok, d_ok, False)
+            do = load_tile(DO + b * sob + h * soh, sot, sod, rows, dd, row_ok, d_ok, False)
+            lse, delta = row_stats(LSE, DELTA, (b * H + h) * T + rows, row_ok)
+            p, ds = probs_and_dscores(
+                q,
+                k,
+                v,
+                do,
+                lse,
+                delta,
+                scale,
+                m_bh,
+                smt,
+                sms,
+                rows,
+                keys,
+                row_ok,
+                key_ok,
+                offset,
+                CAUSAL,
+                MASK_KIND,
+                IEEE,
+            )
+            dv += dot(tl.trans(p.to(do.dtype)), do, IEEE)
+            dk += dot(tl.trans(ds.to(q.dtype)), q, IEEE)
+    store_tile(DK + b * skb + hk * skh, sks, skd, keys, dd, key_ok, d_ok, dk * scale)
+    store_tile(DV + b * svb + hk * svh, svs, svd, keys, dd, key_ok, d_ok, dv)
 
 
 def _dq(
-    Q,
-    K,
-    V,
-    DO,
-    LSE,
-    DELTA,
-    DQ,
-    M,
-    sqb,
-    sqh,
-    sqt,
-    sqd,
-    skb,
-    skh,
-    sks,
-    skd,
-    svb,
-    svh,
-    svs,
-    svd,
-    sob,
-    soh,
-    sot,
-    sod,
-    smb,
-    smh,
-    smt,
-    sms,
-    H,
-    T,
-    S,
-    D,
-    GROUPS,
-    scale,
-    CAUSAL: tl.constexpr,
-    MASK_KIND: tl.constexpr,
-    IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUPS
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    dd = tl.arange(0, BLOCK_D)
-    row_ok = rows < T
-    d_ok = dd < D
-    qd_mask = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd, mask=qd_mask, other=0.0)
-    do = tl.load(DO + b * sob + h * soh + rows[:, None] * sot + dd[None, :] * sod, mask=qd_mask, other=0.0)
-    stat = pid_bh * T + rows
-    lse = tl.load(LSE + stat, mask=row_ok, other=float("inf"))
-    lse = tl.where(lse == float("-inf"), float("inf"), lse)
-    delta = tl.load(DELTA + stat, mask=row_ok, other=0.0)
+    Q, K, V, DO, LSE, DELTA, DQ, M,
+    sqb, sqh, sqt, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sot, sod, smb, smh, smt, sms,
+    H, T, S, D, GROUPS, scale,
+    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    b, h, hk, rows, cols, dd, row_ok, d_ok = program_rows(H, GROUPS, T, D, BLOCK_M, BLOCK_N, BLOCK_D)
+    q = load_tile(Q + b * sqb + h * sqh, sqt, sqd, rows, dd, row_ok, d_ok, False)
+    do = load_tile(DO + b * sob + h * soh, sot, sod, rows, dd, row_ok, d_ok, False)
+    lse, delta = row_stats(LSE, DELTA, (b * H + h) * T + rows, row_ok)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    m_bh = M + b * smb + h * smh
     offset = S - T
-    hi = S
-    if CAUSAL:
-        hi = tl.minimum(S, (pid_m + 1) * BLOCK_M + offset)
-    for n0 in range(0, hi, BLOCK_N):
+    for n0 in range(0, key_end(T, S, BLOCK_M, CAUSAL), BLOCK_N):
         keys = n0 + cols
         key_ok = keys < S
-        kv_mask = key_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + b * skb + hk * skh + keys[:, None] * sks + dd[None, :] * skd, mask=kv_mask, other=0.0)
-        v = tl.load(V + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd, mask=kv_mask, other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * scale
-        keep = row_ok[:, None] & key_ok[None, :]
-        if CAUSAL:
-            keep = keep & (keys[None, :] <= rows[:, None] + offset)
-        if MASK_KIND == 1:
-            mk = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0)
-            keep = keep & (mk != 0)
-        if MASK_KIND == 2:
-            bias = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0.0)
-            s = s + bias.to(tl.float32)
-        p = tl.where(keep, tl.exp(s - lse[:, None]), 0.0)
-        if IEEE:
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        else:
-            dp = tl.dot(do, tl.trans(v))
-        ds = p * (dp - delta[:, None])
-        if IEEE:
-            dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
-        else:
-            dq += tl.dot(ds.to(k.dtype), k)
-    tl.store(
-        DQ + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd,
-        (dq * scale).to(DQ.dtype.element_ty),
-        mask=qd_mask,
-    )
+        k = load_tile(K + b * skb + hk * skh, sks, skd, keys, dd, key_ok, d_ok, False)
+        v = load_tile(V + b * svb + hk * svh, svs, svd, keys, dd, key_ok, d_ok, False)
+        _, ds = probs_and_dscores(
+            q, k, v, do, lse, delta, scale, m_bh, smt, sms, rows, keys, row_ok, key_ok, offset, CAUSAL, MASK_KIND, IEEE
+        )
+        dq += dot(ds.to(k.dtype), k, IEEE)
+    store_tile(DQ + b * sqb + h * sqh, sqt, sqd, rows, dd, row_ok, d_ok, dq * scale)
 
 
 def backward_blocks(head_dim: int, dtype: torch.dtype, interpret: bool = False) -> tuple[int, int]:
@@ -269,57 +146,14 @@ def attention_bwd(
     bm, bn = block_m or bm, block_n or bn
     bd = max(16, triton.next_power_of_2(d))
     ieee = q.dtype == torch.float32 and not allow_tf32
-    dkdv, dq_kernel = jit(_dkdv), jit(_dq)
-    common = (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *mstr)
+    inputs = (q, k, v, dout, lse, delta)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *mstr)
+    consts = {"CAUSAL": causal, "MASK_KIND": kind, "IEEE": ieee, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": bd}
     launch = {"num_warps": 8 if d > 64 else 4, "num_stages": 2}
-    dkdv[(triton.cdiv(s_len, bn), b * hk)](
-        q,
-        k,
-        v,
-        dout,
-        lse,
-        delta,
-        dk,
-        dv,
-        mptr,
-        *common,
-        h,
-        hk,
-        t,
-        s_len,
-        d,
-        h // hk,
-        scale,
-        CAUSAL=causal,
-        MASK_KIND=kind,
-        IEEE=ieee,
-        BLOCK_M=bm,
-        BLOCK_N=bn,
-        BLOCK_D=bd,
-        **launch,
+    jit(_dkdv)[(triton.cdiv(s_len, bn), b * hk)](
+        *inputs, dk, dv, mptr, *strides, h, hk, t, s_len, d, h // hk, scale, **consts, **launch
     )
-    dq_kernel[(triton.cdiv(t, bm), b * h)](
-        q,
-        k,
-        v,
-        dout,
-        lse,
-        delta,
-        dq,
-        mptr,
-        *common,
-        h,
-        t,
-        s_len,
-        d,
-        h // hk,
-        scale,
-        CAUSAL=causal,
-        MASK_KIND=kind,
-        IEEE=ieee,
-        BLOCK_M=bm,
-        BLOCK_N=bn,
-        BLOCK_D=bd,
-        **launch,
+    jit(_dq)[(triton.cdiv(t, bm), b * h)](
+        *inputs, dq, mptr, *strides, h, t, s_len, d, h // hk, scale, **consts, **launch
     )
     return dq, dk, dv

@@ -18,96 +18,33 @@ from __future__ import annotations
 
 import torch
 
+from ._attention_tiles import dot, key_end, load_tile, logits, program_rows, store_tile
 from ._support import MASK_ADD, MASK_BOOL, MASK_NONE, available, interpreting, jit, mask_args, require, tl, triton
 
 __all__ = ["MASK_ADD", "MASK_BOOL", "MASK_NONE", "attention_fwd", "available", "default_blocks", "launch_options"]
 
 
+# parameters grouped by kind: tensors, their strides, sizes, compile-time switches
 def _attn_fwd(
-    Q,
-    K,
-    V,
-    O,
-    LSE,
-    ENT,
-    M,
-    sqb,
-    sqh,
-    sqt,
-    sqd,
-    skb,
-    skh,
-    sks,
-    skd,
-    svb,
-    svh,
-    svs,
-    svd,
-    sob,
-    soh,
-    sot,
-    sod,
-    smb,
-    smh,
-    smt,
-    sms,
-    H,
-    T,
-    S,
-    D,
-    GROUPS,
-    scale,
-    CAUSAL: tl.constexpr,
-    MASK_KIND: tl.constexpr,
-    IEEE: tl.constexpr,
-    ENTROPY: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // GROUPS
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    dd = tl.arange(0, BLOCK_D)
-    row_ok = rows < T
-    d_ok = dd < D
-    q = tl.load(
-        Q + b * sqb + h * sqh + rows[:, None] * sqt + dd[None, :] * sqd, mask=row_ok[:, None] & d_ok[None, :], other=0.0
-    )
+    Q, K, V, O, LSE, ENT, M,
+    sqb, sqh, sqt, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sot, sod, smb, smh, smt, sms,
+    H, T, S, D, GROUPS, scale,
+    CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, IEEE: tl.constexpr, ENTROPY: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    b, h, hk, rows, cols, dd, row_ok, d_ok = program_rows(H, GROUPS, T, D, BLOCK_M, BLOCK_N, BLOCK_D)
+    q = load_tile(Q + b * sqb + h * sqh, sqt, sqd, rows, dd, row_ok, d_ok, False)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     t_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    qk_scale = scale * 1.4426950408889634  # log2(e): logits in base-2 units: exp2 is the hardware exponential
-    offset = S - T
-    hi = S
-    if CAUSAL:
-        hi = tl.minimum(S, (pid_m + 1) * BLOCK_M + offset)
-    for n0 in range(0, hi, BLOCK_N):
+    m_bh = M + b * smb + h * smh
+    for n0 in range(0, key_end(T, S, BLOCK_M, CAUSAL), BLOCK_N):
         keys = n0 + cols
         key_ok = keys < S
-        kt = tl.load(
-            K + b * skb + hk * skh + keys[None, :] * sks + dd[:, None] * skd,
-            mask=key_ok[None, :] & d_ok[:, None],
-            other=0.0,
-        )
-        if IEEE:
-            s = tl.dot(q, kt, input_precision="ieee") * qk_scale
-        else:
-            s = tl.dot(q, kt) * qk_scale
-        keep = row_ok[:, None] & key_ok[None, :]
-        if CAUSAL:
-            keep = keep & (keys[None, :] <= rows[:, None] + offset)
-        if MASK_KIND == 1:
-            mk = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0)
-            keep = keep & (mk != 0)
-        if MASK_KIND == 2:
-            bias = tl.load(M + b * smb + h * smh + rows[:, None] * smt + keys[None, :] * sms, mask=keep, other=0.0)
-            s = s + bias.to(tl.float32) * 1.4426950408889634
+        kt = load_tile(K + b * skb + hk * skh, sks, skd, keys, dd, key_ok, d_ok, True)
+        # logits in base-2 units (BASE2): exp2 is the hardware exponential
+        s, keep = logits(q, kt, scale, m_bh, smt, sms, rows, keys, row_ok, key_ok, S - T, CAUSAL, MASK_KIND, IEEE, True)
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -119,28 +56,15 @@ def _attn_fwd(
         if ENTROPY:
             t_i = alpha * (t_i + delta * l_i) + tl.sum(p * z, 1)
         l_i = alpha * l_i + tl.sum(p, 1)
-        v = tl.load(
-            V + b * svb + hk * svh + keys[:, None] * svs + dd[None, :] * svd,
-            mask=key_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
-        acc = acc * alpha[:, None]
-        if IEEE:
-            acc += tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc += tl.dot(p.to(v.dtype), v)
+        v = load_tile(V + b * svb + hk * svh, svs, svd, keys, dd, key_ok, d_ok, False)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
     live = l_i > 0
     l_safe = tl.where(live, l_i, 1.0)
-    out = acc / l_safe[:, None]
     m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
     lse = tl.where(live, (m_fin + tl.math.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-    tl.store(
-        O + b * sob + h * soh + rows[:, None] * sot + dd[None, :] * sod,
-        out.to(O.dtype.element_ty),
-        mask=row_ok[:, None] & d_ok[None, :],
-    )
-    stat = pid_bh * T + rows
+    store_tile(O + b * sob + h * soh, sot, sod, rows, dd, row_ok, d_ok, acc / l_safe[:, None])
+    stat = (b * H + h) * T + rows
     tl.store(LSE + stat, lse, mask=row_ok)
     if ENTROPY:
         ent = tl.where(live, (tl.math.log2(l_safe) - t_i / l_safe) * 0.6931471805599453, 0.0)
