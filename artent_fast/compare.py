@@ -36,7 +36,7 @@ PEFT_PREFIX = "base_model.model."
 
 def canonical_name(name: str) -> str:
     """A module's name with peft's wrapper prefix removed, so wrapped and plain models line up."""
-    return name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+    return name[len(PEFT_PREFIX) :] if name.startswith(PEFT_PREFIX) else name
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -171,6 +171,7 @@ def _capture(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Module]],
             if want_profiles:
                 p = _probs(out)
                 profiles[name] = None if p is None else external_profile(p.detach())
+
         return hook
 
     handles = [m.register_forward_hook(hook_for(n)) for n, m in layers]
@@ -203,8 +204,10 @@ def capture_layers(model: nn.Module, inputs: Any, layers: list[tuple[str, nn.Mod
     previous = _attn_impl(model)
     setter = getattr(model, "set_attn_implementation", None)
     if setter is None or previous is None:
-        raise ValueError("the model's attention modules return no attention probabilities and the model cannot be "
-                         "switched to eager attention: build it with attn_implementation='eager'")
+        raise ValueError(
+            "the model's attention modules return no attention probabilities and the model cannot be "
+            "switched to eager attention: build it with attn_implementation='eager'"
+        )
     setter("eager")
     try:
         _, profiles = _capture(model, inputs, layers, True)
@@ -225,8 +228,18 @@ class CompareResult:
     names: tuple[str, str] = ("a", "b")
     meta: dict[str, Any] = field(default_factory=dict)
 
-    SCALARS = ("layer", "module", "rel_distance", "cosine", "external_gap", "cardy_c_a", "cardy_c_b",
-               "cardy_r2_a", "cardy_r2_b", "internal_gap")
+    SCALARS = (
+        "layer",
+        "module",
+        "rel_distance",
+        "cosine",
+        "external_gap",
+        "cardy_c_a",
+        "cardy_c_b",
+        "cardy_r2_a",
+        "cardy_r2_b",
+        "internal_gap",
+    )
 
     def to_frame(self):
         """The table as a pandas DataFrame (profiles as list columns); needs pandas."""
@@ -348,15 +361,22 @@ def compare(
         if profile:
             ea, eb = ext_a[na], ext_b[nb]
             fa, fb = fit_cardy(ea), fit_cardy(eb)
-            row.update(external_a=_as_list(ea), external_b=_as_list(eb), external_gap=_gap(ea, eb),
-                       cardy_c_a=float(fa.c), cardy_c_b=float(fb.c), cardy_r2_a=float(fa.r2), cardy_r2_b=float(fb.r2))
+            row.update(
+                external_a=_as_list(ea),
+                external_b=_as_list(eb),
+                external_gap=_gap(ea, eb),
+                cardy_c_a=float(fa.c),
+                cardy_c_b=float(fb.c),
+                cardy_r2_a=float(fa.r2),
+                cardy_r2_b=float(fb.r2),
+            )
             gaps = []
             for side, prefix, mods in (("a", na, mods_a), ("b", nb, mods_b)):
                 profiles, kinds = {}, set()
                 for name, module in mods.items():
-                    if name.startswith(prefix + ".") and matches_any(name[len(prefix) + 1:], targets):
+                    if name.startswith(prefix + ".") and matches_any(name[len(prefix) + 1 :], targets):
                         kind, prof = internal_profile(module, name=name, base=base)
-                        profiles[name[len(prefix) + 1:]] = _as_list(prof)
+                        profiles[name[len(prefix) + 1 :]] = _as_list(prof)
                         kinds.add(kind)
                 row[f"internal_{side}"] = profiles
                 row[f"internal_kind_{side}"] = ",".join(sorted(kinds)) or None

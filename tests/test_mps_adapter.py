@@ -1,4 +1,5 @@
-"""MPS Adaptation (docs/definitions.md §7): parameter count, forward vs dense reference, training, merge, save/load, profile."""
+"""MPS Adaptation (docs/definitions.md §7): parameter count, forward vs dense reference, training, merge,
+save/load, profile."""
 
 from __future__ import annotations
 
