@@ -6,9 +6,12 @@ arithmetic, but one Python-level step (and one eigensolve) per bond. For small s
 factors: ``m x r`` and ``r x n``) that fixed cost per bond is most of the time. A :class:`BondPlan`
 precomputes, once per layout, *where* every bond's reduced density matrix sits in the root Grams:
 
-1. the root Grams of every chain (two products per chain, as in the gram engine);
-2. one ``gather`` + ``sum`` gives every traced density at once (entry ``(i, i')`` of bond ``k`` is
-   the sum of the root entries whose traced indices agree; missing terms point at a zero slot);
+1. the root Grams of every chain (two per chain, as in the gram engine; roots whose factors have
+   the same shape share one batched product);
+2. every traced density at once: entry ``(i, i')`` of bond ``k`` is the sum of the root entries
+   whose traced indices agree, so one ``gather`` of those terms and one ``scatter_add`` into the
+   entries give them all (on CUDA, a gather padded with a zero slot and a ``sum``, deterministic);
+   one more gather puts the densities in bucket order;
 3. densities of equal size form one bucket and one batched ``eigvalsh`` (sizes differ by bond:
    padding all to the largest would multiply the eigensolver's work);
 4. the spectra, zero padded (zeros change no entropy), are reduced in one entropy call.
