@@ -83,7 +83,7 @@ def lowrank_profile(
 
     ``scale`` must be a finite real number; only ``scale == 0`` (a zero update) changes the
     profile, which is scale invariant: ``scale=1e200`` or ``1e-200`` and factors of any magnitude
-    give the same entropies (each factor is brought to max-abs ~1 by an exact power of two).
+    give the same entropies (each factor is first divided by its largest absolute entry).
 
     Gradients flow to ``B`` and ``A`` (``gradcheck``-exact) where both factors have full rank ``r``,
     degenerate Gram spectra included (Cholesky square roots). A rank-deficient factor with
@@ -111,7 +111,7 @@ def lowrank_profile(
     )
     out_dtype = torch.float64 if torch.float64 in (B.dtype, A.dtype) else torch.float32
     # profiles are scale invariant: only scale == 0 matters; each factor is brought to max-abs ~1
-    # (a power of two, exact) so that no Gram overflows or underflows, whatever the magnitudes
+    # (divided by its max-abs entry) so that no Gram overflows or underflows, whatever the magnitudes
     B64 = unit_scale(B.to(torch.float64), (-2, -1))
     A64 = unit_scale(A.to(torch.float64), (-2, -1))
     if B64.shape[:-2] != batch:

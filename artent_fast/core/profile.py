@@ -32,7 +32,7 @@ def to_chain(x: torch.Tensor, layout: Sites) -> torch.Tensor:
 def normalised_chain(x: torch.Tensor, layout: Sites, dtype: torch.dtype, on_zero: str, name: str):
     """Unit-norm chain state in ``dtype`` and the mask of zero matrices (NaN rows under 'nan').
 
-    Entries are first brought to max-abs ~1 by a power of two (exact), so that squaring neither
+    Entries are first divided by their largest absolute value, so that squaring neither
     overflows (entries of 1e154 and above in float64) nor underflows (1e-300): profiles are scale invariant.
     """
     t = to_chain(unit_scale(x, (-2, -1)), layout).to(dtype)
@@ -99,7 +99,7 @@ def entanglement_profile(
     ``check_finite=False`` skips the NaN/Inf scan (it synchronises with the device).
 
     Scale: profiles are scale invariant and computed so at any magnitude (entries from subnormal
-    to 1e308 in float64; each matrix is brought to max-abs ~1 by an exact power of two first).
+    to 1e308 in float64; each matrix is first divided by its largest absolute entry).
 
     Gradients: with ``requires_grad`` inputs the result is differentiable (checked with
     ``torch.autograd.gradcheck``) for every method and ``alpha``. Degenerate spectra are fine; at
