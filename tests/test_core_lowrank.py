@@ -12,8 +12,18 @@ from artent_fast.core.reference import reference_profile
 
 @pytest.mark.parametrize(
     "m,n,r",
-    [(64, 64, 4), (64, 32, 16), (12, 18, 3), (7 * 64, 64, 8), (384, 384, 8), (16, 16, 40), (1, 24, 2), (30, 1, 3),
-     (8, 8, 1), (96, 160, 12)],
+    [
+        (64, 64, 4),
+        (64, 32, 16),
+        (12, 18, 3),
+        (7 * 64, 64, 8),
+        (384, 384, 8),
+        (16, 16, 40),
+        (1, 24, 2),
+        (30, 1, 3),
+        (8, 8, 1),
+        (96, 160, 12),
+    ],
 )
 def test_matches_materialised_reference(rng, m, n, r):
     B, A = rng.standard_normal((m, r)), rng.standard_normal((r, n))

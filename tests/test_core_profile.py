@@ -80,6 +80,7 @@ def test_numpy_input_accepted(rng):
 
 # ---- properties (derivable facts, docs/definitions.md §1) ----
 
+
 @pytest.mark.parametrize("method", METHODS)
 def test_scale_invariance(rng, method):
     x = torch.from_numpy(rng.standard_normal((3, 36, 40)))

@@ -47,8 +47,14 @@ class Launcher:
     def __init__(self) -> None:
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
-    def run(self, step: int, units: list[Unit], meta: list[dict], inputs: Sequence[torch.Tensor],
-            measure: Callable[..., torch.Tensor]) -> Job:
+    def run(
+        self,
+        step: int,
+        units: list[Unit],
+        meta: list[dict],
+        inputs: Sequence[torch.Tensor],
+        measure: Callable[..., torch.Tensor],
+    ) -> Job:
         device = inputs[0].device
         if device.type != "cuda":
             return Job(step, units, meta, measure(*inputs).detach().cpu())
