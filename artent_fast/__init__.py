@@ -20,13 +20,13 @@ _LAZY = {
     "fused_attention": "artent_fast.attention",
     "attention_profile": "artent_fast.attention",
     "register_attention": "artent_fast.attention",
-    "compare": "artent_fast.compare",
+    "compare_models": "artent_fast.compare",
     "read_history": "artent_fast.tracking.records",
     "run_sweep": "artent_fast.sweep",
     "load_model": "artent_fast.integrations.models",
 }
 # subpackages reachable as attributes (``artent_fast.adapters.mps.apply``) without an explicit import
-_SUBPACKAGES = ("adapters", "attention", "integrations", "backends", "plotting", "sweep", "tracking")
+_SUBPACKAGES = ("adapters", "attention", "compare", "integrations", "backends", "plotting", "sweep", "tracking")
 
 __all__ = [*_core_all, *_LAZY, "__version__"]
 

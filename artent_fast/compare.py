@@ -1,6 +1,6 @@
 """The no-hair comparison (docs/definitions.md §4): do two differently fine-tuned models attend alike?
 
-``compare(model_a, model_b, inputs)`` runs both models on the same inputs and reports per
+``compare_models(model_a, model_b, inputs)`` runs both models on the same inputs and reports per
 attention layer:
 
 - the relative Frobenius distance ``||o_a - o_b||_F / ||o_a||_F`` and the cosine similarity of
@@ -20,8 +20,6 @@ pass and switched back.
 from __future__ import annotations
 
 import math
-import sys
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CompareResult", "attention_modules", "capture_layers", "compare", "external_profile", "internal_profile"]
+__all__ = [
+    "CompareResult",
+    "attention_modules",
+    "capture_layers",
+    "compare_models",
+    "external_profile",
+    "internal_profile",
+]
 
 PEFT_PREFIX = "base_model.model."
 
@@ -311,7 +316,7 @@ def _gap(pa: torch.Tensor, pb: torch.Tensor) -> float:
     return float(d[~torch.isnan(d)].max()) if (~torch.isnan(d)).any() else float("nan")
 
 
-def compare(
+def compare_models(
     model_a: nn.Module,
     model_b: nn.Module,
     inputs: Any,
@@ -387,14 +392,3 @@ def compare(
             row["internal_gap"] = max(gaps) if gaps else float("nan")
         rows.append(row)
     return CompareResult(rows, names=tuple(names), meta={"targets": list(targets), "profile": profile})
-
-
-class _CallableModule(types.ModuleType):
-    """``import artent_fast.compare`` binds ``artent_fast.compare`` to this module, shadowing the lazily
-    exported function of the same name; a callable module keeps ``artent_fast.compare(a, b, x)`` working."""
-
-    def __call__(self, *args, **kwargs):
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

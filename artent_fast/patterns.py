@@ -1,5 +1,5 @@
 """Module-name patterns: the one matcher behind ``track(targets=...)``, ``artent sweep --target``,
-``compare(targets=...)`` and ``adapters.mps.apply(targets=...)``.
+``compare_models(targets=...)`` and ``adapters.mps.apply(targets=...)``.
 
 A pattern is one of
 

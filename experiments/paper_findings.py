@@ -464,12 +464,12 @@ def nohair(keep: dict[str, Any], runs: list[Run], probe: torch.Tensor, out: Path
 
     def moved(name: str) -> float:
         if name not in moved_from_base:
-            res = artent_fast.compare(base, keep[name], {"input_ids": probe}, profile=False)
+            res = artent_fast.compare_models(base, keep[name], {"input_ids": probe}, profile=False)
             moved_from_base[name] = res.summary()["rel_distance"]
         return moved_from_base[name]
 
     for i, (a, b) in enumerate(pairs):
-        res = artent_fast.compare(keep[a], keep[b], {"input_ids": probe}, base=base, names=(a, b))
+        res = artent_fast.compare_models(keep[a], keep[b], {"input_ids": probe}, base=base, names=(a, b))
         out_pairs[f"{a} vs {b}"] = {
             "table": res.table,
             "summary": res.summary(),

@@ -597,7 +597,9 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
             )
             atomic_json(out / "results.json", results)
         for a, b in pairs:
-            res = artent_fast.compare(keep[a], keep[b], {"input_ids": probe}, base=base, layers=trained, names=(a, b))
+            res = artent_fast.compare_models(
+                keep[a], keep[b], {"input_ids": probe}, base=base, layers=trained, names=(a, b)
+            )
             results["nohair"].setdefault(f"{a} vs {b}", {})[str(seed)] = {"summary": res.summary(), "table": res.table}
         del keep
     results["findings"] = findings(results, runs)

@@ -45,7 +45,7 @@ def _perturbed(model, layer: int = 1, eps: float = 0.2):
 
 def test_identical_models_give_distance_zero_cosine_one():
     a = _llama()
-    res = artent_fast.compare(a, copy.deepcopy(a), _ids())
+    res = artent_fast.compare_models(a, copy.deepcopy(a), _ids())
     assert [r["layer"] for r in res.table] == [0, 1]
     for row in res.table:
         assert row["rel_distance"] == 0.0
@@ -57,7 +57,7 @@ def test_identical_models_give_distance_zero_cosine_one():
 def test_perturbed_model_differs_only_from_the_perturbed_layer_on():
     a = _llama()
     b = _perturbed(a, layer=1)
-    res = artent_fast.compare(a, b, _ids(), base=a)
+    res = artent_fast.compare_models(a, b, _ids(), base=a)
     first, second = res.table
     assert first["rel_distance"] == 0.0
     assert second["rel_distance"] > 1e-3
@@ -75,7 +75,7 @@ def test_external_profiles_match_eager_reference(batch, t):
     a = _llama(seed=batch)
     b = _perturbed(a, layer=0, eps=0.5)
     ids = _ids(batch, t, seed=t)
-    res = artent_fast.compare(a, b, ids, profile=True)
+    res = artent_fast.compare_models(a, b, ids, profile=True)
     for side, model in (("a", a), ("b", b)):
         with torch.no_grad():
             attentions = model(ids, output_attentions=True).attentions
@@ -92,8 +92,8 @@ def test_sdpa_model_is_switched_to_eager_and_back():
     sdpa = copy.deepcopy(eager)
     sdpa.set_attn_implementation("sdpa")
     ids = _ids()
-    res_sdpa = artent_fast.compare(sdpa, sdpa, ids)
-    res_eager = artent_fast.compare(eager, eager, ids)
+    res_sdpa = artent_fast.compare_models(sdpa, sdpa, ids)
+    res_eager = artent_fast.compare_models(eager, eager, ids)
     assert sdpa.config._attn_implementation == "sdpa"
     for rs, re_ in zip(res_sdpa.table, res_eager.table, strict=True):
         np.testing.assert_allclose(rs["external_a"], re_["external_a"], rtol=1e-5, atol=1e-6)
@@ -108,7 +108,7 @@ def test_internal_kinds_match_dense_references():
             if "lora_B" in name:
                 p.copy_(torch.randn_like(p) * 0.1)
     adapted = mps.apply(copy.deepcopy(base), targets=["q_proj"], r=4, chi=2, dims=(4, 8), init="random", seed=0)
-    res = artent_fast.compare(lora, adapted, _ids(), base=base, targets=["q_proj"])
+    res = artent_fast.compare_models(lora, adapted, _ids(), base=base, targets=["q_proj"])
     for i, row in enumerate(res.table):
         assert row["internal_kind_a"] == "lora" and row["internal_kind_b"] == "mps"
         layer = lora.base_model.model.model.layers[i].self_attn.q_proj
@@ -125,18 +125,18 @@ def test_internal_kinds_match_dense_references():
 
 def test_layers_selection_profile_off_and_errors():
     a = _llama()
-    res = artent_fast.compare(a, a, {"input_ids": _ids()}, layers=[1], profile=False)
+    res = artent_fast.compare_models(a, a, {"input_ids": _ids()}, layers=[1], profile=False)
     assert [r["layer"] for r in res.table] == [1]
     assert "external_a" not in res.table[0]
     with pytest.raises(ValueError, match="out of range"):
-        artent_fast.compare(a, a, _ids(), layers=[5])
+        artent_fast.compare_models(a, a, _ids(), layers=[5])
     with pytest.raises(ValueError, match="no attention module"):
-        artent_fast.compare(torch.nn.Linear(2, 2), a, _ids())
+        artent_fast.compare_models(torch.nn.Linear(2, 2), a, _ids())
 
 
 def test_table_frame_markdown_and_plot(tmp_path):
     a = _llama()
-    res = artent_fast.compare(a, _perturbed(a), _ids(), base=a, names=("base", "tuned"))
+    res = artent_fast.compare_models(a, _perturbed(a), _ids(), base=a, names=("base", "tuned"))
     md = res.to_markdown()
     assert md.count("\n") == 1 + len(res.table) and "rel_distance" in md
     summary = res.summary()
@@ -149,10 +149,11 @@ def test_table_frame_markdown_and_plot(tmp_path):
     assert (tmp_path / "nohair.png").stat().st_size > 1000
 
 
-def test_compare_name_is_the_function_even_after_importing_the_module():
+def test_compare_models_is_a_plain_function_beside_its_module():
+    """One name for one thing: ``artent_fast.compare`` is the module, ``compare_models`` the function."""
     module = importlib.import_module("artent_fast.compare")
-    assert callable(module.compare)
-    assert callable(artent_fast.compare)
+    assert artent_fast.compare is module and not callable(module)
+    assert artent_fast.compare_models is module.compare_models
     a = _llama()
-    res = artent_fast.compare(a, a, _ids(), profile=False)
+    res = artent_fast.compare_models(a, a, _ids(), profile=False)
     assert res.table[0]["cosine"] == pytest.approx(1.0)

@@ -28,7 +28,7 @@ def test_lazy_names_and_subpackages():
     """Integration names resolve on first access; an unknown name is an AttributeError."""
     import pytest
 
-    for name in ["track", "Tracker", "fused_attention", "attention_profile", "register_attention", "compare",
+    for name in ["track", "Tracker", "fused_attention", "attention_profile", "register_attention", "compare_models",
                  "read_history", "run_sweep"]:
         assert callable(getattr(af, name)), name
     assert callable(af.adapters.mps.apply)
