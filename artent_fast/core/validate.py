@@ -119,7 +119,11 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = True) -> int
 
 
 def as_real(value: Any, name: str) -> float:
-    """``value`` as a Python float (numpy scalars accepted); TypeError naming ``name`` for non-numbers."""
+    """``value`` as a Python float (numpy scalars, 0-d real arrays and tensors too); else a TypeError naming ``name``."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not (value.is_complex() or value.dtype == torch.bool):
+        return float(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     return float(value)
