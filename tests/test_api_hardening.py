@@ -239,6 +239,17 @@ def test_non_numeric_base_and_alpha_are_type_errors(bad):
         af.entanglement_profile(torch.randn(8, 8), alpha=bad)
 
 
+def test_zero_dim_tensor_and_array_scalars(gen):
+    B, A = gen.standard_normal((8, 2)), gen.standard_normal((2, 8))
+    ref = reference_profile(B @ A)
+    for scale in (torch.tensor(2.0), np.array(3.0), np.float32(0.5)):
+        got = af.lowrank_profile(torch.from_numpy(B), torch.from_numpy(A), scale=scale)
+        np.testing.assert_allclose(got.numpy(), ref, atol=1e-10)
+    for bad in (torch.tensor(True), torch.tensor(1 + 1j), torch.tensor([1.0, 2.0])):
+        with pytest.raises(TypeError, match="scale"):
+            af.lowrank_profile(torch.from_numpy(B), torch.from_numpy(A), scale=bad)
+
+
 def test_numpy_scalar_alpha_and_base(gen):
     x = gen.standard_normal((8, 8))
     got = af.entanglement_profile(torch.from_numpy(x), alpha=np.float32(2.0), base=np.int64(2))

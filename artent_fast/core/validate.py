@@ -119,7 +119,7 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = True) -> int
 
 
 def as_real(value: Any, name: str) -> float:
-    """``value`` as a Python float (numpy scalars, 0-d real arrays and tensors too); else a TypeError naming ``name``."""
+    """``value`` as a float (numpy scalars, 0-d real arrays and tensors too); else a TypeError naming ``name``."""
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
         return float(value)
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not (value.is_complex() or value.dtype == torch.bool):
