@@ -227,9 +227,14 @@ def write_figures(out: Path, history: list[dict], losses: list[float]) -> tuple[
     """(PNG figures written, why none were) -- none when matplotlib is missing or no step was recorded."""
     try:
         from artent_fast.plotting import require_matplotlib
-        from artent_fast.plotting.tracking import plot_bond_heatmap, plot_tracked_profile, plot_valley_depth
+        from artent_fast.plotting.tracking import (
+            plot_bond_heatmap,
+            plot_losses,
+            plot_tracked_profile,
+            plot_valley_depth,
+        )
 
-        plt = require_matplotlib()
+        require_matplotlib()
     except ImportError:
         return [], "matplotlib is not installed: pip install 'artent_fast[plot]'"
     if not history or not losses:
@@ -238,14 +243,7 @@ def write_figures(out: Path, history: list[dict], losses: list[float]) -> tuple[
     plot_tracked_profile(history, max_curves=4, path=out / "profile.png")
     plot_bond_heatmap(history, module=first, path=out / "heatmap.png")
     plot_valley_depth(history, path=out / "valley_depth.png")
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(range(1, len(losses) + 1), losses)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss.png")
-    plt.close(fig)
+    plot_losses(losses, title="Training loss (LoRA fine-tuning)", path=out / "loss.png")
     return ["profile.png", "heatmap.png", "valley_depth.png", "loss.png"], ""
 
 
