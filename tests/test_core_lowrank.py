@@ -74,7 +74,7 @@ def test_matches_dense_path_and_valley(rng):
     B, A = torch.randn(256, 8, dtype=torch.float64), torch.randn(8, 256, dtype=torch.float64)
     fact = af.lowrank_profile(B, A)
     torch.testing.assert_close(fact, af.entanglement_profile(B @ A), atol=1e-8, rtol=0)
-    c = af.sites(256, 256).center_bond
+    c = af.sites(256, 256).row_col_bond
     assert fact[c] <= math.log(8) + 1e-9
     assert fact[c] < fact[c - 2] and fact[c] < fact[c + 2]  # the entanglement valley
 

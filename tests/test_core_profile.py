@@ -102,7 +102,7 @@ def test_kronecker_has_zero_entropy_at_its_bond(rng, method):
 def test_rank_r_bound_at_row_column_bond(rng, r):
     x = torch.from_numpy(FAMILIES["lowrank"](rng, 64, 48, r))
     prof = af.entanglement_profile(x)
-    center = af.sites(64, 48).center_bond
+    center = af.sites(64, 48).row_col_bond
     s = prof[center].item()
     assert s <= math.log(r) + 1e-9
     sv = torch.linalg.svdvals(x)

@@ -28,7 +28,7 @@ def test_random_lowrank_monte_carlo_vs_analytic_center():
     m = n = 64
     r = 4
     mc, std = af.random_lowrank_profile(m, n, r, samples=64, seed=3, return_std=True)
-    c = af.sites(m, n).center_bond
+    c = af.sites(m, n).row_col_bond
     assert abs(float(mc[c]) - lowrank_center_entropy(m, n, r)) < 0.03
     analytic = af.random_lowrank_profile(m, n, r, method="analytic")
     assert torch.allclose(analytic, mc, atol=0.06)

@@ -69,7 +69,7 @@ def test_mps_bad_options():
 def test_sites_layouts():
     lay = af.sites(384, 14336)
     assert lay.row_dims == (2,) * 7 + (3,) and lay.col_dims == (2,) * 11 + (7,)
-    assert lay.center_bond == 7 and lay.num_bonds == 19
+    assert lay.row_col_bond == 7 and lay.num_bonds == 19
     inter = af.sites(8, 4, order="interleaved")
     assert inter.dims == (2, 2, 2, 2, 2) and inter.perm == (0, 3, 1, 4, 2)
     assert af.sites(12, 18, row_dims=(3, 4), col_dims=(1, 18)).dims == (3, 4, 18)

@@ -165,7 +165,7 @@ def test_profile_equals_dense_profile(d_out, d_in, dims, chi, r):
     want = artent_fast.entanglement_profile(layer.delta_weight().detach(), method="naive")
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want, rtol=0, atol=1e-8)
-    centre = artent_fast.sites(d_out, d_in).center_bond
+    centre = artent_fast.sites(d_out, d_in).row_col_bond
     assert float(got[centre]) <= math.log(r) + 1e-9  # rank <= r at the row/column bond
 
 

@@ -17,11 +17,11 @@ def test_profile_shape_and_center_bond():
     assert prof.shape == (6,)
     assert torch.isfinite(prof).all()
     layout = af.sites(16, 8)
-    assert layout.row_sites == 4 and layout.center_bond == 3
+    assert layout.row_sites == 4 and layout.row_col_bond == 3
     p = torch.linalg.svdvals(m) ** 2
     p = p[p > 1e-12 * p.sum()] / p.sum()
-    assert abs(float(prof[layout.center_bond]) - float(-(p * p.log()).sum())) < 1e-9
-    assert float(prof[layout.center_bond]) <= float(torch.log(torch.tensor(2.0))) + 1e-9
+    assert abs(float(prof[layout.row_col_bond]) - float(-(p * p.log()).sum())) < 1e-9
+    assert float(prof[layout.row_col_bond]) <= float(torch.log(torch.tensor(2.0))) + 1e-9
 
 
 def test_lazy_names_and_subpackages():
@@ -45,3 +45,11 @@ def test_import_needs_no_optional_extra():
             "print([m for m in ('transformers', 'peft', 'matplotlib', 'pandas', 'triton') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_center_bond_is_a_deprecated_alias():
+    import pytest
+
+    layout = af.sites(16, 8)
+    with pytest.warns(DeprecationWarning, match="row_col_bond"):
+        assert layout.center_bond == layout.row_col_bond == 3

@@ -114,11 +114,19 @@ class Sites:
         return tuple(raw[p] for p in self.perm)
 
     @property
-    def center_bond(self) -> int | None:
+    def row_col_bond(self) -> int | None:
         """Profile index of the row/column bond (row-major order only)."""
         if self.order != "row-major" or not self.row_dims or not self.col_dims:
             return None
         return self.row_sites - 1
+
+    @property
+    def center_bond(self) -> int | None:
+        """Deprecated name of :attr:`row_col_bond`."""
+        import warnings
+
+        warnings.warn("Sites.center_bond is now Sites.row_col_bond", DeprecationWarning, stacklevel=2)
+        return self.row_col_bond
 
     def bond_dims(self) -> list[tuple[int, int]]:
         """``(left, right)`` Hilbert-space dimensions at every bond."""

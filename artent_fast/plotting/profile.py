@@ -24,7 +24,7 @@ def plot_profile(
     profiles: Mapping[str, Sequence[float] | torch.Tensor],
     *,
     overlays: Mapping[str, Sequence[float] | torch.Tensor] | None = None,
-    center_bond: int | None = None,
+    row_col_bond: int | None = None,
     title: str = "Entanglement profile",
     note: str | None = None,
     kind_of: Callable[[str], str] | None = None,
@@ -33,7 +33,7 @@ def plot_profile(
     """Entropy per bond: measured curves solid (one line style per kind given by ``kind_of(label)``),
     ``overlays`` (theory curves) in black and grey, dashed; the row/column bond marked.
 
-    ``center_bond`` is a 0-based profile index; bonds are drawn 1-based, as in the docs. ``note`` is a
+    ``row_col_bond`` is a 0-based profile index; bonds are drawn 1-based, as in the docs. ``note`` is a
     line under the title (e.g. "4 of 8 modules shown"). Returns the figure; saves it when ``path`` is given.
     """
     plt = require_matplotlib()
@@ -47,8 +47,8 @@ def plot_profile(
     for label, values in (overlays or {}).items():
         y = torch.as_tensor(values, dtype=torch.float64).cpu()
         ax.plot(range(1, len(y) + 1), y, lw=1.1, label=label, **overlay_style(label, shades))
-    if center_bond is not None:
-        ax.axvline(center_bond + 1, color="tab:red", lw=1.0, ls=":", label=f"row/column bond ({center_bond + 1})")
+    if row_col_bond is not None:
+        ax.axvline(row_col_bond + 1, color="tab:red", lw=1.0, ls=":", label=f"row/column bond ({row_col_bond + 1})")
     ax.set_xlabel("bond")
     ax.set_ylabel("entropy (nats)")
     integer_ticks(ax.xaxis)

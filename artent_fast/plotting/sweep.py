@@ -127,7 +127,7 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
         plot_profile(
             group["profiles"],
             overlays={"theory": group["theory"]},
-            center_bond=center,
+            row_col_bond=center,
             title=f"{fam} ({kind}, {m}x{n}): mean over layers",
             path=path,
         )

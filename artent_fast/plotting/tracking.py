@@ -99,7 +99,7 @@ def plot_tracked_profile(
     return plot_profile(
         {display(label): r["entropies"] for label, r in curves.items()},
         overlays=overlays,
-        center_bond=first["row_sites"] - 1,
+        row_col_bond=first["row_sites"] - 1,
         kind_of=projection,
         note=note,
         title=title or f"Entanglement profiles of the weight updates, step {step}",

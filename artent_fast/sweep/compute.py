@@ -215,7 +215,7 @@ def _append_rows(
                 ("bond", k + 1),
                 ("left_dim", left),
                 ("right_dim", right),
-                ("row_col_bond", k == layout.center_bond),
+                ("row_col_bond", k == layout.row_col_bond),
                 ("entropy", entropy),
                 ("theory", theory[k] * to_base),
                 ("theory_kind", theory_kind),
