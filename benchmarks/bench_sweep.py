@@ -34,12 +34,16 @@ from artent_fast.sweep.synthetic import make_synthetic
 
 def prepare(workdir: Path, scale: str, layers: int, rank: int) -> dict[str, list[Path]]:
     stamp = workdir / f"scale-{scale.replace('/', '_')}-layers-{layers}-r{rank}"
-    paths = {"base": [stamp / "base"], "full": [stamp / "full" / "checkpoint-100"],
-             "lora": [stamp / "lora" / "checkpoint-100"]}
+    paths = {
+        "base": [stamp / "base"],
+        "full": [stamp / "full" / "checkpoint-100"],
+        "lora": [stamp / "lora" / "checkpoint-100"],
+    }
     if not (stamp / "done").exists():
         t0 = time.perf_counter()
-        paths = make_synthetic(stamp, scale=scale, layers=layers, modules=("q_proj", "v_proj"), steps=(100,),
-                               rank=rank, shards=4)
+        paths = make_synthetic(
+            stamp, scale=scale, layers=layers, modules=("q_proj", "v_proj"), steps=(100,), rank=rank, shards=4
+        )
         (stamp / "done").write_text("ok")
         print(f"wrote synthetic checkpoints in {time.perf_counter() - t0:.1f} s: {stamp}")
     return paths
@@ -62,9 +66,17 @@ def time_sweep(label: str, checkpoint: Path, base: Path, device: str, batch: int
         if best is None or r.total_s < best.total_s:
             best = r
     read = size_of(checkpoint) + (size_of(base) if label == "dense dW" else 0)
-    return {"label": label, "total": best.total_s, "io": best.io_s, "compute": best.compute_s,
-            "other": best.total_s - best.io_s - best.compute_s, "bytes": read, "peak": best.peak_rss,
-            "start": best.start_rss, "largest": best.largest_matrix}
+    return {
+        "label": label,
+        "total": best.total_s,
+        "io": best.io_s,
+        "compute": best.compute_s,
+        "other": best.total_s - best.io_s - best.compute_s,
+        "bytes": read,
+        "peak": best.peak_rss,
+        "start": best.start_rss,
+        "largest": best.largest_matrix,
+    }
 
 
 def main() -> None:
@@ -81,16 +93,24 @@ def main() -> None:
     warm = prepare(args.workdir, "1/64", 1, args.rank)  # first calls (kernels, allocator) are not timed
     for kind in ("full", "lora"):
         time_sweep("warm-up", warm[kind][0], warm["base"][0], args.device, args.batch, 1)
-    print(f"machine: {machine()}; device {args.device}; scale {args.scale}, {args.layers} layers, q+v, "
-          f"batch {args.batch}, LoRA r={args.rank}")
-    rows = [time_sweep("dense dW", paths["full"][0], paths["base"][0], args.device, args.batch, args.repeat),
-            time_sweep("LoRA adapter", paths["lora"][0], paths["base"][0], args.device, args.batch, args.repeat)]
-    print(f"{'sweep':14s} {'read':>10s} {'total s':>8s} {'I/O s':>7s} {'compute s':>9s} {'other s':>7s} "
-          f"{'I/O share':>9s} {'GB/s read':>9s} {'RSS start':>10s} {'RSS peak':>10s} {'largest':>9s}")
+    print(
+        f"machine: {machine()}; device {args.device}; scale {args.scale}, {args.layers} layers, q+v, "
+        f"batch {args.batch}, LoRA r={args.rank}"
+    )
+    rows = [
+        time_sweep("dense dW", paths["full"][0], paths["base"][0], args.device, args.batch, args.repeat),
+        time_sweep("LoRA adapter", paths["lora"][0], paths["base"][0], args.device, args.batch, args.repeat),
+    ]
+    print(
+        f"{'sweep':14s} {'read':>10s} {'total s':>8s} {'I/O s':>7s} {'compute s':>9s} {'other s':>7s} "
+        f"{'I/O share':>9s} {'GB/s read':>9s} {'RSS start':>10s} {'RSS peak':>10s} {'largest':>9s}"
+    )
     for r in rows:
-        print(f"{r['label']:14s} {mib(r['bytes']):>10s} {r['total']:8.2f} {r['io']:7.2f} {r['compute']:9.2f} "
-              f"{r['other']:7.2f} {r['io'] / r['total']:9.0%} {r['bytes'] / max(r['io'], 1e-9) / 1e9:9.2f} "
-              f"{mib(r['start']):>10s} {mib(r['peak']):>10s} {mib(r['largest']):>9s}")
+        print(
+            f"{r['label']:14s} {mib(r['bytes']):>10s} {r['total']:8.2f} {r['io']:7.2f} {r['compute']:9.2f} "
+            f"{r['other']:7.2f} {r['io'] / r['total']:9.0%} {r['bytes'] / max(r['io'], 1e-9) / 1e9:9.2f} "
+            f"{mib(r['start']):>10s} {mib(r['peak']):>10s} {mib(r['largest']):>9s}"
+        )
 
 
 def test_sweep_tiny(benchmark, tmp_path):

@@ -22,8 +22,13 @@ def main() -> None:
     ap.add_argument("--scale", default="1/16", help="shrink every dimension by this factor (1 = real 8B shapes)")
     ap.add_argument("--layers", type=int, default=LAYERS)
     all_modules = [k.split(".")[-1] for k in LLAMA_8B]
-    ap.add_argument("--modules", nargs="+", default=["q_proj", "v_proj"], choices=all_modules,
-                    help="projections to write (default q_proj v_proj)")
+    ap.add_argument(
+        "--modules",
+        nargs="+",
+        default=["q_proj", "v_proj"],
+        choices=all_modules,
+        help="projections to write (default q_proj v_proj)",
+    )
     ap.add_argument("--all-modules", action="store_true", help="all seven projections (MLP 14336x4096 included)")
     ap.add_argument("--steps", type=int, nargs="+", default=[100])
     ap.add_argument("--kinds", nargs="+", default=["full", "lora"], choices=["full", "lora"])
@@ -34,10 +39,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    paths = make_synthetic(args.out, scale=args.scale, layers=args.layers,
-                           modules=None if args.all_modules else args.modules, steps=args.steps, kinds=args.kinds,
-                           rank=args.rank, lora_alpha=args.lora_alpha, shards=args.shards,
-                           dtype=getattr(torch, args.dtype), seed=args.seed)
+    paths = make_synthetic(
+        args.out,
+        scale=args.scale,
+        layers=args.layers,
+        modules=None if args.all_modules else args.modules,
+        steps=args.steps,
+        kinds=args.kinds,
+        rank=args.rank,
+        lora_alpha=args.lora_alpha,
+        shards=args.shards,
+        dtype=getattr(torch, args.dtype),
+        seed=args.seed,
+    )
     for kind, folders in paths.items():
         for folder in folders:
             print(f"{kind:5s} {folder}")

@@ -182,8 +182,9 @@ def test_backward_from_lse_matches_autograd(rng, monkeypatch, causal):
     want = torch.autograd.grad(out, (q, k, v), dout)
     p = check_qk(q, k, None)
     monkeypatch.setattr("artent_fast.attention.torch_path.TILE_BYTES", 3000)
-    got = backward_from_lse(q.detach(), k.detach(), v.detach(), out.detach(), dout, stats["lse"], p,
-                            check_mask(keep, p, q.device), causal)
+    got = backward_from_lse(
+        q.detach(), k.detach(), v.detach(), out.detach(), dout, stats["lse"], p, check_mask(keep, p, q.device), causal
+    )
     for g, w, name in zip(got, want, "qkv", strict=True):
         assert_close(g, w, 1e-10, f"d{name}")
 
@@ -264,8 +265,14 @@ def test_bad_arguments(rng):
 
 # ---- external entanglement profiles --------------------------------------------------------
 
-PROFILE_SHAPES = [(2, 4, 2, 16, 16, 8), (1, 2, 2, 12, 12, 8), (1, 3, 1, 6, 20, 4), (2, 2, 2, 1, 12, 4),
-                  (1, 2, 1, 12, 1, 4), (1, 2, 2, 9, 8, 4)]
+PROFILE_SHAPES = [
+    (2, 4, 2, 16, 16, 8),
+    (1, 2, 2, 12, 12, 8),
+    (1, 3, 1, 6, 20, 4),
+    (2, 2, 2, 1, 12, 4),
+    (1, 2, 1, 12, 1, 4),
+    (1, 2, 2, 9, 8, 4),
+]
 
 
 @pytest.mark.parametrize("shape", PROFILE_SHAPES)
@@ -274,8 +281,9 @@ def test_profile_matches_materialised(rng, shape, causal):
     q, k, _ = qkv(rng, *shape, dtype=torch.float64)
     mask = padding_mask(rng, shape[0], shape[4], keep_first=False) if shape[4] > 1 else None
     prof = attention_profile(q, k, causal=causal, mask=mask)
-    expected = artent_fast.entanglement_profile(reference_probs(q, k, causal=causal, mask=mask),
-                                                method="naive", on_zero="nan")
+    expected = artent_fast.entanglement_profile(
+        reference_probs(q, k, causal=causal, mask=mask), method="naive", on_zero="nan"
+    )
     assert prof.shape == (shape[0], shape[1], expected.shape[-1])
     assert_close(prof, expected, 1e-9, "profile")
 

@@ -24,16 +24,29 @@ def fresh_channel():
 
 def tiny_llama(seed: int, kv_heads: int = 2):
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=64,
+    )
     cfg._attn_implementation = "eager"
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def tiny_bert(seed: int):
     torch.manual_seed(seed)
-    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=48, max_position_embeddings=64)
+    cfg = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=64,
+    )
     cfg._attn_implementation = "eager"
     return transformers.BertModel(cfg, add_pooling_layer=False).eval()
 

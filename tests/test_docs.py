@@ -49,6 +49,9 @@ def test_link_checker_sees_links():
 
 
 def test_no_reference_to_files_outside_the_repository():
-    offenders = [str(p.relative_to(ROOT)) for p in [*DOCS, *ROOT.glob("artent_fast/**/*.py")]
-                 if re.search(r"\.\./shared|SPEC\.md|\bSPEC \d", p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in [*DOCS, *ROOT.glob("artent_fast/**/*.py")]
+        if re.search(r"\.\./shared|SPEC\.md|\bSPEC \d", p.read_text())
+    ]
     assert not offenders, f"these point at a design note users never see: {offenders}"

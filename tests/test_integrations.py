@@ -18,8 +18,10 @@ def reference(matrix: torch.Tensor) -> list[float]:
 
 
 def test_integrations_package_imports_nothing_heavy():
-    code = ("import sys, artent_fast.integrations, artent_fast.tracking; "
-            "print(any(m in sys.modules for m in ('transformers', 'peft', 'lightning', 'pandas', 'matplotlib')))")
+    code = (
+        "import sys, artent_fast.integrations, artent_fast.tracking; "
+        "print(any(m in sys.modules for m in ('transformers', 'peft', 'lightning', 'pandas', 'matplotlib')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -30,10 +32,18 @@ def test_hf_trainer_callback(tmp_path):
     from artent_fast.integrations.hf import ArtentCallback
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    model = peft.get_peft_model(transformers.LlamaForCausalLM(config),
-                                peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    model = peft.get_peft_model(
+        transformers.LlamaForCausalLM(config), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
     gen = torch.Generator().manual_seed(1)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (16, 12), generator=gen)]
 
@@ -43,9 +53,17 @@ def test_hf_trainer_callback(tmp_path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             self.logs.append(dict(logs))
 
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4,
-                                          learning_rate=1e-2, logging_steps=2, report_to=[], save_strategy="no",
-                                          use_cpu=True, disable_tqdm=True)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[Recorder()])
     callback = ArtentCallback.attach(trainer, every=2)
     trainer.train()
@@ -62,8 +80,11 @@ def test_hf_trainer_callback(tmp_path):
     logged = [log for log in Recorder.logs if any(k.startswith("artent/") for k in log)]
     assert len(logged) == 2  # the summaries went through the Trainer's logs at both logging steps
     artent_keys = {k for k in logged[-1] if k.startswith("artent/")}
-    assert artent_keys == {f"artent/{kind}/{s}" for kind in ("q_proj", "v_proj")
-                           for s in ("valley_depth_mean", "valley_depth_min", "row_col_entropy_mean")}
+    assert artent_keys == {
+        f"artent/{kind}/{s}"
+        for kind in ("q_proj", "v_proj")
+        for s in ("valley_depth_mean", "valley_depth_min", "row_col_entropy_mean")
+    }
     q_depths = [r["valley_depth"] for n, r in last.items() if n.endswith("q_proj")]
     assert logged[-1]["artent/q_proj/valley_depth_min"] == pytest.approx(min(q_depths))
     assert logged[-1]["artent/q_proj/valley_depth_mean"] == pytest.approx(sum(q_depths) / len(q_depths))
@@ -80,10 +101,18 @@ def test_hf_callback_per_module_scalars_in_logs(tmp_path):
     from artent_fast.integrations.hf import ArtentCallback
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    model = peft.get_peft_model(transformers.LlamaForCausalLM(config),
-                                peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    model = peft.get_peft_model(
+        transformers.LlamaForCausalLM(config), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (8, 12))]
     seen: list[dict] = []
 
@@ -91,9 +120,17 @@ def test_hf_callback_per_module_scalars_in_logs(tmp_path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             seen.append(dict(logs))
 
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
-                                          learning_rate=1e-2, logging_steps=2, report_to=[], save_strategy="no",
-                                          use_cpu=True, disable_tqdm=True)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[Recorder()])
     callback = ArtentCallback.attach(trainer, per_module=True)
     trainer.train()
@@ -109,13 +146,27 @@ def test_hf_callback_via_constructor_and_rejects_optimizer(tmp_path):
     with pytest.raises(TypeError, match="optimizer"):
         ArtentCallback(optimizer=object())
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
     model = transformers.LlamaForCausalLM(config)  # full fine-tuning: dense path, W0 snapshot
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (8, 8))]
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
-                                          logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
-                                          disable_tqdm=True)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     callback = ArtentCallback(dense_every=1, out=tmp_path / "fft.jsonl")
     transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
     records = read_history(tmp_path / "fft.jsonl")
@@ -153,10 +204,17 @@ def test_lightning_callback(tmp_path):
     w0 = {n: m.weight.detach().double().clone() for n, m in module.named_modules() if n.endswith("proj")}
     data = torch.utils.data.TensorDataset(torch.randn(32, 12), torch.randn(32, 8))
     callback = ArtentCallback(dense_every=1)
-    trainer = lightning.Trainer(max_steps=3, accumulate_grad_batches=2, accelerator="cpu", logger=False,
-                                callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
-                                enable_model_summary=False,
-                                default_root_dir=str(tmp_path))
+    trainer = lightning.Trainer(
+        max_steps=3,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
     history = callback.tracker.history(as_frame=False)
     assert sorted({r["step"] for r in history}) == [1, 2, 3]  # optimizer steps, not micro-batches

@@ -112,9 +112,12 @@ def enable(model: torch.nn.Module | None = None, *, profile_every: int | None = 
 def _check_implementation(model: torch.nn.Module) -> None:
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if impl is not None and impl != "artent":
-        _warn_once(f"impl-{impl}", f"attention capture enabled on a model with attn_implementation={impl!r}: "
-                   "no records will arrive until it runs on 'artent' (artent_fast.register_attention(), then "
-                   "model.set_attn_implementation('artent'))")
+        _warn_once(
+            f"impl-{impl}",
+            f"attention capture enabled on a model with attn_implementation={impl!r}: "
+            "no records will arrive until it runs on 'artent' (artent_fast.register_attention(), then "
+            "model.set_attn_implementation('artent'))",
+        )
 
 
 def disable(model: torch.nn.Module | None = None) -> None:
@@ -211,8 +214,15 @@ def capture(module: torch.nn.Module, q, k, stats: dict[str, torch.Tensor], *, ca
     """Record one forward of ``module``; never raises (the first failure of each kind is warned)."""
     try:
         name = module_name(module)
-        record: dict[str, Any] = {"module": name, "kind": "attention", "entropies": [], "row_sites": None,
-                                  "heads": q.shape[1], "q_len": q.shape[2], "kv_len": k.shape[2]}
+        record: dict[str, Any] = {
+            "module": name,
+            "kind": "attention",
+            "entropies": [],
+            "row_sites": None,
+            "heads": q.shape[1],
+            "q_len": q.shape[2],
+            "kv_len": k.shape[2],
+        }
         record.update(cheap_stats(stats))
         if _wants_profile(module):
             record.update(profile_fields(q, k, causal=causal, mask=mask, scale=scale))
@@ -240,5 +250,15 @@ def reset() -> None:
     _STATE = _State()
 
 
-__all__ = ["Subscription", "capture", "disable", "drain", "enable", "is_enabled", "module_name", "request_profile",
-           "reset", "subscribe"]
+__all__ = [
+    "Subscription",
+    "capture",
+    "disable",
+    "drain",
+    "enable",
+    "is_enabled",
+    "module_name",
+    "request_profile",
+    "reset",
+    "subscribe",
+]

@@ -64,8 +64,9 @@ def mask_rows(mask: torch.Tensor | None, r0: int, r1: int) -> torch.Tensor | Non
     return mask if mask.shape[-2] == 1 else mask[..., r0:r1, :]
 
 
-def torch_attention(q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True,
-                    entropy: bool = True):
+def torch_attention(
+    q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True, entropy: bool = True
+):
     """``(out, lse, entropy or None)``; out in q's dtype, statistics in float32 (float64 for float64).
 
     Grouped-query heads share their key/value head without copies: the ``G`` query heads of a

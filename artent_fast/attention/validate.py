@@ -92,8 +92,10 @@ def check_mask(mask: torch.Tensor | None, p: Problem, device: torch.device) -> t
     m = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
     for size, full, what in zip(m.shape, _full(p), ("batch", "heads", "query", "key"), strict=True):
         if size not in (1, full):
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to (B, H, T, S) = {_full(p)} "
-                             f"(its {what} dim is {size})")
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} does not broadcast to (B, H, T, S) = {_full(p)} "
+                f"(its {what} dim is {size})"
+            )
     return m
 
 
