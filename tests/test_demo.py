@@ -216,3 +216,17 @@ def test_demo_on_a_gguf_file(tmp_path):
         == 0
     )
     assert {tuple(r["shape"]) for r in read_history(out)} == {(32, 32), (16, 32)}
+
+
+@pytest.mark.parametrize("command", ["profile", "demo", "sweep", "plot", "bench"])
+def test_every_command_explains_itself(command, capsys):
+    """Each subcommand has a description and shows its defaults, zero ones included."""
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    usage, _, rest = out.partition("\n\n")
+    assert usage.startswith(f"usage: artent {command}")
+    description = rest.split("\n\n", 1)[0]
+    assert len(description.split()) >= 8 and not description.startswith("options:"), description
+    assert "(default:" in out

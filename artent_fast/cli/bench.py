@@ -12,9 +12,12 @@ import argparse
 import shlex
 import sys
 
+from artent_fast.cli._common import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "bench",
         help="how fast is this here, and which backend runs: tables, self-check, report",
         description="The machine, which backends load (and why the others do not), a self-check against "

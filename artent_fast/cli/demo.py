@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from artent_fast.atomic import atomic_write
+from artent_fast.cli._common import add_command
 
 SUBJECTS = ("the cat", "a dog", "the old man", "my sister", "the small bird", "a farmer", "the teacher", "our team")
 VERBS = ("sees", "likes", "follows", "paints", "finds", "carries", "reads about", "waits for")
@@ -28,12 +29,12 @@ TAILS = ("today", "every morning", "in the rain", "after lunch", "near the sea",
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "demo",
         help="tracked LoRA fine-tune of a small LLaMA on CPU; writes a report folder",
         description="A complete LoRA fine-tune tracked by artent_fast.track, on CPU, with its report folder "
         "(history.jsonl, summary.md, figures). Ctrl-C stops it cleanly and reports the steps done (exit 130).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("artent_demo"), help="report folder")
     p.add_argument(

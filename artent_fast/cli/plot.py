@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from artent_fast.cli._common import add_command
+
 DESCRIPTION = (
     "Figures from an `artent sweep` table: the mean profile over layers per checkpoint with its theory curve "
     "(profiles_*.png), layer x bond entropy heatmaps at one checkpoint (heatmap_*.png), and the valley depth at "
@@ -13,14 +15,12 @@ DESCRIPTION = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from artent_fast.sweep.options import HelpFormatter
-
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "plot",
         help="figures from an `artent sweep` table",
         description=DESCRIPTION,
         epilog="exit codes: 0 figures written, 2 bad arguments (no table, or no such checkpoint)",
-        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--in",

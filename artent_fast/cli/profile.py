@@ -12,6 +12,7 @@ import torch
 
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
 from artent_fast.atomic import atomic_write
+from artent_fast.cli._common import add_command
 
 EXAMPLES = ("lora", "gaussian", "kronecker")
 
@@ -32,11 +33,11 @@ MAX_LORA_SIZE = 2**20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "profile",
         help="entanglement profile of a matrix (file or built-in example)",
         description=DESCRIPTION,
-        formatter_class=_Formatter,
     )
     p.add_argument("--input", type=Path, help=".npy, .pt or .safetensors file (default: a built-in example)")
     p.add_argument("--tensor", help="tensor name inside a .safetensors/.pt dict (needed when it holds several)")
@@ -64,15 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder for profile.json and profile.png (default: ./artent_profile/)",
     )
     p.set_defaults(func=run)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults (except None and those the help states) and keeps the description's line breaks."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or "default" in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from artent_fast.sweep.options import DESCRIPTION, EPILOG, HelpFormatter, add_arguments, run_from_args
+from artent_fast.cli._common import add_command
+from artent_fast.sweep.options import DESCRIPTION, EPILOG, add_arguments, run_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sweep",
         help="profiles of every target matrix of checkpoints, adapters or updates",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=HelpFormatter,
     )
     add_arguments(p)
     p.set_defaults(func=run)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from artent_fast.sweep.options import DESCRIPTION, EPILOG, HelpFormatter, add_arguments, run_from_args
+from artent_fast.cli._common import HelpFormatter
+from artent_fast.sweep.options import DESCRIPTION, EPILOG, add_arguments, run_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

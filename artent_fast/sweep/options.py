@@ -17,15 +17,6 @@ DESCRIPTION = (
 EPILOG = "exit codes: 0 all swept, 1 some inputs had errors (listed; the table holds every good row), 2 bad arguments"
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where there is none to show (None, False, an empty list)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", nargs="*", help="model or adapter folders (same as --tuned)")
     p.add_argument(
@@ -53,9 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         action="append",
-        metavar="REGEX",
-        help=f"module name pattern (a regular expression searched in the name), repeatable "
-        f"(default: {' '.join(DEFAULT_TARGETS)})",
+        metavar="PATTERN",
+        help=f"module name pattern, repeatable: a name component or dotted suffix, a glob, or re:<regex> "
+        f"matched against the full name (default: {' '.join(DEFAULT_TARGETS)})",
     )
     p.add_argument(
         "--all-linear",
