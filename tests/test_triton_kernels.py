@@ -241,7 +241,11 @@ def test_compiled_kernels_on_gpu(dtype):
     x = tensor(rng, (8, 96, 130), dtype, "cuda")
     for side in ("left", "right"):
         ref = kgram.gram_reference(x.double(), side)
-        assert rel_err(kgram.gram(x, side), ref) < (1e-2 if x.element_size() == 2 else tol(dtype))
+        if x.element_size() == 2:  # FlashAttention's rule: at most 2x the error of torch's own low-precision Gram
+            low = kgram.gram_reference(x, side)
+            assert rel_err(kgram.gram(x, side), ref) <= 2 * rel_err(low, ref) + 1e-6
+        else:
+            assert rel_err(kgram.gram(x, side), ref) < tol(dtype)
     dims = [2, 3, 4, 4, 2]
     rho = kgram.gram(tensor(rng, (5, math.prod(dims), 50), torch.float64, "cuda"), "left")
     keeps, traced = ktrace.chain_levels(dims, "last")
