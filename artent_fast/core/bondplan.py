@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import torch
 
-from artent_fast.backends import dispatch
+from artent_fast.backends import ops
 from artent_fast.core.gram import split_point
 
 
@@ -177,7 +177,7 @@ class BondPlan:
                 x = t.reshape(*t.shape[:-1], root.rows, t.shape[-1] // root.rows)
                 factors.append(x if root.side == "left" else x.mT)
             y = torch.stack(factors, -3) if len(factors) > 1 else factors[0].unsqueeze(-3)
-            grams.append(dispatch("gram", y, "left").flatten(-3))
+            grams.append(ops.gram(y, "left").flatten(-3))
         grams.append(grams[0].new_zeros(*grams[0].shape[:-1], 1))
         flat = torch.cat(grams, -1)
         traced_index, order_index, _, terms, segments = self._indices(flat.device)
@@ -200,14 +200,14 @@ class BondPlan:
         parts = []
         for s, count, start in self.buckets:
             block = dens[..., start : start + count * s * s].reshape(*batch, count, s, s)
-            parts.append(dispatch("eigvalsh", block).flatten(-2))
+            parts.append(ops.eigvalsh(block).flatten(-2))
         parts.append(dens.new_zeros(*batch, 1))
         spectra_index = self._indices(dens.device)[2]
         return _take(torch.cat(parts, -1), spectra_index).unflatten(-1, (self.num_bonds, self.width))
 
     def entropies(self, states: Sequence[torch.Tensor], alpha: float, base: float) -> torch.Tensor:
         """Entropy at every requested bond, ``(..., num_bonds)`` (each density normalised by its trace)."""
-        return dispatch("entropy", self.spectra(states), alpha=alpha, base=base)
+        return ops.entropy(self.spectra(states), alpha=alpha, base=base)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from artent_fast.backends import dispatch
+from artent_fast.backends import ops
 from artent_fast.core.entropy import check_alpha_base, renyi2_from_purity
 from artent_fast.core.gram import bond_purities, bond_spectra
 from artent_fast.core.layout import Sites, sites
@@ -53,7 +53,7 @@ def profile_from_spectra(spectra: Sequence[torch.Tensor], alpha: float, base: fl
     packed = spectra[0].new_zeros(*spectra[0].shape[:-1], len(spectra), width)
     for k, s in enumerate(spectra):
         packed[..., k, : s.shape[-1]] = s  # the entropy op clamps round-off negatives
-    return dispatch("entropy", packed, alpha=alpha, base=base)
+    return ops.entropy(packed, alpha=alpha, base=base)
 
 
 def _naive(t: torch.Tensor, layout: Sites) -> list[torch.Tensor]:
