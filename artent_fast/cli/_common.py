@@ -17,7 +17,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def add_command(
-    sub: argparse._SubParsersAction, name: str, *, help: str, description: str, epilog: str | None = None
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str | None = None
 ) -> argparse.ArgumentParser:
-    """The subcommand ``name``'s parser, with the shared formatter."""
+    """The subcommand ``name``'s parser (one line in ``artent --help``, a description, an optional epilog),
+    with the shared formatter."""
     return sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=HelpFormatter)

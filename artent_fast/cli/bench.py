@@ -14,15 +14,15 @@ import sys
 
 from artent_fast.cli._common import add_command
 
+HELP = "how fast is this here, and which backend runs: tables, self-check, report"
+DESCRIPTION = (
+    "The machine, which backends load (and why the others do not), a self-check against "
+    "float64 torch, and every ratio table; writes report.md, results.json and figures to --out."
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "bench",
-        help="how fast is this here, and which backend runs: tables, self-check, report",
-        description="The machine, which backends load (and why the others do not), a self-check against "
-        "float64 torch, and every ratio table; writes report.md, results.json and figures to --out.",
-    )
+    p = add_command(sub, "bench", HELP, DESCRIPTION)
     p.add_argument("--quick", action="store_true", help="smaller shapes: <= 3 min on a 2-core CPU, minutes on a GPU")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     p.add_argument("--out", default="artent_bench", metavar="DIR", help="folder for report.md, results.json, figures")

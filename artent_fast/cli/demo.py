@@ -28,14 +28,15 @@ OBJECTS = ("the red ball", "a green hill", "the river", "an empty house", "the m
 TAILS = ("today", "every morning", "in the rain", "after lunch", "near the sea", "without a word")
 
 
+HELP = "tracked LoRA fine-tune of a small LLaMA on CPU; writes a report folder"
+DESCRIPTION = (
+    "A complete LoRA fine-tune tracked by artent_fast.track, on CPU, with its report folder "
+    "(history.jsonl, summary.md, figures). Ctrl-C stops it cleanly and reports the steps done (exit 130)."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "demo",
-        help="tracked LoRA fine-tune of a small LLaMA on CPU; writes a report folder",
-        description="A complete LoRA fine-tune tracked by artent_fast.track, on CPU, with its report folder "
-        "(history.jsonl, summary.md, figures). Ctrl-C stops it cleanly and reports the steps done (exit 130).",
-    )
+    p = add_command(sub, "demo", HELP, DESCRIPTION)
     p.add_argument("--out", type=Path, default=Path("artent_demo"), help="report folder")
     p.add_argument(
         "--model",

@@ -14,14 +14,12 @@ DESCRIPTION = (
 )
 
 
+HELP = "figures from an `artent sweep` table"
+EPILOG = "exit codes: 0 figures written, 2 bad arguments (no table, or no such checkpoint)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "plot",
-        help="figures from an `artent sweep` table",
-        description=DESCRIPTION,
-        epilog="exit codes: 0 figures written, 2 bad arguments (no table, or no such checkpoint)",
-    )
+    p = add_command(sub, "plot", HELP, DESCRIPTION, EPILOG)
     p.add_argument(
         "--in",
         dest="inp",

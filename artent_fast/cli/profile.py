@@ -32,13 +32,11 @@ MAX_DENSE_SIZE = 8192
 MAX_LORA_SIZE = 2**20
 
 
+HELP = "entanglement profile of a matrix (file or built-in example)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "profile",
-        help="entanglement profile of a matrix (file or built-in example)",
-        description=DESCRIPTION,
-    )
+    p = add_command(sub, "profile", HELP, DESCRIPTION)
     p.add_argument("--input", type=Path, help=".npy, .pt or .safetensors file (default: a built-in example)")
     p.add_argument("--tensor", help="tensor name inside a .safetensors/.pt dict (needed when it holds several)")
     p.add_argument("--example", choices=EXAMPLES, default="lora", help="built-in example matrix")

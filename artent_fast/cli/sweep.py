@@ -7,15 +7,11 @@ import argparse
 from artent_fast.cli._common import add_command
 from artent_fast.sweep.options import DESCRIPTION, EPILOG, add_arguments, run_from_args
 
+HELP = "profiles of every target matrix of checkpoints, adapters or updates"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "sweep",
-        help="profiles of every target matrix of checkpoints, adapters or updates",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = add_command(sub, "sweep", HELP, DESCRIPTION, EPILOG)
     add_arguments(p)
     p.set_defaults(func=run)
 
