@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import torch
 
@@ -113,6 +112,7 @@ def main() -> None:
         world, me = dist.get_world_size(), dist.get_rank()
 
     import artent_fast
+    from artent_fast.bench.tracking import time_blocks
 
     model = build(preset, vocab, rank, args.device, getattr(torch, args.dtype))
     if args.distributed:
@@ -120,7 +120,6 @@ def main() -> None:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     tracker = artent_fast.track(model, out=None)  # steps given explicitly below, only in tracked blocks
     gen = torch.Generator().manual_seed(0)
-    own: list[float] = []
 
     def sync() -> None:
         if cuda:
@@ -128,32 +127,14 @@ def main() -> None:
         if args.distributed:
             torch.distributed.barrier()  # time blocks from a common start (outside the tracker)
 
-    cpu_time: dict[bool, list[float]] = {False: [], True: []}
+    def train_step() -> None:
+        ids = torch.randint(0, vocab, (batch, seq_len), generator=gen).to(args.device)
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
-    def block(tracked: bool, steps: int) -> float:
-        sync()
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            ids = torch.randint(0, vocab, (batch, seq_len), generator=gen).to(args.device)
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if tracked:
-                t1 = time.perf_counter()
-                tracker.step()
-                own.append(time.perf_counter() - t1)
-        sync()
-        cpu_time[tracked].append((time.process_time() - c0) / steps)
-        return (time.perf_counter() - t0) / steps
-
-    block(True, 3)  # warm-up (and B != 0 from here on)
-    own.clear()
-    cpu_time[True].clear()
-    plain, tracked = [], []
-    for _ in range(args.blocks):
-        plain.append(block(False, args.block_steps))
-        tracked.append(block(True, args.block_steps))
+    times = time_blocks(train_step, tracker, sync, blocks=args.blocks, block_steps=args.block_steps, warmup=3)
+    plain, tracked, own = times["plain"], times["tracked"], times["own"]
     tracker.close()
     if args.distributed:
         report = me == 0
@@ -173,7 +154,7 @@ def main() -> None:
     print(f"{'untracked':32}{p:14.4f}{1.0:8.3f}")
     print(f"{'tracked every step':32}{t:14.4f}{t / p:8.3f}")
     print(f"{'tracker.step() alone (host)':32}{o:14.4f}{o / p:8.3f}")
-    cp, ct = statistics.median(cpu_time[False]), statistics.median(cpu_time[True])
+    cp, ct = statistics.median(times["plain_cpu"]), statistics.median(times["tracked_cpu"])
     print(f"{'process CPU time, untracked':32}{cp:14.4f}{1.0:8.3f}")
     print(f"{'process CPU time, tracked':32}{ct:14.4f}{ct / cp:8.3f}")
     print(

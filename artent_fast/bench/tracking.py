@@ -123,6 +123,38 @@ def _loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, labels=ids).loss
 
 
+def time_blocks(
+    train_step, tracker, sync, *, blocks: int, block_steps: int, warmup: int = 2, progress=iter
+) -> dict[str, list[float]]:
+    """Alternate untracked and tracked blocks of ``block_steps`` calls of ``train_step()`` (``tracker.step()``
+    after each in tracked blocks), after ``warmup`` tracked steps (so LoRA's B is nonzero). ``sync()`` runs
+    before and after each block (device sync; a barrier under torch.distributed). Per-step seconds of each
+    block: wall (``plain``, ``tracked``), process CPU (``plain_cpu``, ``tracked_cpu``), and each
+    ``tracker.step()`` alone (``own``)."""
+    out: dict[str, list[float]] = {k: [] for k in ("plain", "tracked", "plain_cpu", "tracked_cpu", "own")}
+
+    def block(tracked: bool, steps: int) -> tuple[float, float]:
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            train_step()
+            if tracked:
+                t1 = time.perf_counter()
+                tracker.step()
+                out["own"].append(time.perf_counter() - t1)
+        sync()
+        return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+
+    block(True, warmup)
+    out["own"].clear()
+    for _ in progress(range(blocks)):
+        for tracked, key in ((False, "plain"), (True, "tracked")):
+            wall, cpu = block(tracked, block_steps)
+            out[key].append(wall)
+            out[f"{key}_cpu"].append(cpu)
+    return out
+
+
 def measure_overhead(
     s: dict, device: str, dtype: torch.dtype, *, blocks: int, block_steps: int, hf: bool = True, progress=iter
 ) -> dict:
@@ -133,37 +165,23 @@ def measure_overhead(
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     tracker = artent_fast.track(model, out=None)
     gen = torch.Generator().manual_seed(0)
-    own: list[float] = []
 
     def sync():
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def block(tracked: bool, steps: int) -> float:
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            ids = torch.randint(0, s["vocab"], (s["batch"], s["seq"]), generator=gen).to(device)
-            _loss(model, ids).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if tracked:
-                t1 = time.perf_counter()
-                tracker.step()
-                own.append(time.perf_counter() - t1)
-        sync()
-        return (time.perf_counter() - t0) / steps
+    def train_step() -> None:
+        ids = torch.randint(0, s["vocab"], (s["batch"], s["seq"]), generator=gen).to(device)
+        _loss(model, ids).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
     try:
-        block(True, 2)  # warm-up (and B != 0 from here on)
-        own.clear()
-        plain, tracked = [], []
-        for _ in progress(range(blocks)):
-            plain.append(block(False, block_steps))
-            tracked.append(block(True, block_steps))
+        times = time_blocks(train_step, tracker, sync, blocks=blocks, block_steps=block_steps, progress=progress)
         units = len(tracker.units)
     finally:
         tracker.close()
+    plain, tracked, own = times["plain"], times["tracked"], times["own"]
     p, t = statistics.median(plain), statistics.median(tracked)
     return {
         "model": kind,
