@@ -26,11 +26,15 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: run_plan, findings_report, ...
+import run_plan  # noqa: E402
+from run_plan import Run  # noqa: E402
 
 TARGETS = ("q_proj", "v_proj")
 WORDS = ("the cat", "a dog", "my sister", "the teacher", "our team", "a farmer", "the bird", "an old man")
@@ -39,19 +43,6 @@ OBJECTS = ("the red ball", "a green hill", "the river", "an empty house", "the t
 
 
 # -- settings --------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """One fine-tuning run: ``method`` is fft, lora or mps; ``axis`` says which sweep it belongs to."""
-
-    name: str
-    method: str
-    lr: float
-    r: int = 0
-    alpha: float = 0.0
-    chi: int = 0
-    axes: list[str] = field(default_factory=list)
-
-
 @dataclass
 class Settings:
     quick: bool
@@ -85,30 +76,8 @@ def settings(quick: bool, steps: int | None) -> Settings:
 
 def plan_runs(s: Settings, methods: Sequence[str]) -> list[Run]:
     """FFT, the LoRA sweeps around one base setting (rank, alpha, lr varied one at a time) and MPS."""
-    runs: dict[str, Run] = {}
-
-    def lora(r: int, alpha: float, lr: float, axis: str) -> None:
-        name = f"lora_r{r}_a{alpha:g}_lr{lr:g}"
-        run = runs.setdefault(name, Run(name, "lora", lr, r=r, alpha=alpha))
-        if axis not in run.axes:
-            run.axes.append(axis)
-
-    if "fft" in methods:
-        runs["fft"] = Run("fft", "fft", s.fft_lr)
-    if "lora" in methods:
-        for axis in ("base", "rank", "alpha", "lr"):  # the base setting belongs to every sweep
-            lora(s.base_r, s.base_alpha, s.base_lr, axis)
-        for r in s.ranks:
-            lora(r, s.base_alpha * r / s.base_r, s.base_lr, "rank")  # alpha / r fixed: scale unchanged
-        for a in s.alphas:
-            lora(s.base_r, a, s.base_lr, "alpha")
-        for lr in s.lrs:
-            lora(s.base_r, s.base_alpha, lr, "lr")
-    if "mps" in methods:
-        runs["mps"] = Run(
-            f"mps_r{s.base_r}_chi{s.mps_chi}", "mps", s.base_lr, r=s.base_r, alpha=s.base_alpha, chi=s.mps_chi
-        )
-    return list(runs.values())
+    mps = Run(f"mps_r{s.base_r}_chi{s.mps_chi}", "mps", s.base_lr, r=s.base_r, alpha=s.base_alpha, chi=s.mps_chi)
+    return run_plan.plan_runs(s, methods, mps)
 
 
 # -- data and model --------------------------------------------------------------------------------
@@ -436,7 +405,7 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pat
     results["findings"] = findings(results, runs)
     results["seconds"] = time.time() - t0
     atomic_json(out / "results.json", results)
-    from findings_report import write_report  # sibling module (sys.path set below)
+    from findings_report import write_report  # sibling module (sys.path set at the top)
 
     write_report(out, results, runs)
     print(f"report: {out / 'report.md'} ({results['seconds']:.0f}s)")
@@ -585,8 +554,6 @@ def findings(results: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
         )
     return out
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":
     main()

@@ -40,11 +40,15 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: run_plan, real_report
+import run_plan  # noqa: E402
+from run_plan import Run  # noqa: E402
 
 TARGETS = ("q_proj", "v_proj")
 
@@ -68,17 +72,6 @@ CRITERIA = {
     "external gap (trained layers)",
     "mps": "MPS eval loss within 10% of the base LoRA's, with at most LoRA's trainable parameters, valley depth > 0",
 }
-
-
-@dataclass
-class Run:
-    name: str
-    method: str
-    lr: float
-    r: int = 0
-    alpha: float = 0.0
-    chi: int = 0
-    axes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,29 +111,8 @@ def settings(quick: bool, steps: int | None = None, seeds: int | None = None) ->
 
 
 def plan_runs(s: Settings, methods: Sequence[str]) -> list[Run]:
-    runs: dict[str, Run] = {}
-
-    def lora(r: int, alpha: float, lr: float, axis: str) -> None:
-        run = runs.setdefault(
-            f"lora_r{r}_a{alpha:g}_lr{lr:g}", Run(f"lora_r{r}_a{alpha:g}_lr{lr:g}", "lora", lr, r, alpha)
-        )
-        if axis not in run.axes:
-            run.axes.append(axis)
-
-    if "fft" in methods:
-        runs["fft"] = Run("fft", "fft", s.fft_lr)
-    if "lora" in methods:
-        for axis in ("base", "rank", "alpha", "lr"):
-            lora(s.base_r, s.base_alpha, s.base_lr, axis)
-        for r in s.ranks:
-            lora(r, s.base_alpha * r / s.base_r, s.base_lr, "rank")
-        for a in s.alphas:
-            lora(s.base_r, a, s.base_lr, "alpha")
-        for lr in s.lrs:
-            lora(s.base_r, s.base_alpha, lr, "lr")
-    if "mps" in methods:
-        runs["mps"] = Run("mps", "mps", s.base_lr, s.base_r, s.base_alpha)
-    return list(runs.values())
+    """FFT, the LoRA sweeps around one base setting, and MPS (its chi is matched to LoRA's parameter count later)."""
+    return run_plan.plan_runs(s, methods, Run("mps", "mps", s.base_lr, s.base_r, s.base_alpha))
 
 
 # -- text --------------------------------------------------------------------------------------------
@@ -605,8 +577,7 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
     results["findings"] = findings(results, runs)
     results["seconds"] = time.time() - t0
     atomic_json(out / "results.json", results)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from real_report import write_report
+    from real_report import write_report  # sibling module (sys.path set at the top)
 
     write_report(out, results, runs)
     print(f"report: {out / 'report.md'} ({results['seconds']:.0f}s)", flush=True)

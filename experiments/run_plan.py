@@ -1,0 +1,49 @@
+"""The runs of a findings experiment, shared by paper_findings.py (a locally built model) and
+real_findings.py (a pretrained one): FFT, the LoRA sweeps around one base setting, and MPS."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Run:
+    """One fine-tuning run: ``method`` is fft, lora or mps; ``axes`` says which sweeps it belongs to."""
+
+    name: str
+    method: str
+    lr: float
+    r: int = 0
+    alpha: float = 0.0
+    chi: int = 0
+    axes: list[str] = field(default_factory=list)
+
+
+def plan_runs(s: Any, methods: Sequence[str], mps: Run) -> list[Run]:
+    """FFT at ``s.fft_lr``; LoRA at ``s.base_r, s.base_alpha, s.base_lr`` with rank (alpha / r fixed), alpha
+    and learning rate varied one at a time (``s.ranks``, ``s.alphas``, ``s.lrs``); and the given ``mps`` run.
+    A setting shared by several sweeps is one run listing every axis it belongs to."""
+    runs: dict[str, Run] = {}
+
+    def lora(r: int, alpha: float, lr: float, axis: str) -> None:
+        name = f"lora_r{r}_a{alpha:g}_lr{lr:g}"
+        run = runs.setdefault(name, Run(name, "lora", lr, r=r, alpha=alpha))
+        if axis not in run.axes:
+            run.axes.append(axis)
+
+    if "fft" in methods:
+        runs["fft"] = Run("fft", "fft", s.fft_lr)
+    if "lora" in methods:
+        for axis in ("base", "rank", "alpha", "lr"):  # the base setting belongs to every sweep
+            lora(s.base_r, s.base_alpha, s.base_lr, axis)
+        for r in s.ranks:
+            lora(r, s.base_alpha * r / s.base_r, s.base_lr, "rank")  # alpha / r fixed: scale unchanged
+        for a in s.alphas:
+            lora(s.base_r, a, s.base_lr, "alpha")
+        for lr in s.lrs:
+            lora(s.base_r, s.base_alpha, lr, "lr")
+    if "mps" in methods:
+        runs["mps"] = mps
+    return list(runs.values())
