@@ -8,6 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from artent_fast.attention import channel, register_attention  # noqa: E402
+from tests.models import tiny_llama_config  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -24,15 +25,7 @@ def fresh_channel():
 
 def tiny_llama(seed: int, kv_heads: int = 2):
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=64,
-    )
+    cfg = tiny_llama_config(intermediate_size=48, num_key_value_heads=kv_heads)
     cfg._attn_implementation = "eager"
     return transformers.LlamaForCausalLM(cfg).eval()
 

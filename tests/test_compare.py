@@ -12,20 +12,13 @@ import torch
 import artent_fast
 from artent_fast.adapters import mps
 from artent_fast.core.reference import reference_profiles
+from tests.models import tiny_llama_config
 
 transformers = pytest.importorskip("transformers")
 
 
 def _llama(seed: int = 0, attn: str = "eager"):
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    cfg = tiny_llama_config()
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg)
     model.set_attn_implementation(attn)

@@ -10,6 +10,7 @@ import torch
 import artent_fast
 from artent_fast.cli import main
 from artent_fast.tracking import read_history
+from tests.models import tiny_llama_config
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -41,15 +42,7 @@ def test_demo_writes_report(tmp_path, capsys):
 def test_demo_with_local_model_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=24,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    config = tiny_llama_config(vocab_size=128, hidden_size=24, intermediate_size=48, num_hidden_layers=1)
     folder = tmp_path / "tiny-llama"
     transformers.LlamaForCausalLM(config).save_pretrained(folder)  # no tokenizer: bytes folded into the vocab
     out = tmp_path / "report"
@@ -88,14 +81,8 @@ def test_demo_errors_name_the_argument(tmp_path, capsys):
 def _tiny_folder(tmp_path, max_positions=64):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=24,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
+    config = tiny_llama_config(
+        vocab_size=128, hidden_size=24, intermediate_size=48, num_hidden_layers=1, max_position_embeddings=max_positions
     )
     folder = tmp_path / "tiny-llama"
     transformers.LlamaForCausalLM(config).save_pretrained(folder)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.models import tiny_llama_config
+
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "paper_findings.py"
 
 
@@ -118,14 +120,7 @@ def _check_real(results: dict, methods: set[str], seeds: int = 3) -> None:
 
 def test_model_folder_runs_the_real_text_experiment(tmp_path):
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=64,
-    )
+    cfg = tiny_llama_config(vocab_size=96, num_attention_heads=2)
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "model")
     pf = _script()

@@ -11,6 +11,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.tracking import read_history
+from tests.models import tiny_llama_config
 
 
 def reference(matrix: torch.Tensor) -> list[float]:
@@ -32,15 +33,7 @@ def test_hf_trainer_callback(tmp_path):
     from artent_fast.integrations.hf import ArtentCallback
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
+    config = tiny_llama_config(max_position_embeddings=32)
     model = peft.get_peft_model(
         transformers.LlamaForCausalLM(config), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     )
@@ -101,15 +94,7 @@ def test_hf_callback_per_module_scalars_in_logs(tmp_path):
     from artent_fast.integrations.hf import ArtentCallback
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
+    config = tiny_llama_config(num_hidden_layers=1, max_position_embeddings=32)
     model = peft.get_peft_model(
         transformers.LlamaForCausalLM(config), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     )
@@ -146,14 +131,8 @@ def test_hf_callback_via_constructor_and_rejects_optimizer(tmp_path):
     with pytest.raises(TypeError, match="optimizer"):
         ArtentCallback(optimizer=object())
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
+    config = tiny_llama_config(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32
     )
     model = transformers.LlamaForCausalLM(config)  # full fine-tuning: dense path, W0 snapshot
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (8, 8))]

@@ -15,6 +15,7 @@ import torch
 pytest.importorskip("transformers")
 
 from artent_fast.integrations import models  # noqa: E402
+from tests.models import tiny_llama_config
 
 VOCAB = [chr(i) for i in range(97, 123)] + [" ", ".", "?", "!", ",", "<s>", "</s>", "<unk>"]  # 34 tokens
 
@@ -22,13 +23,9 @@ VOCAB = [chr(i) for i in range(97, 123)] + [" ", ".", "?", "!", ",", "<s>", "</s
 def tiny_llama(seed: int = 0, *, tie: bool = False):
     import transformers
 
-    config = transformers.LlamaConfig(
+    config = tiny_llama_config(
         vocab_size=len(VOCAB),
-        hidden_size=32,
         intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=128,
         rms_norm_eps=1e-5,
         rope_theta=10000.0,

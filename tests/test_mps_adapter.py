@@ -11,6 +11,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.adapters import mps
+from tests.models import tiny_llama_config
 
 
 def _tiny(d_in: int, d_out: int, *, bias: bool = True, dtype=torch.float64, seed: int = 0) -> nn.Sequential:
@@ -187,15 +188,7 @@ def test_clear_errors():
 
 def test_float32_model_and_llama_targets():
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    cfg = tiny_llama_config()
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg)
     ids = torch.randint(0, 64, (2, 8))

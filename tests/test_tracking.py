@@ -15,6 +15,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.tracking import read_history, valley_depth
+from tests.models import tiny_llama_config
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -22,14 +23,12 @@ peft = pytest.importorskip("peft")
 
 def tiny_llama(hidden: int = 32, heads: int = 4, kv_heads: int = 2, layers: int = 2, seed: int = 0):
     torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=64,
+    config = tiny_llama_config(
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        max_position_embeddings=64,
     )
     return transformers.LlamaForCausalLM(config)
 
