@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from artent_fast.atomic import atomic_write
 
 
 def _plt():
@@ -184,9 +185,7 @@ def write_report(out: Path, results: dict[str, Any], runs: list) -> Path:
     for caption, name in figures:
         lines += [f"**{caption}**", "", f"![{caption}]({name})" if name else "", ""]
     path = out / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "\n".join(lines) + "\n")
     return path
 
 

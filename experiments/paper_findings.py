@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -35,6 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: run_plan, findings_report, ...
 import run_plan  # noqa: E402
 from run_plan import Run  # noqa: E402
+
+from artent_fast.atomic import atomic_write  # noqa: E402
 
 TARGETS = ("q_proj", "v_proj")
 WORDS = ("the cat", "a dog", "my sister", "the teacher", "our team", "a farmer", "the bird", "an old man")
@@ -248,12 +249,6 @@ def external_profiles(model, ids: torch.Tensor) -> list[list[float]]:
 
 
 # -- the experiment --------------------------------------------------------------------------------
-def atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def make_tracker_factory(folder: Path, every: int):
     def factory(model, opt):
         try:
@@ -399,12 +394,12 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pat
             f"valley {entry['valley_depth']:+.3f}  ({time.time() - t0:.0f}s)",
             flush=True,
         )
-        atomic_json(out / "results.json", results)
+        atomic_write(out / "results.json", json.dumps(results, indent=1, default=float))
 
     results["nohair"] = nohair(keep, runs, probe, out)
     results["findings"] = findings(results, runs)
     results["seconds"] = time.time() - t0
-    atomic_json(out / "results.json", results)
+    atomic_write(out / "results.json", json.dumps(results, indent=1, default=float))
     from findings_report import write_report  # sibling module (sys.path set at the top)
 
     write_report(out, results, runs)

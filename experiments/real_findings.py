@@ -50,6 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: run
 import run_plan  # noqa: E402
 from run_plan import Run  # noqa: E402
 
+from artent_fast.atomic import atomic_write  # noqa: E402
+
 TARGETS = ("q_proj", "v_proj")
 
 # The criteria, fixed before the run (docs/findings.md repeats them). Each is evaluated per seed.
@@ -426,12 +428,6 @@ def nohair_pairs(runs: list[Run]) -> list[tuple[str, str]]:
     return pairs
 
 
-def atomic_json(path: Path, data: Any) -> None:
-    from artent_fast.atomic import atomic_write
-
-    atomic_write(path, json.dumps(data, indent=1, default=float))
-
-
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -567,7 +563,7 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
                 f"  {time.time() - t0:.0f}s, ~{per * (total - done) / 60:.1f} min left",
                 flush=True,
             )
-            atomic_json(out / "results.json", results)
+            atomic_write(out / "results.json", json.dumps(results, indent=1, default=float))
         for a, b in pairs:
             res = artent_fast.compare_models(
                 keep[a], keep[b], {"input_ids": probe}, base=base, layers=trained, names=(a, b)
@@ -576,7 +572,7 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
         del keep
     results["findings"] = findings(results, runs)
     results["seconds"] = time.time() - t0
-    atomic_json(out / "results.json", results)
+    atomic_write(out / "results.json", json.dumps(results, indent=1, default=float))
     from real_report import write_report  # sibling module (sys.path set at the top)
 
     write_report(out, results, runs)
