@@ -1,9 +1,19 @@
-"""Worker for tests/test_tracking_distributed.py: the HF Trainer and Lightning (DDP, gloo, CPU) under torchrun.
+"""Worker for tests/test_tracking_distributed.py: the HF Trainer and Lightning under torchrun (gloo, CPU).
 
-``torchrun --nproc-per-node 2 dist_frameworks_worker.py OUT hf lightning``: trains a small LoRA
-model with the framework's callback on every rank; each rank writes ``OUT/<mode>.rank<r>.json``
-with its history and rank 0 the float64 reference profiles of its final update (DDP keeps
-whole replicas) and the Trainer's ``log_history`` (HF).
+``torchrun --nproc-per-node 2 dist_frameworks_worker.py OUT MODE...`` trains a small LoRA model
+with the framework's callback on every rank, for each MODE:
+
+- ``hf``: the Trainer with DDP;
+- ``hf_fsdp``: the Trainer configured for FSDP2 (``fsdp=True, fsdp_config={"version": 2}``). On CPU
+  accelerate 1.15 drops the FSDP plugin (``AcceleratorState`` turns on FSDP only for GPU-like
+  distributed types, not ``MULTI_CPU``) and the Trainer runs DDP; the report says which ran;
+- ``lightning``: ``strategy="ddp"``;
+- ``lightning_fsdp2``: ``ModelParallelStrategy`` (FSDP2: ``fully_shard`` in ``configure_model``,
+  DTensor parameters). Lightning's ``FSDPStrategy`` (FSDP1) refuses ``accelerator="cpu"``.
+
+Each rank writes ``OUT/<mode>.rank<r>.json`` with its history, and rank 0 the float64 reference
+profiles of the final update, computed from the whole factors (``DTensor.full_tensor()`` on every
+rank under FSDP2, outside the tracker), and the Trainer's ``log_history`` (HF).
 """
 
 from __future__ import annotations
@@ -38,20 +48,30 @@ def lora(model: nn.Module) -> nn.Module:
     return peft.get_peft_model(model, config)
 
 
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a parameter: ``full_tensor()`` of a DTensor (a collective: call on every rank)."""
+    t = t.detach()
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def references(model: nn.Module) -> dict[str, list[float]]:
+    """Float64 profiles of the LoRA updates from the whole factors; call on every rank (gathers DTensors)."""
     import artent_fast
     from artent_fast.tracking.distributed import unwrapped_name
 
     out = {}
     for path, module in model.named_modules():
         if unwrapped_name(path).endswith(("q_proj", "v_proj")) and hasattr(module, "lora_A"):
-            delta = (
-                module.scaling["default"]
-                * module.lora_B["default"].weight.double()
-                @ module.lora_A["default"].weight.double()
-            )
+            b = whole(module.lora_B["default"].weight).double()
+            a = whole(module.lora_A["default"].weight).double()
+            delta = module.scaling["default"] * b @ a
             out[unwrapped_name(path)] = artent_fast.entanglement_profile(delta, method="naive").tolist()
     return out
+
+
+def sharded(model: nn.Module) -> bool:
+    """True when the LoRA factors are DTensors (FSDP2 sharding took place)."""
+    return any(hasattr(p, "full_tensor") for n, p in model.named_parameters() if "lora_" in n)
 
 
 def data(n: int = 32) -> list[dict]:
@@ -59,16 +79,17 @@ def data(n: int = 32) -> list[dict]:
     return [{"x": torch.randn(base.D, generator=g), "labels": torch.randn(4, generator=g)} for _ in range(n)]
 
 
-def run_hf(out: Path) -> None:
+def run_hf(out: Path, mode: str = "hf") -> None:
     import torch.distributed as dist
     import transformers
 
     from artent_fast.integrations.hf import ArtentCallback
 
+    fsdp = {"fsdp": True, "fsdp_config": {"version": 2}} if mode == "hf_fsdp" else {}
     torch.manual_seed(0)
     model = lora(Loss())
     args = transformers.TrainingArguments(
-        output_dir=str(out / "hf"),
+        output_dir=str(out / mode),
         max_steps=4,
         per_device_train_batch_size=4,
         learning_rate=5e-2,
@@ -80,21 +101,27 @@ def run_hf(out: Path) -> None:
         disable_tqdm=True,
         remove_unused_columns=False,
         seed=0,
+        **fsdp,
     )
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data())
     callback = ArtentCallback.attach(trainer, every=2)
     trainer.train()
     rank = dist.get_rank()
+    refs = references(model)  # every rank: a collective under FSDP2
     report = {
         "history": callback.tracker.history(),
-        "refs": references(model) if rank == 0 else {},
+        "refs": refs if rank == 0 else {},
         "log_history": trainer.state.log_history,
         "world": dist.get_world_size(),
+        "fsdp_enabled": bool(trainer.is_fsdp_enabled),
+        "distributed_type": str(trainer.accelerator.state.distributed_type),
+        "wrapper": type(trainer.model_wrapped).__name__,
+        "sharded": sharded(model),
     }
-    (out / f"hf.rank{rank}.json").write_text(json.dumps(report))
+    (out / f"{mode}.rank{rank}.json").write_text(json.dumps(report))
 
 
-def run_lightning(out: Path) -> None:
+def run_lightning(out: Path, mode: str = "lightning") -> None:
     import lightning
 
     from artent_fast.integrations.lightning import ArtentCallback
@@ -105,16 +132,32 @@ def run_lightning(out: Path) -> None:
             torch.manual_seed(0)
             self.model = lora(Loss())
 
+        def configure_model(self) -> None:
+            if mode != "lightning_fsdp2":
+                return
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = self.device_mesh["data_parallel"]
+            for block in base.blocks_of(self.model):
+                fully_shard(block, mesh=mesh)
+            fully_shard(self.model, mesh=mesh)
+
         def training_step(self, batch, batch_idx):
             return self.model(**batch)["loss"]
 
         def configure_optimizers(self):
             return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.05)
 
+    if mode == "lightning_fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+    else:
+        strategy = "ddp"
     module = Module()
     callback = ArtentCallback()
     trainer = lightning.Trainer(
-        strategy="ddp",
+        strategy=strategy,
         accelerator="cpu",
         devices=2,
         max_steps=3,
@@ -123,20 +166,23 @@ def run_lightning(out: Path) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        default_root_dir=str(out / "lightning"),
+        default_root_dir=str(out / mode),
     )
     loader = torch.utils.data.DataLoader(data(), batch_size=4)
     trainer.fit(module, loader)
     rank = trainer.global_rank
+    refs = references(module)  # every rank: a collective under FSDP2
     report = {
         "history": callback.tracker.history(),
-        "refs": references(module) if rank == 0 else {},
+        "refs": refs if rank == 0 else {},
         "world": trainer.world_size,
+        "sharded": sharded(module),
     }
-    (out / f"lightning.rank{rank}.json").write_text(json.dumps(report))
+    (out / f"{mode}.rank{rank}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     for mode in sys.argv[2:]:
-        {"hf": run_hf, "lightning": run_lightning}[mode](Path(sys.argv[1]))
+        run = run_hf if mode.startswith("hf") else run_lightning
+        run(Path(sys.argv[1]), mode)

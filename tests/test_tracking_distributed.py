@@ -162,6 +162,9 @@ def test_no_collective_on_steps_with_nothing_due(runs):
     assert sorted({r["step"] for r in rank0["history"]}) == [3, 6]
 
 
+FRAMEWORKS = ["hf", "hf_fsdp", "lightning", "lightning_fsdp2"]
+
+
 @pytest.fixture(scope="module")
 def frameworks(tmp_path_factory):
     pytest.importorskip("transformers")
@@ -175,17 +178,19 @@ def frameworks(tmp_path_factory):
         "--nproc-per-node=2",
         str(Path(__file__).parent / "dist_frameworks_worker.py"),
         str(out),
-        "hf",
-        "lightning",
+        *FRAMEWORKS,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return {m: [json.loads((out / f"{m}.rank{r}.json").read_text()) for r in (0, 1)] for m in ("hf", "lightning")}
+    return {m: [json.loads((out / f"{m}.rank{r}.json").read_text()) for r in (0, 1)] for m in FRAMEWORKS}
 
 
-@pytest.mark.parametrize("framework,steps", [("hf", [2, 4]), ("lightning", [1, 2, 3])])
-def test_trainer_callbacks_under_torchrun_ddp(frameworks, framework, steps):
+@pytest.mark.parametrize(
+    "framework,steps",
+    [("hf", [2, 4]), ("hf_fsdp", [2, 4]), ("lightning", [1, 2, 3]), ("lightning_fsdp2", [1, 2, 3])],
+)
+def test_trainer_callbacks_under_torchrun(frameworks, framework, steps):
     rank0, rank1 = frameworks[framework]
     assert rank0["world"] == 2
     history = rank0["history"]
@@ -193,14 +198,39 @@ def test_trainer_callbacks_under_torchrun_ddp(frameworks, framework, steps):
     keys = [(r["step"], r["module"]) for r in history]
     assert len(keys) == len(set(keys)) == 4 * len(steps)
     assert not any(part in r["module"] for r in history for part in WRAPPER_PARTS)
+    assert {r["module"] for r in history} == set(rank0["refs"])
     for r in history:
-        if r["step"] == steps[-1]:  # the final update of rank 0's (whole) replica, in float64
+        if r["step"] == steps[-1]:  # the final update, from the whole factors (gathered outside the tracker)
             assert_close(r["entropies"], rank0["refs"][r["module"]], f"{framework} {r['module']}")
     assert rank1["history"] == history
-    if framework == "hf":  # summaries and per-module scalars reach log_history on rank 0
+    if framework.startswith("hf"):  # summaries and per-module scalars reach log_history on rank 0
         logged = [e for e in rank0["log_history"] if "artent/q_proj/valley_depth_mean" in e]
         assert [e["step"] for e in logged] == [2, 4]
         assert any(k.endswith("/row_col_entropy") and "layers.0.q_proj" in k for k in logged[-1])
+
+
+def test_lightning_fsdp2_shards_and_matches_ddp(frameworks):
+    """ModelParallelStrategy really shards (DTensor factors) and records what DDP records on the same data."""
+    fsdp2, ddp = frameworks["lightning_fsdp2"][0], frameworks["lightning"][0]
+    assert fsdp2["sharded"] and not ddp["sharded"]
+    assert keyed(fsdp2["history"]).keys() == keyed(ddp["history"]).keys()
+    for key, entropies in keyed(fsdp2["history"]).items():
+        assert_close(entropies, keyed(ddp["history"])[key], f"lightning fsdp2 vs ddp {key}")
+
+
+def test_hf_trainer_fsdp_config_runs_as_ddp_on_cpu(frameworks):
+    """What docs/tracking.md says: accelerate drops the Trainer's FSDP plugin on CPU (MULTI_CPU) and runs DDP.
+
+    If this fails, accelerate now shards on CPU: the records test above then covers the Trainer's
+    FSDP, and docs/tracking.md ("Distributed training") must say so.
+    """
+    rank0 = frameworks["hf_fsdp"][0]
+    assert (rank0["fsdp_enabled"], rank0["sharded"]) == (False, False), rank0["distributed_type"]
+    assert rank0["wrapper"] == "DistributedDataParallel"
+    ddp = keyed(frameworks["hf"][0]["history"])
+    assert keyed(rank0["history"]).keys() == ddp.keys()
+    for key, entropies in keyed(rank0["history"]).items():
+        assert_close(entropies, ddp[key], f"hf fsdp config vs ddp {key}")
 
 
 def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
