@@ -9,7 +9,10 @@ with the framework's callback on every rank, for each MODE:
   distributed types, not ``MULTI_CPU``) and the Trainer runs DDP; the report says which ran;
 - ``lightning``: ``strategy="ddp"``;
 - ``lightning_fsdp2``: ``ModelParallelStrategy`` (FSDP2: ``fully_shard`` in ``configure_model``,
-  DTensor parameters). Lightning's ``FSDPStrategy`` (FSDP1) refuses ``accelerator="cpu"``.
+  DTensor parameters). Lightning's ``FSDPStrategy`` (FSDP1) refuses ``accelerator="cpu"``;
+- ``attention_ddp``, ``attention_fsdp2``: no framework: ``track(model, optimizer=opt, attention=True)``
+  on every rank with a tiny peft LLaMA on the "artent" attention, wrapped in DDP or sharded with
+  ``fully_shard`` (each decoder layer, then the root); each rank feeds its own batches.
 
 Each rank writes ``OUT/<mode>.rank<r>.json`` with its history, and rank 0 the float64 reference
 profiles of the final update, computed from the whole factors (``DTensor.full_tensor()`` on every
@@ -181,8 +184,55 @@ def run_lightning(out: Path, mode: str = "lightning") -> None:
     (out / f"{mode}.rank{rank}.json").write_text(json.dumps(report))
 
 
+def run_attention(out: Path, mode: str) -> None:
+    """``attention=True`` under DDP or FSDP2 (see the module docstring)."""
+    import peft
+    import torch.distributed as dist
+    import transformers
+    from models import tiny_llama_config
+
+    import artent_fast
+    from artent_fast.attention import register_attention
+    from artent_fast.tracking import read_history
+
+    if not dist.is_initialized():  # run alone: the frameworks modes initialise it otherwise
+        dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(tiny_llama_config())
+    model.set_attn_implementation(register_attention())
+    model = peft.get_peft_model(
+        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    if mode == "attention_fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.base_model.model.model.layers:
+            fully_shard(layer)
+        wrapped = fully_shard(model)
+    else:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    tracker = artent_fast.track(wrapped, optimizer=opt, attention=True, out=out / mode)
+    g = torch.Generator().manual_seed(10 + rank)  # different data on each rank
+    for _ in range(3):
+        ids = torch.randint(0, 64, (2, 12), generator=g)
+        wrapped(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    tracker.close()
+    refs = references(model)  # every rank (gathers DTensors under FSDP2)
+    report = {
+        "history": tracker.history(),
+        "file": read_history(out / mode) if rank == 0 else None,
+        "refs": refs,
+        "attention_modules": [n for n, m in model.named_modules() if n.endswith("self_attn")],
+    }
+    (out / f"{mode}.rank{rank}.json").write_text(json.dumps(report))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     for mode in sys.argv[2:]:
-        run = run_hf if mode.startswith("hf") else run_lightning
+        run = run_hf if mode.startswith("hf") else run_attention if mode.startswith("attention") else run_lightning
         run(Path(sys.argv[1]), mode)

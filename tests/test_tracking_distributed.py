@@ -162,7 +162,7 @@ def test_no_collective_on_steps_with_nothing_due(runs):
     assert sorted({r["step"] for r in rank0["history"]}) == [3, 6]
 
 
-FRAMEWORKS = ["hf", "hf_fsdp", "lightning", "lightning_fsdp2"]
+FRAMEWORKS = ["hf", "hf_fsdp", "lightning", "lightning_fsdp2", "attention_ddp", "attention_fsdp2"]
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +231,36 @@ def test_hf_trainer_fsdp_config_runs_as_ddp_on_cpu(frameworks):
     assert keyed(rank0["history"]).keys() == ddp.keys()
     for key, entropies in keyed(rank0["history"]).items():
         assert_close(entropies, ddp[key], f"hf fsdp config vs ddp {key}")
+
+
+@pytest.mark.parametrize("mode", ["attention_ddp", "attention_fsdp2"])
+def test_attention_side_channel_is_rank0_only(frameworks, mode):
+    """``attention=True`` on every rank: rank 0 records its own forwards' attention, the others none; no hang."""
+    rank0, rank1 = frameworks[mode]
+    attention = [r for r in rank0["history"] if r["kind"] == "attention"]
+    assert {r["step"] for r in attention} == {1, 2, 3}
+    assert len(attention) == 2 * 3  # each attention module once per captured forward (one per step)
+    assert {r["module"].removeprefix("module.") for r in attention} == set(rank0["attention_modules"])
+    assert {r["step"] for r in attention if r.get("entropies")} == {2, 3}  # profiles requested at each due step
+    assert not [r for r in rank1["history"] if r["kind"] == "attention"]
+    assert rank0["file"] == rank0["history"]  # rank 0 writes its attention records with the others
+    lora = [r for r in rank0["history"] if r["kind"] == "lora"]
+    assert lora == rank1["history"]  # the LoRA records are still shared by every rank
+    assert len({(r["step"], r["module"]) for r in lora}) == len(lora) == 4 * 3
+    assert not any(part in r["module"] for r in lora for part in WRAPPER_PARTS)
+    for r in lora:
+        if r["step"] == 3:  # the final update, from the whole factors (gathered outside the tracker)
+            assert_close(r["entropies"], rank0["refs"][r["module"]], f"{mode} {r['module']}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tracker bug: attention records keep the wrapper's 'module.' prefix under DDP (LoRA records are unwrapped)",
+)
+def test_attention_module_names_are_unwrapped_under_ddp(frameworks):
+    rank0 = frameworks["attention_ddp"][0]
+    names = {r["module"] for r in rank0["history"] if r["kind"] == "attention"}
+    assert names == set(rank0["attention_modules"])
 
 
 def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
