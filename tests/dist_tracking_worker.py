@@ -168,7 +168,7 @@ def run(out: Path, scenario: str) -> None:
     import torch.distributed as dist
 
     import artent_fast
-    from artent_fast.tracking import tracker as tracker_module
+    from artent_fast.tracking import compute as tracker_module
 
     rank = dist.get_rank()
     strategy, kind, *flags = scenario.split("-")

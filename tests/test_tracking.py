@@ -496,13 +496,19 @@ def test_asynchronous_jobs_are_collected_on_a_later_step_and_at_close(monkeypatc
         return job
 
     monkeypatch.setattr(tracker._launcher, "run", deferred)
+    tracker.step()  # q_proj and v_proj differ in shape (grouped-query attention) yet share one job
+    assert tracker.history(as_frame=False) == [] and len(events) == 1
     tracker.step()
-    assert tracker.history(as_frame=False) == [] and len(events) == 2  # q_proj and v_proj shapes: two jobs
+    assert tracker.history(as_frame=False) == [] and len(events) == 2  # step 1 not done: nothing read
+    events[1].done = True
+    tracker.step()  # step 2's job is done but step 1's is not: results stay in order
+    assert tracker.history(as_frame=False) == [] and len(events) == 3
     events[0].done = True
-    tracker.step()  # collects the first job of step 1 only: results stay in order
-    assert [(r["step"], r["module"].rsplit(".", 1)[-1]) for r in tracker.history(as_frame=False)] == [(1, "q_proj")]
+    tracker.step()  # collects steps 1 and 2, not 3
+    got = sorted((r["step"], r["module"].rsplit(".", 1)[-1]) for r in tracker.history(as_frame=False))
+    assert got == [(1, "q_proj"), (1, "v_proj"), (2, "q_proj"), (2, "v_proj")]
     tracker.close()  # waits for everything pending
-    assert sorted(r["step"] for r in tracker.history(as_frame=False)) == [1, 1, 2, 2]
+    assert sorted(r["step"] for r in tracker.history(as_frame=False)) == [1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def test_attention_records_from_the_real_channel(tmp_path):

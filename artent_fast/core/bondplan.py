@@ -216,12 +216,14 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(-1, index.expand(flat.shape[0], -1)).reshape(*x.shape[:-1], index.shape[0])
 
 
-@lru_cache(maxsize=256)
-def lowrank_plan(row_dims: tuple[int, ...], col_dims: tuple[int, ...], r: int) -> tuple[BondPlan, tuple[str, ...]]:
-    """The plan for ``B @ A`` with reduced factors ``B~`` (sites ``row_dims, r``) and ``A~`` (``r, col_dims``).
+def lowrank_chains(
+    row_dims: tuple[int, ...], col_dims: tuple[int, ...], r: int
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], tuple[str, ...]]:
+    """The chains of ``B @ A`` with reduced factors ``B~`` (sites ``row_dims, r``) and ``A~`` (``r, col_dims``).
 
     Row bonds (and the row/column bond) come from ``B~``, the other column bonds from ``A~``.
-    Returns the plan and which states it reads, in order (``"row"``: ``B~``, ``"col"``: ``A~``).
+    Returns ``(chains, wanted, sources)``: each chain's site dims, its bonds in profile order, and
+    which state it reads (``"row"``: ``B~``, ``"col"``: ``A~``).
     """
     chains, wanted, sources = [], [], []
     a, b = len(row_dims), len(col_dims)
@@ -234,4 +236,11 @@ def lowrank_plan(row_dims: tuple[int, ...], col_dims: tuple[int, ...], r: int) -
         chains.append((r, *col_dims))
         wanted.append(tuple(range(2, b + 1)))
         sources.append("col")
-    return BondPlan(chains, wanted), tuple(sources)
+    return chains, wanted, tuple(sources)
+
+
+@lru_cache(maxsize=256)
+def lowrank_plan(row_dims: tuple[int, ...], col_dims: tuple[int, ...], r: int) -> tuple[BondPlan, tuple[str, ...]]:
+    """The plan for ``B @ A`` (see :func:`lowrank_chains`) and which states it reads, in order."""
+    chains, wanted, sources = lowrank_chains(row_dims, col_dims, r)
+    return BondPlan(chains, wanted), sources

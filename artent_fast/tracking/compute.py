@@ -1,8 +1,9 @@
 """Batched profile computation for the tracker, asynchronous on CUDA.
 
-Units with the same shapes are stacked and measured in one batched call (one ``lowrank_profile``
-for all the LoRA factors of a shape, one ``entanglement_profile`` for dense updates), with
-``on_zero="nan"`` and ``check_finite=False`` so nothing waits on the host. On CUDA the stacking
+All the LoRA units of one rank are measured in one call whatever their shapes (their factors zero
+padded into one stack, :mod:`artent_fast.core.lowrank_mixed`); dense updates of one shape are
+stacked into one ``entanglement_profile`` call (``on_zero="nan"``, ``check_finite=False``). Units with
+a non-finite entry are zeroed in the stack, so they measure as NaN and nothing waits on the host. On CUDA the stacking
 (a snapshot of the current weights) is queued on the training stream, the measurement on a side
 stream, and the result is copied to pinned host memory behind an event: the training loop never
 blocks, and :meth:`Job.ready` tells a later step when the numbers can be read.
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from artent_fast.api import entanglement_profile, lowrank_profile
+from artent_fast.api import entanglement_profile
+from artent_fast.core.lowrank_mixed import lowrank_profiles, pad_factors
 from artent_fast.tracking.units import Unit
 
 # Largest stack of dense updates measured in one call (elements); bigger groups are chunked.
@@ -24,7 +26,10 @@ DENSE_CHUNK_ELEMENTS = 1 << 25
 
 @dataclass
 class Job:
-    """Profiles of ``units`` at ``step``: ``values`` is a host tensor, valid once ``ready()``."""
+    """Profiles of ``units`` at ``step``: ``values`` is a host tensor ``(units, bonds)``, valid once ``ready()``.
+
+    Rows may be NaN padded after a unit's last bond (units of different shapes measured together).
+    """
 
     step: int
     units: list[Unit]
@@ -74,21 +79,65 @@ class Launcher:
         return Job(step, units, meta, host, event, keep_alive=[prof])
 
 
-def measure_lowrank(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    return lowrank_profile(B, A, on_zero="nan", check_finite=False)
+def snapshot_lowrank(tensors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """``[B, A]``: the units' factors zero padded into one stack each (a copy), non-finite units zeroed."""
+    return finite_only(list(pad_factors(tensors)))
+
+
+def measure_lowrank(B: torch.Tensor, A: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    return lowrank_profiles(B, A, shapes)
+
+
+def lowrank_measure(tensors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Callable[..., torch.Tensor]:
+    """The measurement of the stack :func:`snapshot_lowrank` makes of ``tensors`` (it needs their shapes)."""
+    shapes = [(B.shape[-2], A.shape[-1]) for B, A in tensors]
+    return lambda B, A: measure_lowrank(B, A, shapes)
+
+
+def snapshot_dense(tensors: Sequence[tuple[torch.Tensor]]) -> list[torch.Tensor]:
+    """``[W]``: the units' updates (of one shape) stacked (a copy), non-finite units zeroed."""
+    return finite_only([torch.stack([w for (w,) in tensors])])
 
 
 def measure_dense(W: torch.Tensor) -> torch.Tensor:
     return entanglement_profile(W, on_zero="nan", check_finite=False)
 
 
-def group(items: list[tuple[Unit, dict, tuple[torch.Tensor, ...]]]) -> list[list]:
-    """Items with equal tensor shapes, dtypes and devices, in first-seen order."""
+def dense_measure(tensors: Sequence[tuple[torch.Tensor]]) -> Callable[..., torch.Tensor]:
+    """The measurement of the stack :func:`snapshot_dense` makes of ``tensors``."""
+    return lambda W: measure_dense(W)
+
+
+def finite_only(stacked: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The stacked inputs with every unit that has a NaN/Inf entry zeroed (so it measures as NaN and is skipped).
+
+    One ``isfinite`` pass per stacked tensor; on CUDA no host synchronisation (``torch.where``).
+    """
+    ok = None
+    for t in stacked:
+        finite = torch.isfinite(t).flatten(1).all(1)
+        ok = finite if ok is None else ok & finite
+    if ok is None:
+        return stacked
+    if ok.device.type != "cuda" and bool(ok.all()):
+        return stacked
+    zero = torch.zeros((), dtype=stacked[0].dtype, device=stacked[0].device)
+    return [torch.where(ok.view(-1, *([1] * (t.ndim - 1))), t, zero.to(t.dtype)) for t in stacked]
+
+
+def group(items: list[tuple[Unit, dict, tuple[torch.Tensor, ...]]], key: Callable | None = None) -> list[list]:
+    """Items with equal ``key(tensors)`` (default: shapes, dtypes and devices), in first-seen order."""
     groups: dict[tuple, list] = {}
     for item in items:
-        key = tuple((tuple(t.shape), t.dtype, t.device) for t in item[2])
-        groups.setdefault(key, []).append(item)
+        k = key(item[2]) if key is not None else tuple((tuple(t.shape), t.dtype, t.device) for t in item[2])
+        groups.setdefault(k, []).append(item)
     return list(groups.values())
+
+
+def lowrank_key(tensors: tuple[torch.Tensor, ...]) -> tuple:
+    """LoRA units measured together: same device and rank (any shapes and dtypes)."""
+    B = tensors[0]
+    return B.device, B.shape[-1]
 
 
 def chunks(items: list, max_elements: int) -> list[list]:

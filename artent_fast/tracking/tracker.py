@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from artent_fast.api import sites
+from artent_fast.tracking import compute
 from artent_fast.tracking import distributed as dist_support
-from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, measure_dense, measure_lowrank
+from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
 from artent_fast.tracking.records import HistoryFile, history_path, record_label, summary_fields
 from artent_fast.tracking.targets import SplitSpec, find_units
 from artent_fast.tracking.units import Unit, same
@@ -36,6 +37,11 @@ def is_compiling() -> bool:
 @functools.lru_cache(maxsize=256)
 def row_sites(m: int, n: int) -> int:
     return sites(m, n).row_sites
+
+
+@functools.lru_cache(maxsize=256)
+def bond_count(m: int, n: int) -> int:
+    return sites(m, n).num_bonds
 
 
 class Tracker:
@@ -312,7 +318,9 @@ class Tracker:
                 "row_sites": row_sites(B.shape[0], A.shape[1]),
                 "merged": merged,
             }
-            return unit, meta, (B * scale, A)
+            if scale == 0 or not math.isfinite(scale):  # profiles are scale invariant: only these change them
+                B = B * scale
+            return unit, meta, (B, A)
         W = unit.dense(full)
         return unit, {"shape": list(W.shape), "row_sites": row_sites(*W.shape)}, (W,)
 
@@ -326,24 +334,29 @@ class Tracker:
         self._submit(items, self._fault)
 
     def _submit(self, items: list, on_error) -> None:
-        """Queue batched measurements of ``items`` (grouped by shape); ``on_error(unit, exc)`` for a failing unit."""
+        """Queue batched measurements of ``items``; ``on_error(unit, exc)`` for a failing unit.
+
+        LoRA units of one rank and device form one measurement whatever their shapes; dense updates
+        one per shape (in chunks of at most ``DENSE_CHUNK_ELEMENTS``).
+        """
         lowrank = [it for it in items if it[0].kind == "lora"]
         dense = [it for it in items if it[0].kind != "lora"]
-        for batch in group(lowrank):
-            self._run(batch, measure_lowrank, on_error)
+        for batch in group(lowrank, lowrank_key):
+            self._run(batch, compute.snapshot_lowrank, compute.lowrank_measure, on_error)
         for batch in group(dense):
             for chunk in chunks(batch, DENSE_CHUNK_ELEMENTS):
-                self._run(chunk, measure_dense, on_error)
+                self._run(chunk, compute.snapshot_dense, compute.dense_measure, on_error)
 
-    def _run(self, items: list, measure, on_error) -> None:
+    def _run(self, items: list, snapshot, measure_for, on_error) -> None:
+        """Snapshot ``items`` (on the training stream) and launch ``measure_for(their tensors)`` on them."""
         units, metas, tensors = zip(*items, strict=True)
         try:
-            stacked = finite_only([torch.stack(ts) for ts in zip(*tensors, strict=True)])
-            self._jobs.append(self._launcher.run(self._step, list(units), list(metas), stacked, measure))
+            inputs = snapshot(tensors)
+            self._jobs.append(self._launcher.run(self._step, list(units), list(metas), inputs, measure_for(tensors)))
         except Exception as exc:
             if len(items) > 1 and not self.strict:  # find the unit at fault, keep the others
                 for item in items:
-                    self._run([item], measure, on_error)
+                    self._run([item], snapshot, measure_for, on_error)
             else:
                 on_error(units[0], exc)
 
@@ -357,7 +370,7 @@ class Tracker:
                 job.wait()
             self._jobs.popleft()
             for unit, meta, entropies in zip(job.units, job.meta, job.values.tolist(), strict=True):
-                yield job.step, unit, meta, entropies
+                yield job.step, unit, meta, entropies[: bond_count(*meta["shape"])]  # rows may be NaN padded
 
     def _collect(self, *, wait: bool) -> None:
         records = []
@@ -519,23 +532,6 @@ class Tracker:
     def _warn(self, message: str) -> None:
         if self.rank == 0:
             warnings.warn(f"artent_fast.track: {message}", RuntimeWarning, stacklevel=4)
-
-
-def finite_only(stacked: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The stacked inputs with every unit that has a NaN/Inf entry zeroed (so it measures as NaN and is skipped).
-
-    One ``isfinite`` pass per stacked tensor; on CUDA no host synchronisation (``torch.where``).
-    """
-    ok = None
-    for t in stacked:
-        finite = torch.isfinite(t).flatten(1).all(1)
-        ok = finite if ok is None else ok & finite
-    if ok is None:
-        return stacked
-    if ok.device.type != "cuda" and bool(ok.all()):
-        return stacked
-    zero = torch.zeros((), dtype=stacked[0].dtype, device=stacked[0].device)
-    return [torch.where(ok.view(-1, *([1] * (t.ndim - 1))), t, zero.to(t.dtype)) for t in stacked]
 
 
 def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:

@@ -1,0 +1,106 @@
+"""Exact profiles of many factored updates of *different* shapes in one computation (the tracker's due step).
+
+:func:`artent_fast.lowrank_profile` batches updates of one shape. A model's tracked LoRA updates
+come in a few shapes (q and v projections differ under grouped-query attention), and at these sizes
+the cost of a measurement is mostly the number of torch calls, not arithmetic. Here every update of
+one rank ``r`` is measured together:
+
+1. the factors are zero padded into ``B (k, m_max, r)`` and ``A (k, r, n_max)``: zero rows of ``B``
+   and zero columns of ``A`` change neither ``A A^T`` nor ``B^T B``, so one batched pass computes
+   every unit's reduced factors (:func:`artent_fast.core.lowrank.reduced_factors`);
+2. one :class:`~artent_fast.core.bondplan.BondPlan` holds the chains of all units: root Grams of equal
+   shape share one product, densities of equal size one ``eigvalsh``, whatever unit they belong to;
+3. the profiles come back as one ``(k, max_bonds)`` tensor, NaN padded after each unit's last bond.
+
+A unit whose update is zero measures as all-NaN. Inputs must be finite (the tracker zeroes non-finite
+units first). The plain twin is :func:`artent_fast.lowrank_profile` of each unit on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from artent_fast.core.bondplan import BondPlan, lowrank_chains
+from artent_fast.core.layout import default_sites
+from artent_fast.core.lowrank import reduced_factors
+from artent_fast.core.validate import unit_scale
+
+
+def pad_factors(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, A)`` of shapes ``(k, m_max, r)`` and ``(k, r, n_max)``: each unit's factors, zero padded.
+
+    All units must have the same rank ``r`` and lie on one device; mixed floating dtypes are promoted.
+    """
+    if not pairs:
+        raise ValueError("pad_factors: no factors given")
+    for i, pair in enumerate(pairs):
+        for name, t in zip("BA", pair, strict=True):
+            if not t.is_floating_point() or t.ndim != 2:
+                raise TypeError(
+                    f"pad_factors: {name} of unit {i} must be a real floating matrix, got {t.dtype} {tuple(t.shape)}"
+                )
+    ranks = {B.shape[-1] for B, _ in pairs} | {A.shape[-2] for _, A in pairs}
+    if len(ranks) != 1:
+        raise ValueError(f"pad_factors: factors of one rank are required, got ranks {sorted(ranks)}")
+    dtype = functools.reduce(torch.promote_types, (t.dtype for pair in pairs for t in pair))
+    B = pad_sequence([b.to(dtype) for b, _ in pairs], batch_first=True)
+    A = pad_sequence([a.to(dtype).mT for _, a in pairs], batch_first=True).mT
+    return B, A
+
+
+@functools.lru_cache(maxsize=64)
+def mixed_plan(shapes: tuple[tuple[int, int], ...], r: int) -> tuple[BondPlan, tuple, torch.Tensor, int]:
+    """``(plan, reads, slots, width)`` for units of shapes ``(m_i, n_i)``, rank ``r``, default layouts.
+
+    ``reads``: per chain of the plan, ``(unit, source, m, n)``; ``slots``: for each unit and bond
+    (``k * width``) its position in the plan's profile, or the position of a NaN after it.
+    """
+    chains, wanted, reads, counts = [], [], [], []
+    for i, (m, n) in enumerate(shapes):
+        layout = default_sites(m, n)
+        c, w, sources = lowrank_chains(layout.row_dims, layout.col_dims, r)
+        chains += c
+        wanted += w
+        reads += [(i, s, m, n) for s in sources]
+        counts.append(sum(len(x) for x in w))
+    plan = BondPlan(chains, wanted)
+    width, pad = max(counts), plan.num_bonds
+    slots, start = [], 0
+    for count in counts:
+        slots += [start + j if j < count else pad for j in range(width)]
+        start += count
+    return plan, tuple(reads), torch.tensor(slots), width
+
+
+def lowrank_profiles(
+    B: torch.Tensor,
+    A: torch.Tensor,
+    shapes: Sequence[tuple[int, int]],
+    *,
+    alpha: float = 1.0,
+    base: float = math.e,
+) -> torch.Tensor:
+    """Profiles of ``B[i, :m_i] @ A[i, :, :n_i]`` for ``shapes[i] = (m_i, n_i)``: ``(k, max_bonds)``, float64.
+
+    ``B`` and ``A`` as :func:`pad_factors` returns them (the padding must be zero). Row ``i`` holds
+    the ``sum(sites) - 1`` entropies of unit ``i`` (default layout), then NaN; a zero update is all NaN.
+    """
+    k, m_max, r = B.shape
+    shapes = tuple((int(m), int(n)) for m, n in shapes)
+    if len(shapes) != k or A.shape[0] != k or A.shape[1] != r:
+        raise ValueError(f"B {tuple(B.shape)}, A {tuple(A.shape)} and {len(shapes)} shapes do not match")
+    if any(m > m_max or n > A.shape[2] for m, n in shapes):
+        raise ValueError(f"shapes {shapes} exceed the padded factors B {tuple(B.shape)}, A {tuple(A.shape)}")
+    plan, reads, slots, width = mixed_plan(shapes, r)
+    b_red, a_red = reduced_factors(unit_scale(B.to(torch.float64), (-2, -1)), unit_scale(A.to(torch.float64), (-2, -1)))
+    states = [b_red[i, :m].reshape(-1) if source == "row" else a_red[i, :, :n].reshape(-1) for i, source, m, n in reads]
+    prof = plan.entropies(states, alpha, base)
+    prof = torch.cat([prof, prof.new_full((1,), float("nan"))])
+    out = prof.gather(0, slots.to(prof.device)).view(k, width)
+    zero = b_red.square().sum((-2, -1)) == 0
+    return out.masked_fill(zero.unsqueeze(-1), float("nan"))
