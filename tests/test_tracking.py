@@ -437,7 +437,7 @@ def test_attention_records_from_side_channel(monkeypatch):
     channel = types.ModuleType("artent_fast.attention.channel")
     pending = [
         {
-            "module": "model.layers.0.self_attn",
+            "module": "module._orig_mod.model.layers.0.self_attn",  # as seen through DDP and torch.compile
             "kind": "attention",
             "entropies": [0.1, 0.2],
             "row_sites": 1,
@@ -453,6 +453,7 @@ def test_attention_records_from_side_channel(monkeypatch):
         tracker.step()
     attention = [r for r in tracker.history(as_frame=False) if r["kind"] == "attention"]
     assert attention == [{**attention[0], "step": 1}] and attention[0]["cardy_c"] == 0.5
+    assert attention[0]["module"] == "model.layers.0.self_attn"  # the unwrapped model's name, as for updates
     assert calls == ["enable", "disable"]
 
 

@@ -253,10 +253,6 @@ def test_attention_side_channel_is_rank0_only(frameworks, mode):
             assert_close(r["entropies"], rank0["refs"][r["module"]], f"{mode} {r['module']}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracker bug: attention records keep the wrapper's 'module.' prefix under DDP (LoRA records are unwrapped)",
-)
 def test_attention_module_names_are_unwrapped_under_ddp(frameworks):
     rank0 = frameworks["attention_ddp"][0]
     names = {r["module"] for r in rank0["history"] if r["kind"] == "attention"}

@@ -453,6 +453,8 @@ class Tracker:
             record = dict(raw)
             record["step"] = self._step
             record.setdefault("kind", "attention")
+            if isinstance(record.get("module"), str):  # the names of the unwrapped model, as for updates
+                record["module"] = dist_support.unwrapped_name(record["module"])
             records.append(record)
         self._emit(records)
 
