@@ -164,6 +164,16 @@ class Counter:
         return inner
 
 
+class Unreadable:
+    """A DTensor stand-in with the real global shape, dtype and device whose local shard cannot be read."""
+
+    def __init__(self, tensor):
+        self.shape, self.dtype, self.device = tensor.shape, tensor.dtype, tensor.device
+
+    def detach(self):
+        raise RuntimeError("injected: local shard unreadable")
+
+
 def run(out: Path, scenario: str) -> None:
     import torch.distributed as dist
 
@@ -200,6 +210,10 @@ def run(out: Path, scenario: str) -> None:
                 tracker_module.measure_lowrank = lambda *a: (_ for _ in ()).throw(RuntimeError("injected"))
             if "raiseall" in flags and rank == 1:
                 tracker_module.measure_lowrank = lambda *a: (_ for _ in ()).throw(RuntimeError("injected"))
+            if "shardfail" in flags and rank == 1 and step == 2:  # rank 1 cannot read one of its local shards
+                gathering = tracker._gathering[0]
+                restore_tensors = gathering.tensors
+                gathering.tensors = [Unreadable(t) for t in restore_tensors]
             if "nan" in flags and step == 2:  # NaN in rank 1's shard (or rank 1's replica) of one factor
                 weight = tracker.units[0].layer.lora_B["default"].weight
                 local = weight.to_local() if hasattr(weight, "to_local") else weight
@@ -212,6 +226,8 @@ def run(out: Path, scenario: str) -> None:
             if counter:
                 per_step_calls.append(counter.n - before)
             tracker_module.measure_lowrank = original
+            if "shardfail" in flags and rank == 1 and step == 2:
+                gathering.tensors = restore_tensors
             if restore is not None:
                 with torch.no_grad():
                     local.copy_(restore)

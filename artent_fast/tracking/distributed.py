@@ -19,6 +19,7 @@ Steps with nothing due call no collective.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -139,7 +140,7 @@ def assign_owners(costs: Sequence[float], world: int) -> list[int]:
 
 
 class Gathering:
-    """How one unit's tensors become whole on its owner, for the layout the unit has."""
+    """How one unit's tensors become whole on its owner, for the layout the unit has (decided once)."""
 
     def __init__(self, model: nn.Module, unit: Unit) -> None:
         self.tensors = unit_tensors(unit)
@@ -148,7 +149,7 @@ class Gathering:
         self.fsdp1 = fsdp1_owner(model, unit.path or unit.module)
         self.fsdp1_module = dict(model.named_modules()).get(self.fsdp1) if self.fsdp1 is not None else None
 
-    @property
+    @functools.cached_property
     def batched(self) -> bool:
         """LoRA factors sharded along dim 0 on a 1-D mesh (FSDP2): gathered together with the other units' in one
         collective per due step (they are small); anything else is gathered unit by unit."""
@@ -156,12 +157,12 @@ class Gathering:
             self.sharded and self.fsdp1_module is None and self.kind == "lora" and all(shard0(t) for t in self.tensors)
         )
 
-    @property
+    @functools.cached_property
     def collective(self) -> bool:
         """Whether every rank takes part in reading this unit (else only the owner reads it)."""
         return self.sharded or self.fsdp1_module is not None
 
-    @property
+    @functools.cached_property
     def everyone_reads(self) -> bool:
         """Whether every rank runs the reading code (DTensor: ``full_tensor`` is called inside it)."""
         return self.sharded and self.fsdp1_module is None
@@ -207,37 +208,56 @@ def shard_rows(rows: int, world: int) -> list[int]:
     return [max(0, min(rows, (r + 1) * chunk) - r * chunk) for r in range(world)]
 
 
-def gather_factors(
-    order: list[int], shapes: dict[int, list[torch.Size]], local: dict[int, list[torch.Tensor]], wanted: set[int]
-) -> dict[int, list[torch.Tensor]]:
-    """The whole factors of the units in ``wanted``, from every rank's row shards of the units in ``order``.
+class ShardsUnavailable(RuntimeError):
+    """Some rank could not prepare its shards for a gather (raised on every rank, after the collective)."""
 
-    One ``all_gather`` of a flat buffer per rank (each rank computes every rank's shard sizes
-    from the global shapes, so nothing else is exchanged); only the owners assemble.
+
+def gather_factors(
+    order: list[int], tensors: dict[int, list[torch.Tensor]], wanted: set[int]
+) -> dict[int, list[torch.Tensor]]:
+    """The whole factors of the units in ``wanted``, from every rank's row shards of the DTensors in ``tensors``.
+
+    One ``all_gather`` of a flat buffer per rank (each rank computes every rank's shard sizes from
+    the global shapes, so nothing else is exchanged); only the owners assemble. The buffer starts
+    with a status slot: a rank whose local shards cannot be read still joins the collective (with
+    zeros) and every rank then raises :class:`ShardsUnavailable` together, so none is left waiting.
     """
     import torch.distributed as dist
 
-    world = dist.get_world_size()
-    first = local[order[0]][0]
-    dtype = torch.float64 if any(t.dtype == torch.float64 for ts in local.values() for t in ts) else torch.float32
-    sizes = [0] * world  # elements each rank sends
+    world, rank = dist.get_world_size(), dist.get_rank()
+    shapes = {i: [t.shape for t in ts] for i, ts in tensors.items()}
+    dtype = torch.float64 if any(t.dtype == torch.float64 for ts in tensors.values() for t in ts) else torch.float32
+    sizes = [1] * world  # elements each rank sends: the status slot, then its shards
     for i in order:
         for shape in shapes[i]:
             cols = shape[1:].numel()
             for r, rows in enumerate(shard_rows(shape[0], world)):
                 sizes[r] += rows * cols
-    buffer = torch.zeros(max(sizes), dtype=dtype, device=first.device)
-    flat = [t.reshape(-1).to(dtype) for i in order for t in local[i]]
-    if flat:
-        mine = torch.cat(flat)
-        buffer[: mine.numel()] = mine
+    device = tensors[order[0]][0].device
+    buffer = torch.zeros(max(sizes), dtype=dtype, device=device)
+    error = None
+    try:
+        local = {i: [t.detach().to_local() for t in tensors[i]] for i in order}
+        flat = [t.reshape(-1).to(dtype) for i in order for t in local[i]]
+        mine = torch.cat(flat) if flat else buffer[:0]
+        if mine.numel() != sizes[rank] - 1:
+            raise ValueError(f"local shards hold {mine.numel()} elements, {sizes[rank] - 1} expected")
+        buffer[1 : 1 + mine.numel()] = mine
+    except Exception as exc:  # join the collective anyway; everyone learns it from the status slot
+        error = exc
+        buffer.zero_()
+        buffer[0] = 1
     parts = [torch.empty_like(buffer) for _ in range(world)]
     dist.all_gather(parts, buffer)
-    offsets = [0] * world
+    failed = [r for r in range(world) if bool(parts[r][0] != 0)]
+    if failed:
+        detail = f": {error!r}" if error is not None else ""
+        raise ShardsUnavailable(f"rank(s) {failed} could not read their shards of the LoRA factors{detail}")
+    offsets = [1] * world
     out = {}
     for i in order:
         whole = []
-        for shape, original in zip(shapes[i], local[i], strict=True):
+        for shape, original in zip(shapes[i], tensors[i], strict=True):
             cols = shape[1:].numel()
             pieces = []
             for r, rows in enumerate(shard_rows(shape[0], world)):

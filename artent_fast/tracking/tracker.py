@@ -400,16 +400,17 @@ class Tracker:
             factors = {}
             if batched:  # small sharded LoRA factors: one collective for all of them
                 order = [index[id(u)] for u in batched]
-                tensors = {i: self._gathering[i].tensors for i in order}
-                local = {i: [t.detach().to_local() for t in ts] for i, ts in tensors.items()}
-                shapes = {i: [t.shape for t in ts] for i, ts in tensors.items()}
                 mine_batched = {i for i in order if self._owners[i] == self.rank}
-                factors = dist_support.gather_factors(order, shapes, local, mine_batched)
+                try:
+                    tensors = {i: self._gathering[i].tensors for i in order}
+                    factors = dist_support.gather_factors(order, tensors, mine_batched)
+                except dist_support.ShardsUnavailable as exc:  # raised on every rank: skip these units together
+                    outcomes += [(i, None, None, repr(exc)) for i in sorted(mine_batched)]
             for unit in due:
                 i = index[id(unit)]
                 mine, gathering = self._owners[i] == self.rank, self._gathering[i]
                 if gathering.batched:
-                    if mine:
+                    if mine and i in factors:
                         whole = iter(factors[i])  # factors() asks for B, then A
                         try:
                             items.append(self._read(unit, lambda _t, whole=whole: next(whole)))
