@@ -43,16 +43,15 @@ def build(kv_heads: int, rank: int):
 
 
 def time_measurement(kv_heads: int, rank: int, repeats: int) -> None:
-    """Thread CPU time of the ``measure_lowrank`` calls of one due step, on random factors of the same shapes."""
-    from artent_fast.tracking.compute import measure_lowrank
+    """Thread CPU time of the measurement of one due step (snapshot and profile), on random factors of the shapes."""
+    from artent_fast.tracking import compute
 
     gen = torch.Generator().manual_seed(0)
-    groups = [(torch.randn(4, out, rank, generator=gen), torch.randn(4, rank, 256, generator=gen))
-              for out in (256, 32 * kv_heads)]  # fmt: skip
+    pairs = [(torch.randn(out, rank, generator=gen), torch.randn(rank, 256, generator=gen))
+             for out in (256,) * 4 + (32 * kv_heads,) * 4]  # fmt: skip
 
     def step() -> None:
-        for B, A in groups:
-            measure_lowrank(B, A)
+        compute.lowrank_measure(pairs)(*compute.snapshot_lowrank(pairs))
 
     for _ in range(20):
         step()
@@ -62,7 +61,7 @@ def time_measurement(kv_heads: int, rank: int, repeats: int) -> None:
         step()
         times.append(time.thread_time() - t0)
     times.sort()
-    print(f"measure_lowrank, 8 units (4 x 256x256, 4 x {32 * kv_heads}x256, r={rank}), thread CPU time over "
+    print(f"measurement, 8 units (4 x 256x256, 4 x {32 * kv_heads}x256, r={rank}), thread CPU time over "
           f"{repeats} due steps: min {1e3 * times[0]:.3f} p25 {1e3 * times[len(times) // 4]:.3f} "
           f"median {1e3 * statistics.median(times):.3f} ms")  # fmt: skip
 
@@ -83,7 +82,7 @@ def main() -> None:
         return
 
     import artent_fast
-    from artent_fast.tracking.compute import measure_lowrank
+    from artent_fast.tracking import compute
 
     model = build(args.kv_heads, args.rank)
     params = [p for n, p in model.named_parameters() if "lora_" in n]
@@ -113,14 +112,10 @@ def main() -> None:
     timed(tracker.step, 20)  # warm-up
     step_times = timed(tracker.step, args.steps)
     step_cpu = list(cpu)
-    factors = [u.factors() for u in tracker.units]
-    groups: dict = {}
-    for B, A, scale, _ in factors:
-        groups.setdefault((B.shape, A.shape), []).append((B * scale, A))
+    pairs = [u.factors()[:2] for u in tracker.units]
 
     def measure_only() -> None:
-        for items in groups.values():
-            measure_lowrank(torch.stack([b for b, _ in items]), torch.stack([a for _, a in items]))
+        compute.lowrank_measure(pairs)(*compute.snapshot_lowrank(pairs))
 
     measure_times = timed(measure_only, args.steps)
     measure_cpu = list(cpu)
@@ -130,7 +125,7 @@ def main() -> None:
     print(f"tracker.step() (due, every=1): median {1e3 * statistics.median(step_times):.3f} ms, "
           f"p10 {1e3 * sorted(step_times)[len(step_times) // 10]:.3f} ms")  # fmt: skip
     print(f"  process CPU time per step: median {1e3 * statistics.median(step_cpu):.3f} ms")
-    print(f"measure_lowrank per shape group only: median {1e3 * statistics.median(measure_times):.3f} ms, "
+    print(f"measurement alone (snapshot + profile): median {1e3 * statistics.median(measure_times):.3f} ms, "
           f"process CPU {1e3 * statistics.median(measure_cpu):.3f} ms")  # fmt: skip
     if args.profile:
         import cProfile
