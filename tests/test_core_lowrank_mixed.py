@@ -99,9 +99,23 @@ def test_bad_inputs_are_named():
 
 
 def test_plan_is_cached_and_slots_cover_every_bond():
-    plan, reads, slots, width = mixed_plan(((256, 256), (64, 256)), 8)
-    assert mixed_plan(((256, 256), (64, 256)), 8)[0] is plan
+    plan, reads, slots, width = mixed_plan(((256, 256), (64, 256)), 8, 256, 256)
+    assert mixed_plan(((256, 256), (64, 256)), 8, 256, 256)[0] is plan
     assert width == 15 and slots.shape == (2 * width,)
     real = slots[slots < plan.num_bonds]
     assert sorted(real.tolist()) == list(range(plan.num_bonds)) == list(range(15 + 13))
     assert math.prod(slots.shape) == 30
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_units_measure_as_nan_and_leave_the_others_exact(bad):
+    g = torch.Generator().manual_seed(5)
+    pairs = [(torch.randn(m, 4, generator=g), torch.randn(4, 32, generator=g)) for m in (16, 32, 16)]
+    pairs[1][1][2, 3] = bad  # one entry of A in unit 1
+    pairs[2][0][0, 0] = 3e38  # unit 2: finite but near float32's largest (not a fault)
+    B, A = pad_factors(pairs)
+    out = lowrank_profiles(B, A, [(16, 32), (32, 32), (16, 32)])
+    assert torch.isnan(out[1]).all()
+    for i in (0, 2):
+        ref = naive(*pairs[i])
+        torch.testing.assert_close(out[i, : ref.shape[0]], ref, atol=1e-9, rtol=0)

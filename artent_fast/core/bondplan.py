@@ -166,9 +166,9 @@ class BondPlan:
             cached = self._device_cache[device] = tuple(None if t is None else t.to(device) for t in move)
         return cached
 
-    def densities(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Every bond's unnormalised density, flattened bucket by bucket: ``(..., sum of s^2)``."""
-        grams = []
+    def root_factors(self, states: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per root group, the stacked Gram factors ``Y`` (``Y Y^T`` is the root): ``(..., roots, rows, cols)``."""
+        out = []
         for members in self.root_groups:
             factors = []
             for q in members:
@@ -176,8 +176,32 @@ class BondPlan:
                 t = states[root.chain]
                 x = t.reshape(*t.shape[:-1], root.rows, t.shape[-1] // root.rows)
                 factors.append(x if root.side == "left" else x.mT)
-            y = torch.stack(factors, -3) if len(factors) > 1 else factors[0].unsqueeze(-3)
-            grams.append(ops.gram(y, "left").flatten(-3))
+            out.append(torch.stack(factors, -3) if len(factors) > 1 else factors[0].unsqueeze(-3))
+        return out
+
+    def root_index(self, positions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per root group, where each entry of :meth:`root_factors` sits in one flat buffer.
+
+        ``positions[c][t]``: the buffer position of entry ``t`` of chain ``c``'s (flattened) state.
+        ``buffer[index]`` then gives every group's factors with one indexing call per group.
+        """
+        out = []
+        for members in self.root_groups:
+            parts = []
+            for q in members:
+                root = self.roots[q]
+                x = positions[root.chain].reshape(root.rows, -1)
+                parts.append(x if root.side == "left" else x.mT)
+            out.append(torch.stack(parts))
+        return out
+
+    def densities(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Every bond's unnormalised density, flattened bucket by bucket: ``(..., sum of s^2)``."""
+        return self.densities_of(self.root_factors(states))
+
+    def densities_of(self, factors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:meth:`densities` from the root groups' Gram factors (as :meth:`root_factors` returns them)."""
+        grams = [ops.gram(y, "left").flatten(-3) for y in factors]
         grams.append(grams[0].new_zeros(*grams[0].shape[:-1], 1))
         flat = torch.cat(grams, -1)
         traced_index, order_index, _, terms, segments = self._indices(flat.device)
@@ -193,9 +217,12 @@ class BondPlan:
             flat = torch.cat([flat, traced], -1)
         return _take(flat, order_index)
 
-    def spectra(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Eigenvalues of every bond's density, zero padded: ``(..., num_bonds, width)`` in profile order."""
-        dens = self.densities(states)
+    def spectra(self, states: Sequence[torch.Tensor], *, factors: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Eigenvalues of every bond's density, zero padded: ``(..., num_bonds, width)`` in profile order.
+
+        ``factors``: the root groups' Gram factors instead of ``states`` (see :meth:`root_index`).
+        """
+        dens = self.densities_of(factors if factors is not None else self.root_factors(states))
         batch = dens.shape[:-1]
         parts = []
         for s, count, start in self.buckets:
@@ -205,9 +232,16 @@ class BondPlan:
         spectra_index = self._indices(dens.device)[2]
         return _take(torch.cat(parts, -1), spectra_index).unflatten(-1, (self.num_bonds, self.width))
 
-    def entropies(self, states: Sequence[torch.Tensor], alpha: float, base: float) -> torch.Tensor:
+    def entropies(
+        self,
+        states: Sequence[torch.Tensor],
+        alpha: float,
+        base: float,
+        *,
+        factors: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Entropy at every requested bond, ``(..., num_bonds)`` (each density normalised by its trace)."""
-        return ops.entropy(self.spectra(states), alpha=alpha, base=base)
+        return ops.entropy(self.spectra(states, factors=factors), alpha=alpha, base=base)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

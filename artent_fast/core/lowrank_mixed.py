@@ -12,8 +12,8 @@ one rank ``r`` is measured together:
    shape share one product, densities of equal size one ``eigvalsh``, whatever unit they belong to;
 3. the profiles come back as one ``(k, max_bonds)`` tensor, NaN padded after each unit's last bond.
 
-A unit whose update is zero measures as all-NaN. Inputs must be finite (the tracker zeroes non-finite
-units first). The plain twin is :func:`artent_fast.lowrank_profile` of each unit on its own.
+A unit whose update is zero, or whose factors hold a NaN or Inf, measures as all-NaN. The plain twin
+is :func:`artent_fast.lowrank_profile` of each unit on its own.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from torch.nn.utils.rnn import pad_sequence
 from artent_fast.core.bondplan import BondPlan, lowrank_chains
 from artent_fast.core.layout import default_sites
 from artent_fast.core.lowrank import reduced_factors
-from artent_fast.core.validate import unit_scale
 
 
 def pad_factors(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,26 +46,37 @@ def pad_factors(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
     ranks = {B.shape[-1] for B, _ in pairs} | {A.shape[-2] for _, A in pairs}
     if len(ranks) != 1:
         raise ValueError(f"pad_factors: factors of one rank are required, got ranks {sorted(ranks)}")
-    dtype = functools.reduce(torch.promote_types, (t.dtype for pair in pairs for t in pair))
-    B = pad_sequence([b.to(dtype) for b, _ in pairs], batch_first=True)
-    A = pad_sequence([a.to(dtype).mT for _, a in pairs], batch_first=True).mT
-    return B, A
+    Bs, As = [b for b, _ in pairs], [a.mT for _, a in pairs]
+    dtypes = {t.dtype for t in Bs + As}
+    if len(dtypes) > 1:
+        dtype = functools.reduce(torch.promote_types, dtypes)
+        Bs, As = [t.to(dtype) for t in Bs], [t.to(dtype) for t in As]
+    return pad_sequence(Bs, batch_first=True), pad_sequence(As, batch_first=True).mT
 
 
 @functools.lru_cache(maxsize=64)
-def mixed_plan(shapes: tuple[tuple[int, int], ...], r: int) -> tuple[BondPlan, tuple, torch.Tensor, int]:
-    """``(plan, reads, slots, width)`` for units of shapes ``(m_i, n_i)``, rank ``r``, default layouts.
+def mixed_plan(
+    shapes: tuple[tuple[int, int], ...], r: int, m_max: int, n_max: int
+) -> tuple[BondPlan, list[torch.Tensor], torch.Tensor, int]:
+    """``(plan, index, slots, width)`` for units of shapes ``(m_i, n_i)`` padded to ``m_max, n_max``, rank ``r``.
 
-    ``reads``: per chain of the plan, ``(unit, source, m, n)``; ``slots``: for each unit and bond
+    ``index``: per root group of the plan, where its Gram factors sit in the flat buffer
+    ``[B~ (k, m_max, r), A~ (k, r, n_max)]`` of reduced factors; ``slots``: for each unit and bond
     (``k * width``) its position in the plan's profile, or the position of a NaN after it.
     """
-    chains, wanted, reads, counts = [], [], [], []
+    chains, wanted, positions, counts = [], [], [], []
+    a_base = len(shapes) * m_max * r
     for i, (m, n) in enumerate(shapes):
         layout = default_sites(m, n)
         c, w, sources = lowrank_chains(layout.row_dims, layout.col_dims, r)
         chains += c
         wanted += w
-        reads += [(i, s, m, n) for s in sources]
+        for source in sources:  # where entry t of the chain's state (B~[i, :m] or A~[i, :, :n], flattened) sits
+            if source == "row":
+                positions.append(i * m_max * r + torch.arange(m * r))
+            else:
+                cols = torch.arange(r)[:, None] * n_max + torch.arange(n)
+                positions.append(a_base + i * r * n_max + cols.flatten())
         counts.append(sum(len(x) for x in w))
     plan = BondPlan(chains, wanted)
     width, pad = max(counts), plan.num_bonds
@@ -74,7 +84,7 @@ def mixed_plan(shapes: tuple[tuple[int, int], ...], r: int) -> tuple[BondPlan, t
     for count in counts:
         slots += [start + j if j < count else pad for j in range(width)]
         start += count
-    return plan, tuple(reads), torch.tensor(slots), width
+    return plan, plan.root_index(positions), torch.tensor(slots), width
 
 
 def lowrank_profiles(
@@ -88,7 +98,8 @@ def lowrank_profiles(
     """Profiles of ``B[i, :m_i] @ A[i, :, :n_i]`` for ``shapes[i] = (m_i, n_i)``: ``(k, max_bonds)``, float64.
 
     ``B`` and ``A`` as :func:`pad_factors` returns them (the padding must be zero). Row ``i`` holds
-    the ``sum(sites) - 1`` entropies of unit ``i`` (default layout), then NaN; a zero update is all NaN.
+    the ``sum(sites) - 1`` entropies of unit ``i`` (default layout), then NaN; a zero update, or one
+    with a non-finite entry, is all NaN.
     """
     k, m_max, r = B.shape
     shapes = tuple((int(m), int(n)) for m, n in shapes)
@@ -96,11 +107,29 @@ def lowrank_profiles(
         raise ValueError(f"B {tuple(B.shape)}, A {tuple(A.shape)} and {len(shapes)} shapes do not match")
     if any(m > m_max or n > A.shape[2] for m, n in shapes):
         raise ValueError(f"shapes {shapes} exceed the padded factors B {tuple(B.shape)}, A {tuple(A.shape)}")
-    plan, reads, slots, width = mixed_plan(shapes, r)
-    b_red, a_red = reduced_factors(unit_scale(B.to(torch.float64), (-2, -1)), unit_scale(A.to(torch.float64), (-2, -1)))
-    states = [b_red[i, :m].reshape(-1) if source == "row" else a_red[i, :, :n].reshape(-1) for i, source, m, n in reads]
-    prof = plan.entropies(states, alpha, base)
+    plan, index, slots, width = mixed_plan(shapes, r, m_max, A.shape[2])
+    b_red, a_red = reduced_factors(*finite_unit_scale(B.to(torch.float64), A.to(torch.float64)))
+    flat = torch.cat([b_red.reshape(-1), a_red.reshape(-1)])
+    # every root group's Gram factors, one index_select each (on CPU the fastest of indexing, take and gather)
+    factors = [flat.index_select(0, ix.to(flat.device).flatten()).view(ix.shape) for ix in index]
+    prof = plan.entropies([], alpha, base, factors=factors)
     prof = torch.cat([prof, prof.new_full((1,), float("nan"))])
     out = prof.gather(0, slots.to(prof.device)).view(k, width)
     zero = b_red.square().sum((-2, -1)) == 0
     return out.masked_fill(zero.unsqueeze(-1), float("nan"))
+
+
+def finite_unit_scale(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each unit's factors divided by their max-abs entry (as :func:`~artent_fast.core.validate.unit_scale`),
+    and zeroed where either factor holds a NaN or Inf (the max-abs entry tells: ``amax`` propagates NaN).
+
+    On CPU the zeroing is skipped when every unit is finite; on CUDA it never waits on the host.
+    """
+    scales = [x.abs().amax((-2, -1), keepdim=True) for x in (B, A)]
+    ok = torch.isfinite(scales[0]) & torch.isfinite(scales[1])
+    if B.device.type == "cuda" or not bool(ok.all()):
+        zero = B.new_zeros(())
+        B, A = torch.where(ok, B, zero), torch.where(ok, A, zero)
+        scales = [torch.where(ok, sc, 1.0) for sc in scales]
+    tiny = torch.finfo(B.dtype).tiny
+    return B / scales[0].clamp_min(tiny), A / scales[1].clamp_min(tiny)

@@ -80,8 +80,8 @@ class Launcher:
 
 
 def snapshot_lowrank(tensors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """``[B, A]``: the units' factors zero padded into one stack each (a copy), non-finite units zeroed."""
-    return finite_only(list(pad_factors(tensors)))
+    """``[B, A]``: the units' factors zero padded into one stack each (a copy; non-finite units measure as NaN)."""
+    return list(pad_factors(tensors))
 
 
 def measure_lowrank(B: torch.Tensor, A: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
