@@ -280,6 +280,15 @@ def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
         wrapped = FSDP(plain, use_orig_params=False, device_id=torch.device("cpu"))
         with pytest.raises(ValueError, match="use_orig_params=True"):
             artent_fast.track(wrapped, out=None)
+        # the module inside an FSDP1 wrapper (flat views, or FSDP units below it): refused before training starts
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        for policy in (None, ModuleWrapPolicy({worker.Block})):
+            outer = FSDP(
+                worker.build("lora"), use_orig_params=True, device_id=torch.device("cpu"), auto_wrap_policy=policy
+            )
+            with pytest.raises(ValueError, match="not the FullyShardedDataParallel root"):
+                artent_fast.track(outer.module, out=None)
         # one rank: tracked as a single process (names unwrapped, no collectives)
         tracker = artent_fast.track(
             FSDP(worker.build("fft"), use_orig_params=True, device_id=torch.device("cpu")), out=None

@@ -74,6 +74,16 @@ def refuse_unsupported(model: nn.Module) -> None:
             "model: DeepSpeed engines are not supported by artent_fast.track (untested: ZeRO-3 "
             "parameters are partitioned outside torch.distributed's FSDP/DTensor); use DDP or FSDP"
         )
+    root_is_fsdp1 = type(model).__name__ == "FullyShardedDataParallel"
+    inner = next((n for n, m in model.named_modules() if type(m).__name__ == "FullyShardedDataParallel"), None)
+    flattened = any(getattr(p, "_fsdp_flattened", False) for p in model.parameters())
+    if not root_is_fsdp1 and (inner is not None or flattened):
+        where = f"it contains FSDP1 module {inner}" if inner is not None else "its parameters are FSDP1 flat views"
+        raise ValueError(
+            f"model is not the FullyShardedDataParallel root ({where}): pass the outermost "
+            "FullyShardedDataParallel wrapper to artent_fast.track (the module inside it cannot be read "
+            "without disturbing FSDP), or use FSDP2 (fully_shard)"
+        )
     for name, module in model.named_modules():
         if type(module).__name__ == "FullyShardedDataParallel" and not getattr(module, "_use_orig_params", True):
             raise ValueError(
