@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.core.layout import default_sites
 from artent_fast.tracking.units import Unit, same
 
 # Name components that wrappers insert into ``named_modules()`` (DDP, FSDP1, torch.compile, checkpointing).
@@ -247,7 +248,8 @@ def gather_factors(
     buffer = torch.zeros(max(sizes), dtype=dtype, device=device)
     error = None
     try:
-        local = {i: [t.detach().to_local() for t in tensors[i]] for i in order}
+        with torch.no_grad():  # to_local() first: a DTensor's own detach() costs ~6x more (measured)
+            local = {i: [t.to_local().detach() for t in tensors[i]] for i in order}
         flat = [t.reshape(-1).to(dtype) for i in order for t in local[i]]
         mine = torch.cat(flat) if flat else buffer[:0]
         if mine.numel() != sizes[rank] - 1:
@@ -282,13 +284,75 @@ def gather_factors(
     return out
 
 
-def exchange(outcomes: list) -> list:
-    """Every rank's outcomes, concatenated in rank order, on every rank (one ``all_gather_object``)."""
+META = ("m", "n", "rank", "scaling", "row_sites", "merged")  # numbers of a record's meta, sent with its entropies
+
+
+def profile_width(unit: Unit) -> int:
+    """An upper bound on the number of bonds of ``unit``'s update (fixed at construction).
+
+    A side of ``s`` rows has at most ``log2(s)`` sites (each a prime factor, at least 2), parts and
+    transposes included; the layout of the exchange buffer is built from these bounds.
+    """
+    tensors = unit_tensors(unit)
+    if unit.kind == "lora" and len(tensors) == 2:
+        sides = (tensors[0].shape[0], tensors[1].shape[1])
+    elif tensors and tensors[0].ndim == 2:
+        sides = tuple(tensors[0].shape)
+    else:
+        return 64
+    return max(1, sum(max(1, int(s).bit_length() - 1) for s in sides) - 1)
+
+
+def exchange(due: list[int], widths: Sequence[int], kinds: Sequence[str], outcomes: list) -> list:
+    """Every rank's outcomes ``(unit, meta, entropies, error)`` for the units in ``due``, on every rank.
+
+    One ``all_gather`` of a float64 buffer laid out from ``due``, ``widths`` and ``kinds`` (the same on every rank):
+    per unit a status, the meta numbers (:data:`META`) and the entropies, written by its owner only.
+    Only on steps where some unit failed, one ``all_gather_object`` more carries the error messages.
+    """
     import torch.distributed as dist
 
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, outcomes)
-    return [o for part in gathered for o in part]
+    starts, pos = {}, 0
+    for i in due:
+        starts[i] = pos
+        pos += 1 + len(META) + widths[i]
+    buffer = torch.zeros(pos, dtype=torch.float64)
+    errors = {}
+    for i, meta, entropies, error in outcomes:
+        s = starts[i]
+        if error is None and len(entropies) > widths[i]:
+            error = f"profile of {len(entropies)} bonds, at most {widths[i]} expected"
+        if error is not None:
+            buffer[s] = 2
+            errors[i] = error
+            continue
+        numbers = [meta["shape"][0], meta["shape"][1], meta.get("rank", 0), meta.get("scaling", 0.0)]
+        numbers += [meta["row_sites"], float(meta.get("merged", False))]
+        buffer[s : s + 1 + len(META) + len(entropies)] = torch.tensor([1.0, *numbers, *entropies], dtype=torch.float64)
+    parts = [torch.empty_like(buffer) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, buffer)  # on gloo ~1.5x faster than all_reduce at this size (measured)
+    buffer = torch.stack(parts).sum(0)  # each slot is non-zero on its owner only
+    status = buffer[[starts[i] for i in due]].tolist() if due else []
+    if any(code != 1 for code in status):
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, errors)
+        errors = {i: e for part in gathered for i, e in part.items()}
+    values = buffer.tolist()
+    out = []
+    for i, code in zip(due, status, strict=True):
+        s = starts[i] + 1
+        if code != 1:
+            out.append((i, None, None, errors.get(i, "no result from its owner")))
+            continue
+        m, n, rank, scaling, row_sites, merged = values[s : s + len(META)]
+        if kinds[i] == "lora":  # the meta _read gives, key for key
+            meta = {"shape": [int(m), int(n)], "rank": int(rank), "scaling": scaling, "row_sites": int(row_sites)}
+            meta["merged"] = bool(merged)
+        else:
+            meta = {"shape": [int(m), int(n)], "row_sites": int(row_sites)}
+        count = default_sites(int(m), int(n)).num_bonds
+        out.append((i, meta, values[s + len(META) : s + len(META) + count], None))
+    return out
 
 
 def broadcast(value: Any) -> Any:

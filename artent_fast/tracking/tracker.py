@@ -112,6 +112,7 @@ class Tracker:
                 model, self.targets, split=split, base_weights=base_weights, snapshot_device=snapshot_device
             )
             costs = [dist_support.unit_cost(u) for u in self.units]
+            self._widths = [dist_support.profile_width(u) for u in self.units]  # bonds at most, per unit
         if not self.units and not attention:
             linear = [
                 n
@@ -394,8 +395,8 @@ class Tracker:
         index = {id(u): i for i, u in enumerate(self._all_units)}
         outcomes: list[tuple] = []  # (unit index, meta, entropies or None, error or None)
         items = []
+        due = self._due(lora_due, dense_due)
         try:
-            due = self._due(lora_due, dense_due)
             batched = [u for u in due if self._gathering[index[id(u)]].batched]
             factors = {}
             if batched:  # small sharded LoRA factors: one collective for all of them
@@ -436,7 +437,9 @@ class Tracker:
             done = {o[0] for o in outcomes}
             outcomes += [(index[id(it[0])], None, None, repr(exc)) for it in items if index[id(it[0])] not in done]
         records = []
-        for i, meta, entropies, error in sorted(dist_support.exchange(outcomes), key=lambda o: o[0]):
+        due_index = sorted(index[id(u)] for u in due)
+        kinds = [u.kind for u in self._all_units]
+        for i, meta, entropies, error in dist_support.exchange(due_index, self._widths, kinds, outcomes):
             unit = self._all_units[i]
             if unit not in self.units:
                 continue
