@@ -3,15 +3,19 @@
 Every rank builds the same units in the same order (the model is the same on every rank). Each
 unit gets one *owner* rank (greedy, balanced by estimated cost). On a due step:
 
-1. units are read in that fixed order. A unit whose parameters are sharded (FSDP2 ``DTensor``
-   parameters, FSDP1 flat parameters) is gathered by a collective that every rank calls, one
-   matrix at a time (LoRA: the factors only; full fine-tuning: the update ``W - W0``, differenced
-   shard by shard); only the owner keeps it. A unit whose parameters are whole on every rank
-   (DDP, replicated) is read by its owner alone, with no communication;
-2. each owner measures its units locally (batched by shape); failures and non-finite updates
-   become per-unit outcomes instead of exceptions;
-3. one ``all_gather_object`` gives every rank every outcome, so all ranks record, skip, count
-   failures and drop units identically, and the next due step calls the same collectives.
+1. units are read in that fixed order. FSDP2 LoRA factors (row-sharded ``DTensor`` parameters)
+   of all due units are gathered by one ``all_gather`` of a flat buffer (with a status slot, so a
+   rank that cannot read its shards still takes part). Other sharded units (full fine-tuning
+   under FSDP2, FSDP1 flat parameters) are gathered by a collective that every rank calls, one
+   matrix at a time (the update ``W - W0``, differenced shard by shard); only the owner keeps
+   it. A unit whose parameters are whole on every rank (DDP, replicated) is read by its owner
+   alone, with no communication;
+2. each owner measures its units locally (all its LoRA units in one call); failures and
+   non-finite updates become per-unit outcomes instead of exceptions;
+3. one ``all_gather`` of a float64 buffer laid out from the due units (status, meta numbers,
+   entropies) gives every rank every outcome (error texts travel in one ``all_gather_object``
+   more, only on steps where a unit failed), so all ranks record, skip, count failures and drop
+   units identically, and the next due step calls the same collectives.
 
 Steps with nothing due call no collective.
 """
