@@ -43,27 +43,60 @@ def build(kv_heads: int, rank: int):
 
 
 def time_measurement(kv_heads: int, rank: int, repeats: int) -> None:
-    """Thread CPU time of the measurement of one due step (snapshot and profile), on random factors of the shapes."""
+    """Thread CPU time of one due step's measurement (snapshot and profile), on random factors of the shapes.
+
+    Alternates, call by call, the tracker's path (every unit in one call, ``core/lowrank_mixed``) and
+    the per-shape-group path it replaced (one batched ``lowrank_profile`` per shape), so the ratio
+    holds on a machine whose speed drifts.
+    """
+    import artent_fast
     from artent_fast.tracking import compute
 
     gen = torch.Generator().manual_seed(0)
     pairs = [(torch.randn(out, rank, generator=gen), torch.randn(rank, 256, generator=gen))
              for out in (256,) * 4 + (32 * kv_heads,) * 4]  # fmt: skip
+    groups = [pairs[:4], pairs[4:]]
 
-    def step() -> None:
+    def one_call() -> None:
         compute.lowrank_measure(pairs)(*compute.snapshot_lowrank(pairs))
 
-    for _ in range(20):
-        step()
-    times = []
-    for _ in range(repeats):
+    def per_group() -> None:
+        for items in groups:
+            B, A = torch.stack([b for b, _ in items]), torch.stack([a for _, a in items])
+            artent_fast.lowrank_profile(B, A, on_zero="nan", check_finite=False)
+
+    times: dict = {one_call: [], per_group: []}
+    for i in range(20 + repeats):
+        for fn in (one_call, per_group) if i % 2 else (per_group, one_call):
+            t0 = time.thread_time()
+            fn()
+            if i >= 20:
+                times[fn].append(time.thread_time() - t0)
+    print(f"measurement of one due step, 8 units (4 x 256x256, 4 x {32 * kv_heads}x256, r={rank}), "
+          f"thread CPU time over {repeats} alternating repeats:")  # fmt: skip
+    for fn, label in ((per_group, "per shape group (before)"), (one_call, "one call (tracker)")):
+        t = sorted(times[fn])
+        print(f"  {label:26} min {1e3 * t[0]:.3f}  p25 {1e3 * t[len(t) // 4]:.3f}  "
+              f"median {1e3 * statistics.median(t):.3f} ms")  # fmt: skip
+    ratio = statistics.median(b / a for a, b in zip(times[one_call], times[per_group], strict=True))
+    print(f"  median per-repeat ratio per-group / one-call: {ratio:.2f}x")
+    # the floor: the exact float64 eigensolves of the same bond densities (one batched call per size)
+    from artent_fast.core.lowrank_mixed import mixed_plan, pad_factors
+
+    B, A = pad_factors(pairs)
+    plan = mixed_plan(tuple((b.shape[0], a.shape[1]) for b, a in pairs), rank, B.shape[1], A.shape[2])[0]
+    dens = torch.randn(sum(c * s * s for s, c, _ in plan.buckets), dtype=torch.float64)
+    blocks = [dens[st : st + c * s * s].view(c, s, s) for s, c, st in plan.buckets]
+    blocks = [b @ b.mT for b in blocks]
+    eig = []
+    for i in range(20 + repeats):
         t0 = time.thread_time()
-        step()
-        times.append(time.thread_time() - t0)
-    times.sort()
-    print(f"measurement, 8 units (4 x 256x256, 4 x {32 * kv_heads}x256, r={rank}), thread CPU time over "
-          f"{repeats} due steps: min {1e3 * times[0]:.3f} p25 {1e3 * times[len(times) // 4]:.3f} "
-          f"median {1e3 * statistics.median(times):.3f} ms")  # fmt: skip
+        for b in blocks:
+            torch.linalg.eigvalsh(b)
+        if i >= 20:
+            eig.append(time.thread_time() - t0)
+    sizes = ", ".join(f"{c} x {s}x{s}" for s, c, _ in plan.buckets)
+    print(f"  floor: eigvalsh alone ({sizes}): min {1e3 * min(eig):.3f}  median {1e3 * statistics.median(eig):.3f} ms")
 
 
 def main() -> None:
