@@ -326,11 +326,11 @@ def test_strict_reraises(tmp_path):
 def test_history_file_written_incrementally(tmp_path):
     model = lora(tiny_llama())
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    tracker = artent_fast.track(model, optimizer=opt, every=2, out=tmp_path)
+    tracker = artent_fast.track(model, optimizer=opt, every=2, out=tmp_path, background=False)
     path = tmp_path / "history.jsonl"
     sizes = []
     train(model, opt, 4, after_step=lambda s: sizes.append(len(read_history(path))))
-    assert sizes == [0, 4, 4, 8]  # every=2; each record is on disk before the next step starts
+    assert sizes == [0, 4, 4, 8]  # every=2; measured on the training thread: on disk before the next step
     lines = path.read_text().splitlines()
     assert all(json.loads(line)["kind"] == "lora" for line in lines)
     with path.open("a") as f:
@@ -486,7 +486,7 @@ def test_asynchronous_jobs_are_collected_on_a_later_step_and_at_close(monkeypatc
             self.done = True
 
     model = lora(tiny_llama(layers=1))
-    tracker = artent_fast.track(model, out=None)
+    tracker = artent_fast.track(model, out=None, background=False)
     events = []
     real_run = tracker._launcher.run
 
@@ -496,20 +496,104 @@ def test_asynchronous_jobs_are_collected_on_a_later_step_and_at_close(monkeypatc
         events.append(job.event)
         return job
 
+    def recorded():
+        return sorted((r["step"], r["module"].rsplit(".", 1)[-1]) for r in tracker._records)
+
     monkeypatch.setattr(tracker._launcher, "run", deferred)
     tracker.step()  # q_proj and v_proj differ in shape (grouped-query attention) yet share one job
-    assert tracker.history(as_frame=False) == [] and len(events) == 1
+    assert recorded() == [] and len(events) == 1
     tracker.step()
-    assert tracker.history(as_frame=False) == [] and len(events) == 2  # step 1 not done: nothing read
+    assert recorded() == [] and len(events) == 2  # step 1 not done: nothing read
     events[1].done = True
     tracker.step()  # step 2's job is done but step 1's is not: results stay in order
-    assert tracker.history(as_frame=False) == [] and len(events) == 3
+    assert recorded() == [] and len(events) == 3
     events[0].done = True
     tracker.step()  # collects steps 1 and 2, not 3
-    got = sorted((r["step"], r["module"].rsplit(".", 1)[-1]) for r in tracker.history(as_frame=False))
-    assert got == [(1, "q_proj"), (1, "v_proj"), (2, "q_proj"), (2, "v_proj")]
-    tracker.close()  # waits for everything pending
+    assert recorded() == [(1, "q_proj"), (1, "v_proj"), (2, "q_proj"), (2, "v_proj")]
+    assert len(tracker.history()) == 8  # history() waits for everything pending
+    tracker.close()
     assert sorted(r["step"] for r in tracker.history(as_frame=False)) == [1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_background_worker_records_equal_the_training_threads(tmp_path):
+    runs = {}
+    for background in (True, False):
+        model = lora(tiny_llama(layers=2))
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        out = tmp_path / str(background)
+        tracker = artent_fast.track(model, optimizer=opt, out=out, background=background)
+        assert tracker._launcher.background is background
+        train(model, opt, 5)
+        tracker.close()
+        assert tracker._launcher._pool is None  # the worker thread is gone after close()
+        runs[background] = (tracker.history(), read_history(out))
+    assert runs[True][0] == runs[False][0] and len(runs[True][0]) == 4 * 5
+    assert runs[True][1] == runs[True][0] and runs[False][1] == runs[False][0]
+
+
+def test_background_queue_is_bounded_and_loses_no_step(monkeypatch):
+    import threading
+
+    from artent_fast.tracking import compute
+    from artent_fast.tracking.tracker import MAX_PENDING_BACKGROUND
+
+    gate = threading.Event()
+    real = compute.measure_lowrank
+
+    def slow(*args):
+        gate.wait(10)  # the worker thread is held until the test lets it go
+        return real(*args)
+
+    monkeypatch.setattr(compute, "measure_lowrank", slow)
+    model = lora(tiny_llama(layers=1))
+    tracker = artent_fast.track(model, out=None)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    tracker.step()
+    tracker.step()
+    assert len(tracker._jobs) == MAX_PENDING_BACKGROUND  # both steps queued on the held worker
+    threading.Timer(0.2, gate.set).start()
+    tracker.step()  # a third due step waits for the oldest job instead of queueing it or skipping a step
+    assert len(tracker._jobs) <= MAX_PENDING_BACKGROUND and tracker.lagged == 0
+    tracker.close()
+    assert sorted(r["step"] for r in tracker.history()) == [1, 1, 2, 2, 3, 3]
+
+
+def test_failure_on_the_worker_thread_moves_measuring_to_the_training_thread(monkeypatch):
+    from artent_fast.tracking import compute
+
+    model = lora(tiny_llama(layers=3))
+    tracker = artent_fast.track(model, targets="q_proj", out=None)
+    victim = tracker.units[1]
+    bad = victim.factors()[0].clone()
+    real = compute.measure_lowrank
+
+    def flaky(B, A, shapes):  # fails on any batch holding the victim's factors
+        if any(torch.equal(B[i, :m].to(bad.dtype), bad) for i, (m, _) in enumerate(shapes)):
+            raise RuntimeError("injected")
+        return real(B, A, shapes)
+
+    monkeypatch.setattr(compute, "measure_lowrank", flaky)
+    with pytest.warns(RuntimeWarning, match="moved to the training thread"):
+        tracker.step()
+        tracker.history()
+    assert not tracker._launcher.background and tracker.skipped == 3  # the whole batch failed once
+    with pytest.warns(RuntimeWarning, match="stopped tracking"):
+        for _ in range(2):
+            tracker.step()  # on the training thread: the batch is split and the unit at fault found
+    assert list(tracker.dropped) == [victim.label]
+    assert sorted(r["step"] for r in tracker.history()) == [2, 2, 3, 3]  # the others went on
+
+
+def test_background_argument_checks():
+    model = lora(tiny_llama(layers=1))
+    with pytest.raises(ValueError, match="strict=True"):
+        artent_fast.track(model, out=None, background=True, strict=True)
+    with pytest.raises(TypeError, match="background must be"):
+        artent_fast.track(model, out=None, background="yes")
+    assert not artent_fast.track(model, out=None, strict=True)._launcher.background
 
 
 def test_attention_records_from_the_real_channel(tmp_path):

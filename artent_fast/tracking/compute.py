@@ -1,16 +1,26 @@
-"""Batched profile computation for the tracker, asynchronous on CUDA.
+"""Batched profile computation for the tracker, off the training thread.
 
 All the LoRA units of one rank are measured in one call whatever their shapes (their factors zero
 padded into one stack, :mod:`artent_fast.core.lowrank_mixed`); dense updates of one shape are
-stacked into one ``entanglement_profile`` call (``on_zero="nan"``, ``check_finite=False``). Units with
-a non-finite entry are zeroed in the stack, so they measure as NaN and nothing waits on the host. On CUDA the stacking
-(a snapshot of the current weights) is queued on the training stream, the measurement on a side
-stream, and the result is copied to pinned host memory behind an event: the training loop never
-blocks, and :meth:`Job.ready` tells a later step when the numbers can be read.
+stacked into one ``entanglement_profile`` call (``on_zero="nan"``, ``check_finite=False``). Units
+with a non-finite entry measure as NaN, so nothing waits on the host.
+
+The stacking is a snapshot (a copy) of the current weights, taken on the training thread (on CUDA:
+queued on the training stream); the measurement of that snapshot then runs where it does not hold
+training up:
+
+- CUDA: on a side stream, the result copied to pinned host memory behind an event;
+- CPU (``background=True``): on one worker thread of the tracker's own (torch releases the GIL in
+  its kernels, so the measurement overlaps the next training step);
+- CPU (``background=False``): inline, on the calling thread.
+
+:meth:`Job.ready` tells a later step when the numbers can be read; :meth:`Job.result` waits for them
+(and raises what the measurement raised).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,7 +36,7 @@ DENSE_CHUNK_ELEMENTS = 1 << 25
 
 @dataclass
 class Job:
-    """Profiles of ``units`` at ``step``: ``values`` is a host tensor ``(units, bonds)``, valid once ``ready()``.
+    """Profiles of ``units`` at ``step``: :meth:`result` is a host tensor ``(units, bonds)``, valid once ``ready()``.
 
     Rows may be NaN padded after a unit's last bond (units of different shapes measured together).
     """
@@ -34,23 +44,42 @@ class Job:
     step: int
     units: list[Unit]
     meta: list[dict]
-    values: torch.Tensor
+    values: torch.Tensor | None
     event: object | None = None
     keep_alive: list[torch.Tensor] = field(default_factory=list, repr=False)
+    future: concurrent.futures.Future | None = field(default=None, repr=False)
+
+    @property
+    def background(self) -> bool:
+        """Measured on the CPU worker thread."""
+        return self.future is not None
 
     def ready(self) -> bool:
+        if self.future is not None:
+            return self.future.done()
         return self.event is None or self.event.query()
 
     def wait(self) -> None:
-        if self.event is not None:
+        if self.future is not None:
+            concurrent.futures.wait([self.future])
+        elif self.event is not None:
             self.event.synchronize()
+
+    def result(self) -> torch.Tensor:
+        """The profiles (waits for them; raises the measurement's exception)."""
+        if self.future is not None:
+            return self.future.result()
+        self.wait()
+        return self.values
 
 
 class Launcher:
-    """Runs batched measurements: inline on CPU, on one side stream per CUDA device."""
+    """Runs batched measurements: on one side stream per CUDA device; on CPU on a worker thread or inline."""
 
-    def __init__(self) -> None:
+    def __init__(self, background: bool = False) -> None:
+        self.background = background
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def run(
         self,
@@ -62,7 +91,12 @@ class Launcher:
     ) -> Job:
         device = inputs[0].device
         if device.type != "cuda":
-            return Job(step, units, meta, measure(*inputs).detach().cpu())
+            if not self.background:
+                return Job(step, units, meta, measure(*inputs).detach().cpu())
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="artent_fast-measure")
+            future = self._pool.submit(_measure_on_host, measure, inputs)
+            return Job(step, units, meta, None, future=future)
         main = torch.cuda.current_stream(device)
         side = self._streams.get(device)
         if side is None:
@@ -77,6 +111,17 @@ class Launcher:
         for t in inputs:
             t.record_stream(side)  # do not recycle the inputs' memory before the side stream is done
         return Job(step, units, meta, host, event, keep_alive=[prof])
+
+    def close(self) -> None:
+        """Let the worker thread finish what it was given, then end it."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _measure_on_host(measure: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():  # grad mode is per thread: the inputs are snapshots, nothing to record
+        return measure(*inputs).detach().cpu()
 
 
 def snapshot_lowrank(tensors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:

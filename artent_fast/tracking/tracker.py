@@ -25,6 +25,7 @@ from artent_fast.tracking.units import Unit, same
 
 SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")
 MAX_PENDING_JOBS = 256  # CUDA: measurements queued and not yet read back; beyond this, steps are skipped
+MAX_PENDING_BACKGROUND = 2  # CPU worker thread: beyond this many, a due step waits for the oldest (no step lost)
 MAX_FAILURES = 3  # consecutive failed measurements of one unit before it is dropped
 
 
@@ -75,6 +76,7 @@ class Tracker:
         base_weights: Mapping[str, torch.Tensor] | str | Path | None = None,
         snapshot_device: Any = None,
         distributed: bool | None = None,
+        background: bool | None = None,
     ) -> None:
         """Arguments (all keywords but ``model``):
 
@@ -91,6 +93,10 @@ class Tracker:
         snapshot_device: where ``W0`` snapshots live (e.g. ``"cpu"``).
         distributed: None (default): share the work across ranks when ``torch.distributed`` is initialised
             with more than one rank; True: require it; False: each process tracks on its own.
+        background: measure CPU updates on a worker thread of the tracker's own, overlapping training
+            (records then arrive at a later step, at ``history()`` or at ``close()``). None (default): on,
+            unless ``strict`` or distributed (there results are exchanged at the step); False: on the
+            training thread.
         """
         for name, value in (("every", every), ("dense_every", dense_every), ("image_every", image_every)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -101,6 +107,13 @@ class Tracker:
         group_info = dist_support.process_group(distributed)
         self.rank, self.world = group_info if group_info is not None else (0, 1)
         self.distributed = group_info is not None
+        if background is not None and not isinstance(background, bool):
+            raise TypeError(f"background must be True, False or None, got {background!r}")
+        if background and (self.distributed or strict):
+            why = "with strict=True"
+            if self.distributed:
+                why = "under torch.distributed (results are exchanged at the step)"
+            raise ValueError(f"background=True: measuring on a worker thread is not available {why}")
         self.model = model
         self.every = every
         self.dense_every = dense_every or 10 * every
@@ -131,7 +144,7 @@ class Tracker:
         self._resumed_step = 0  # steps up to this one are already in the resumed history file
         self._records: list[dict] = []
         self._jobs: deque = deque()
-        self._launcher = Launcher()
+        self._launcher = Launcher(background=not (self.distributed or strict) if background is None else background)
         self._latest: dict[str, float] = {}
         self._closed = False
         self._broken: str | None = None
@@ -176,9 +189,10 @@ class Tracker:
         """Count one optimizer step (or set the count to ``global_step``) and measure what is due.
 
         Cheap when nothing is due (and then, under ``torch.distributed``, no communication).
-        Skipped inside ``torch.compile`` regions. On CUDA the measurement is queued on a side stream
-        and recorded at a later step (or at :meth:`close`); under ``torch.distributed`` it is
-        exchanged at the step itself.
+        Skipped inside ``torch.compile`` regions. The measurement of a snapshot taken here runs off
+        the training thread (CUDA: a side stream; CPU: the tracker's worker thread, unless
+        ``background=False``) and is recorded at a later step, at :meth:`history` or at :meth:`close`;
+        under ``torch.distributed`` it is measured and exchanged at the step itself.
         """
         if self._closed or self._broken or is_compiling():
             return
@@ -193,6 +207,8 @@ class Tracker:
                     self._step_distributed(lora_due, dense_due)
             else:
                 self._collect(wait=False)
+                if (lora_due or dense_due) and self._launcher.background:
+                    self._collect(wait=True, keep=MAX_PENDING_BACKGROUND - 1)  # bounded queue, no step lost
                 if (lora_due or dense_due) and len(self._jobs) >= MAX_PENDING_JOBS:
                     self.lagged += 1  # the side stream is behind: skip this step rather than block training
                 elif lora_due or dense_due:
@@ -209,8 +225,10 @@ class Tracker:
     def history(self, as_frame: bool = False) -> Any:
         """The records so far, as a list of dicts (one per measured unit and step); ``as_frame=True``: a DataFrame.
 
-        Under ``torch.distributed`` every rank holds every rank's records (rank 0 also writes the file).
+        Measurements still running (worker thread, CUDA side stream) are waited for first. Under
+        ``torch.distributed`` every rank holds every rank's records (rank 0 also writes the file).
         """
+        self._settle_pending()
         records = [dict(r) for r in self._records]
         if not as_frame:
             return records
@@ -221,9 +239,21 @@ class Tracker:
         return pd.DataFrame.from_records(records)
 
     def pop_scalars(self) -> dict[str, float]:
-        """Latest scalars per unit since the last call (``artent/<module>/<row_col_entropy|valley_depth|...>``)."""
+        """Latest scalars per unit since the last call (``artent/<module>/<row_col_entropy|valley_depth|...>``).
+
+        Waits for measurements still running, as :meth:`history` does.
+        """
+        self._settle_pending()
         out, self._latest = self._latest, {}
         return out
+
+    def _settle_pending(self) -> None:
+        """Wait for and record every measurement still running (worker thread, CUDA side stream)."""
+        if self._jobs and not self._broken and not self._closed:
+            try:
+                self._collect(wait=True)
+            except Exception as exc:
+                self._fail(exc)
 
     def plot(self, what: str = "profile", path: str | Path | None = None, **kwargs: Any):
         """A figure of the history: ``"profile"`` (with theory), ``"heatmap"`` (bond x step) or ``"valley"``."""
@@ -261,6 +291,7 @@ class Tracker:
                 if disable is not None:
                     disable(self.model)
             finally:
+                self._launcher.close()
                 if self._file is not None:
                     self._file.close()
                 self._close_tensorboard()
@@ -361,21 +392,35 @@ class Tracker:
             else:
                 on_error(units[0], exc)
 
-    def _finished(self, *, wait: bool):
-        """``(step, unit, meta, entropies)`` of the jobs done (all of them when ``wait``), in order."""
-        while self._jobs:
+    def _finished(self, *, wait: bool, keep: int = 0):
+        """``(step, unit, meta, entropies)`` of the jobs done, in order; ``wait``: until at most ``keep`` remain."""
+        while len(self._jobs) > keep:
             job = self._jobs[0]
             if not job.ready():
                 if not wait:
                     break
                 job.wait()
             self._jobs.popleft()
-            for unit, meta, entropies in zip(job.units, job.meta, job.values.tolist(), strict=True):
+            try:
+                values = job.result().tolist()
+            except Exception as exc:  # raised on the worker thread
+                self._background_failed(job, exc)
+                continue
+            for unit, meta, entropies in zip(job.units, job.meta, values, strict=True):
                 yield job.step, unit, meta, entropies[: bond_count(*meta["shape"])]  # rows may be NaN padded
 
-    def _collect(self, *, wait: bool) -> None:
+    def _background_failed(self, job, exc: Exception) -> None:
+        """A measurement failed on the worker thread: its units fail this step, and measuring moves to the
+        training thread (where a failing batch is split to find the unit at fault)."""
+        if self._launcher.background:
+            self._launcher.background = False
+            self._warn(f"measuring moved to the training thread after a failure on the worker thread: {exc!r}")
+        for unit in job.units:
+            self._fault(unit, exc)
+
+    def _collect(self, *, wait: bool, keep: int = 0) -> None:
         records = []
-        for step, unit, meta, entropies in self._finished(wait=wait):
+        for step, unit, meta, entropies in self._finished(wait=wait, keep=keep):
             record = self._settle(step, unit, meta, entropies)
             if record is not None:
                 records.append(record)
