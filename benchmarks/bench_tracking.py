@@ -94,6 +94,12 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=6, help="tracked/untracked block pairs")
     parser.add_argument("--block-steps", type=int, default=5)
     parser.add_argument("--distributed", choices=("fsdp2", "ddp"), help="under torchrun: shard (FSDP2) or replicate")
+    parser.add_argument(
+        "--background",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="CPU: measure on the tracker's worker thread (on) or the training thread (off); auto: track()'s default",
+    )
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     vocab, rank = args.vocab or preset["vocab"], args.rank or preset["rank"]
@@ -118,7 +124,8 @@ def main() -> None:
     if args.distributed:
         model = wrap(model, args.distributed, "cuda" if cuda else "cpu", world)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    tracker = artent_fast.track(model, out=None)  # steps given explicitly below, only in tracked blocks
+    background = {"auto": None, "on": True, "off": False}[args.background]
+    tracker = artent_fast.track(model, out=None, background=background)  # steps given explicitly, tracked blocks only
     gen = torch.Generator().manual_seed(0)
 
     def sync() -> None:
@@ -148,6 +155,7 @@ def main() -> None:
     print(
         f"LoRA fine-tune, LLaMA preset {args.preset} (vocab {vocab}, {args.dtype}), r={rank} on q_proj+v_proj "
         f"({len(tracker.units)} tracked updates), batch {batch}x{seq_len}, {where}, "
+        f"measuring {'on a worker thread' if tracker._launcher.background else 'on the training thread'}, "
         f"{args.blocks} x {args.block_steps} steps each"
     )
     print(f"{'':32}{'median s/step':>14}{'ratio':>8}")

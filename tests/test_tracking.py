@@ -524,6 +524,8 @@ def test_background_worker_records_equal_the_training_threads(tmp_path):
         tracker = artent_fast.track(model, optimizer=opt, out=out, background=background)
         assert tracker._launcher.background is background
         train(model, opt, 5)
+        tracker.wait()
+        assert not tracker._jobs and len(tracker._records) == 4 * 5  # wait() recorded everything pending
         tracker.close()
         assert tracker._launcher._pool is None  # the worker thread is gone after close()
         runs[background] = (tracker.history(), read_history(out))

@@ -247,8 +247,14 @@ class Tracker:
         out, self._latest = self._latest, {}
         return out
 
+    def wait(self) -> None:
+        """Wait for the measurements still running (worker thread, CUDA side stream) and record them.
+
+        :meth:`history`, :meth:`pop_scalars` and :meth:`close` do this themselves.
+        """
+        self._settle_pending()
+
     def _settle_pending(self) -> None:
-        """Wait for and record every measurement still running (worker thread, CUDA side stream)."""
         if self._jobs and not self._broken and not self._closed:
             try:
                 self._collect(wait=True)
