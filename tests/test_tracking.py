@@ -526,6 +526,8 @@ def test_background_worker_records_equal_the_training_threads(tmp_path):
         train(model, opt, 5)
         tracker.wait()
         assert not tracker._jobs and len(tracker._records) == 4 * 5  # wait() recorded everything pending
+        if background:  # one intra-op thread on the worker: it never oversubscribes the training's cores
+            assert tracker._launcher._pool.submit(torch.get_num_threads).result() == 1
         tracker.close()
         assert tracker._launcher._pool is None  # the worker thread is gone after close()
         runs[background] = (tracker.history(), read_history(out))

@@ -10,8 +10,10 @@ queued on the training stream); the measurement of that snapshot then runs where
 training up:
 
 - CUDA: on a side stream, the result copied to pinned host memory behind an event;
-- CPU (``background=True``): on one worker thread of the tracker's own (torch releases the GIL in
-  its kernels, so the measurement overlaps the next training step);
+- CPU (``background=True``): on one worker thread of the tracker's own, with one intra-op thread
+  (torch releases the GIL in its kernels, so the measurement overlaps the next training step; a
+  second OpenMP team of the default size would oversubscribe the cores the training uses: measured
+  +50% per untracked step with 2 threads on 2 cores);
 - CPU (``background=False``): inline, on the calling thread.
 
 :meth:`Job.ready` tells a later step when the numbers can be read; :meth:`Job.result` waits for them
@@ -94,7 +96,9 @@ class Launcher:
             if not self.background:
                 return Job(step, units, meta, measure(*inputs).detach().cpu())
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="artent_fast-measure")
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="artent_fast-measure", initializer=torch.set_num_threads, initargs=(1,)
+                )
             future = self._pool.submit(_measure_on_host, measure, inputs)
             return Job(step, units, meta, None, future=future)
         main = torch.cuda.current_stream(device)

@@ -50,7 +50,7 @@ class Tracker:
 
     Build it with :func:`artent_fast.track`. Steps arrive from the optimizer's post-step hook
     (``optimizer=``), from the HF/Lightning callbacks, or from explicit :meth:`step` calls.
-    Records go to :meth:`history`, to ``out`` (JSON lines, flushed every step) and, optionally,
+    Records go to :meth:`history`, to ``out`` (JSON lines, flushed as they arrive) and, optionally,
     to TensorBoard. Errors never stop training: non-finite or zero updates are skipped
     (``skipped``), a module that fails ``MAX_FAILURES`` measurements in a row is reported once and
     dropped (``dropped``), an I/O error is reported once (``io_error``) and the file stops growing;
