@@ -207,7 +207,7 @@ class Tracker:
                     self._step_distributed(lora_due, dense_due)
             else:
                 self._collect(wait=False)
-                if (lora_due or dense_due) and self._launcher.background:
+                if (lora_due or dense_due) and sum(j.background for j in self._jobs) >= MAX_PENDING_BACKGROUND:
                     self._collect(wait=True, keep=MAX_PENDING_BACKGROUND - 1)  # bounded queue, no step lost
                 if (lora_due or dense_due) and len(self._jobs) >= MAX_PENDING_JOBS:
                     self.lagged += 1  # the side stream is behind: skip this step rather than block training
