@@ -223,6 +223,16 @@ def shard_rows(rows: int, world: int) -> list[int]:
     return [max(0, min(rows, (r + 1) * chunk) - r * chunk) for r in range(world)]
 
 
+def collective_device() -> torch.device:
+    """Where tensors for this process group's collectives must live: CUDA under NCCL alone, else the CPU."""
+    import torch.distributed as dist
+
+    backend = str(dist.get_backend()).lower()
+    if "nccl" in backend and "gloo" not in backend:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class ShardsUnavailable(RuntimeError):
     """Some rank could not prepare its shards for a gather (raised on every rank, after the collective)."""
 
@@ -248,13 +258,12 @@ def gather_factors(
             cols = shape[1:].numel()
             for r, rows in enumerate(shard_rows(shape[0], world)):
                 sizes[r] += rows * cols
-    device = tensors[order[0]][0].device
-    buffer = torch.zeros(max(sizes), dtype=dtype, device=device)
+    buffer = torch.zeros(max(sizes), dtype=dtype, device=collective_device())
     error = None
     try:
         with torch.no_grad():  # to_local() first: a DTensor's own detach() costs ~6x more (measured)
             local = {i: [t.to_local().detach() for t in tensors[i]] for i in order}
-        flat = [t.reshape(-1).to(dtype) for i in order for t in local[i]]
+        flat = [t.reshape(-1).to(buffer.device, dtype) for i in order for t in local[i]]
         mine = torch.cat(flat) if flat else buffer[:0]
         if mine.numel() != sizes[rank] - 1:
             raise ValueError(f"local shards hold {mine.numel()} elements, {sizes[rank] - 1} expected")
@@ -282,7 +291,7 @@ def gather_factors(
                     pieces.append(parts[r][offsets[r] : offsets[r] + n].view(rows, *shape[1:]))
                 offsets[r] += n
             if i in wanted:
-                whole.append(torch.cat(pieces).to(original.dtype))
+                whole.append(torch.cat(pieces).to(original.device, original.dtype))
         if i in wanted:
             out[i] = whole
     return out
@@ -333,9 +342,10 @@ def exchange(due: list[int], widths: Sequence[int], kinds: Sequence[str], outcom
         numbers = [meta["shape"][0], meta["shape"][1], meta.get("rank", 0), meta.get("scaling", 0.0)]
         numbers += [meta["row_sites"], float(meta.get("merged", False))]
         buffer[s : s + 1 + len(META) + len(entropies)] = torch.tensor([1.0, *numbers, *entropies], dtype=torch.float64)
-    parts = [torch.empty_like(buffer) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, buffer)  # on gloo ~1.5x faster than all_reduce at this size (measured)
-    buffer = torch.stack(parts).sum(0)  # each slot is non-zero on its owner only
+    device = collective_device()
+    parts = [torch.empty_like(buffer, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, buffer.to(device))  # on gloo ~1.5x faster than all_reduce at this size (measured)
+    buffer = torch.stack(parts).sum(0).cpu()  # each slot is non-zero on its owner only
     status = buffer[[starts[i] for i in due]].tolist() if due else []
     if any(code != 1 for code in status):
         gathered: list = [None] * dist.get_world_size()
