@@ -210,6 +210,9 @@ def run(out: Path, scenario: str) -> None:
                 tracker_module.measure_lowrank = lambda *a: (_ for _ in ()).throw(RuntimeError("injected"))
             if "raiseall" in flags and rank == 1:
                 tracker_module.measure_lowrank = lambda *a: (_ for _ in ()).throw(RuntimeError("injected"))
+            if "readfail" in flags and rank == 1 and step == 2:  # rank 1 fails before its first all-gather
+                victim = tracker.units[0]
+                victim.dense = lambda *_: (_ for _ in ()).throw(RuntimeError("injected: read fails"))
             if "shardfail" in flags and rank == 1 and step == 2:  # rank 1 cannot read one of its local shards
                 gathering = tracker._gathering[0]
                 restore_tensors = gathering.tensors
@@ -226,6 +229,8 @@ def run(out: Path, scenario: str) -> None:
             if counter:
                 per_step_calls.append(counter.n - before)
             tracker_module.measure_lowrank = original
+            if "readfail" in flags and rank == 1 and step == 2:
+                del victim.dense  # the class's method again
             if "shardfail" in flags and rank == 1 and step == 2:
                 gathering.tensors = restore_tensors
             if restore is not None:

@@ -37,6 +37,7 @@ SCENARIOS = [
     "ddp-lora-raiseall",
     "fsdp2-lora-nan",
     "fsdp2-lora-shardfail",
+    "fsdp2-fft-readfail",
     "fsdp2-lora-every3",
     "fsdp2-lora-r3",
 ]
@@ -161,6 +162,17 @@ def test_unreadable_shard_on_one_rank_skips_the_gathered_units_on_all_ranks(runs
     assert len(rank0["history"]) == 4 * 3 and rank0["history"] == rank1["history"]
     for r in rank0["history"]:
         assert_close(r["entropies"], rank0["refs"][str(r["step"])][r["module"]], f"shardfail {r['module']}")
+
+
+def test_read_failing_on_a_helping_rank_skips_that_unit_on_all_ranks(runs):
+    rank0, rank1 = runs["fsdp2-fft-readfail"]["ranks"]  # rank 1 raises before its all-gather of unit 0 at step 2
+    first = rank0["units"][0]
+    assert rank0["skipped"] == rank1["skipped"] == 1 and not rank0["dropped"]
+    missing = {(s, m) for s in range(1, worker.STEPS + 1) for m in rank0["units"]} - set(keyed(rank0["history"]))
+    assert missing == {(2, first)}  # whoever owns it: a helper's failure fails the unit, nobody hangs
+    assert rank0["history"] == rank1["history"]
+    for r in rank0["history"]:
+        assert_close(r["entropies"], rank0["refs"][str(r["step"])][r["module"]], f"readfail {r['module']}")
 
 
 def test_no_collective_on_steps_with_nothing_due(runs):

@@ -197,6 +197,41 @@ class Gathering:
             yield same
 
 
+def counting(full: Any, calls: list) -> Any:
+    """``full``, noting in ``calls`` each collective it makes (one per DTensor it is given)."""
+
+    def counted(tensor: torch.Tensor) -> torch.Tensor:
+        if is_dtensor(tensor):
+            calls.append(tuple(tensor.shape))
+        return full(tensor)
+
+    return counted
+
+
+def catch_up(unit: Unit, done: int) -> None:
+    """Make the DTensor collectives that reading ``unit`` would have made after the first ``done``.
+
+    A rank whose reading fails part-way (before its ``full_tensor()`` calls) still joins the others'
+    all-gathers, in order and with the same shapes and dtypes, so no rank waits for it; its error
+    then fails the unit on every rank (see :func:`exchange`). Mirrors ``Unit.factors`` (B, then A)
+    and ``Unit.dense`` for snapshots (``W - W0`` in float32/64, or ``W`` itself when ``W0`` is not
+    sharded alike); other adapters' updates (``get_delta_weight``) are not replayed.
+    """
+    tensors = unit_tensors(unit)
+    if unit.kind == "lora":
+        pending = [(t, t.dtype) for t in tensors]
+    elif unit.source == "snapshot" and tensors:
+        W = tensors[0]
+        wide = torch.float64 if W.dtype == torch.float64 else torch.float32
+        pending = [(W, W.dtype)] if type(W) is not type(unit.w0) else [(W, wide)]
+    else:
+        return
+    with torch.no_grad():
+        for tensor, dtype in pending[done:]:
+            if is_dtensor(tensor):
+                tensor.detach().to(dtype).full_tensor()
+
+
 def whole_model(model: nn.Module) -> contextlib.AbstractContextManager:
     """FSDP1: the whole parameters (offloaded to CPU) while units are found at construction; else nothing."""
     if not any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()):
@@ -320,7 +355,8 @@ def exchange(due: list[int], widths: Sequence[int], kinds: Sequence[str], outcom
     """Every rank's outcomes ``(unit, meta, entropies, error)`` for the units in ``due``, on every rank.
 
     One ``all_gather`` of a float64 buffer laid out from ``due``, ``widths`` and ``kinds`` (the same on every rank):
-    per unit a status, the meta numbers (:data:`META`) and the entropies, written by its owner only.
+    per unit a status, the meta numbers (:data:`META`) and the entropies, written by its owner (a rank
+    that failed while helping to gather the unit adds an error to its status: the sum is then not 1).
     Only on steps where some unit failed, one ``all_gather_object`` more carries the error messages.
     """
     import torch.distributed as dist
@@ -335,9 +371,9 @@ def exchange(due: list[int], widths: Sequence[int], kinds: Sequence[str], outcom
         s = starts[i]
         if error is None and len(entropies) > widths[i]:
             error = f"profile of {len(entropies)} bonds, at most {widths[i]} expected"
-        if error is not None:
-            buffer[s] = 2
-            errors[i] = error
+        if error is not None:  # from the owner, or from a rank that helped gather the unit
+            buffer[s] += 2
+            errors[i] = f"on rank {dist.get_rank()}: {error}"
             continue
         numbers = [meta["shape"][0], meta["shape"][1], meta.get("rank", 0), meta.get("scaling", 0.0)]
         numbers += [meta["row_sites"], float(meta.get("merged", False))]

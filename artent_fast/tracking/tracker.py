@@ -471,11 +471,16 @@ class Tracker:
                     continue
                 if not (mine or gathering.collective):
                     continue  # whole on its owner: nothing to do here
+                calls: list = []
                 try:
                     with gathering.whole() as full:
+                        if gathering.everyone_reads:  # DTensor: the collectives happen inside the reading
+                            full = dist_support.counting(full, calls)
                         item = self._read(unit, full) if mine or gathering.everyone_reads else None
                 except Exception as exc:
-                    if mine:
+                    if gathering.everyone_reads:
+                        dist_support.catch_up(unit, len(calls))  # join the gathers the others are in
+                    if mine or gathering.everyone_reads:  # a helper's failure fails the unit everywhere
                         outcomes.append((i, None, None, repr(exc)))
                     continue
                 if mine:
@@ -495,7 +500,7 @@ class Tracker:
             if unit not in self.units:
                 continue
             if error is not None:
-                self._fault(unit, RuntimeError(f"on rank {self._owners[i]}: {error}"))
+                self._fault(unit, RuntimeError(error))  # the error says on which rank it happened
                 continue
             record = self._settle(self._step, unit, meta, entropies)
             if record is not None:
