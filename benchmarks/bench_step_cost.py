@@ -84,7 +84,7 @@ def time_measurement(kv_heads: int, rank: int, repeats: int) -> None:
     from artent_fast.core.lowrank_mixed import mixed_plan, pad_factors
 
     B, A = pad_factors(pairs)
-    plan = mixed_plan(tuple((b.shape[0], a.shape[1]) for b, a in pairs), rank, B.shape[1], A.shape[2])[0]
+    plan = mixed_plan(tuple((b.shape[0], a.shape[1]) for b, a in pairs), rank, B.shape[1], A.shape[2]).plan
     dens = torch.randn(sum(c * s * s for s, c, _ in plan.buckets), dtype=torch.float64)
     blocks = [dens[st : st + c * s * s].view(c, s, s) for s, c, st in plan.buckets]
     blocks = [b @ b.mT for b in blocks]

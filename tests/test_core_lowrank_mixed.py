@@ -5,8 +5,6 @@ The twin of every row is the float64 SVD profile of that unit's product ``B @ A`
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -100,18 +98,11 @@ def test_bad_inputs_are_named():
 
 
 def test_plan_is_cached_and_slots_cover_every_bond():
-    plan, reads, slots, width = mixed_plan(((256, 256), (64, 256)), 8, 256, 256)
-    assert mixed_plan(((256, 256), (64, 256)), 8, 256, 256)[0] is plan
-    assert width == 15 and slots.shape == (2 * width,)
+    mixed = mixed_plan(((256, 256), (64, 256)), 8, 256, 256)
+    assert mixed_plan(((256, 256), (64, 256)), 8, 256, 256) is mixed
+    plan, slots = mixed.plan, mixed.slots
+    assert mixed.width == 15 and slots.shape == (2 * mixed.width,)
     real = slots[slots < plan.num_bonds]
     assert sorted(real.tolist()) == list(range(plan.num_bonds)) == list(range(15 + 13))
-    assert math.prod(slots.shape) == 30
-
-
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_non_finite_units_measure_as_nan_and_leave_the_others_exact(bad):
-    g = torch.Generator().manual_seed(5)
-    pairs = [(torch.randn(m, 4, generator=g), torch.randn(4, 32, generator=g)) for m in (16, 32, 16)]
-    pairs[1][1][2, 3] = bad  # one entry of A in unit 1
-    pairs[2][0][0, 0] = 3e38  # unit 2: finite but near float32's largest (not a fault)
-    check(pairs, nan=(1,))
+    cpu = torch.device("cpu")
+    assert mixed.on(cpu)[1] is mixed.on(cpu)[1]  # indices moved once per device

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -54,15 +55,29 @@ def pad_factors(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
     return pad_sequence(Bs, batch_first=True), pad_sequence(As, batch_first=True).mT
 
 
-@functools.lru_cache(maxsize=64)
-def mixed_plan(
-    shapes: tuple[tuple[int, int], ...], r: int, m_max: int, n_max: int
-) -> tuple[BondPlan, list[torch.Tensor], torch.Tensor, int]:
-    """``(plan, index, slots, width)`` for units of shapes ``(m_i, n_i)`` padded to ``m_max, n_max``, rank ``r``.
+@dataclass
+class MixedPlan:
+    """Units of shapes ``(m_i, n_i)``, rank ``r``, padded to ``m_max, n_max`` (see :func:`mixed_plan`)."""
 
-    ``index``: per root group of the plan, where its Gram factors sit in the flat buffer
-    ``[B~ (k, m_max, r), A~ (k, r, n_max)]`` of reduced factors; ``slots``: for each unit and bond
-    (``k * width``) its position in the plan's profile, or the position of a NaN after it.
+    plan: BondPlan
+    index: list[torch.Tensor]  # per root group of the plan: where its Gram factors sit in the flat buffer
+    slots: torch.Tensor  # per unit and bond (k * width): its position in the plan's profile, or a NaN's
+    width: int  # bonds of the longest profile
+    _moved: dict = field(default_factory=dict, repr=False)
+
+    def on(self, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(index, slots)`` on ``device``, moved once per device."""
+        moved = self._moved.get(device)
+        if moved is None:
+            moved = self._moved[device] = ([ix.to(device) for ix in self.index], self.slots.to(device))
+        return moved
+
+
+@functools.lru_cache(maxsize=64)
+def mixed_plan(shapes: tuple[tuple[int, int], ...], r: int, m_max: int, n_max: int) -> MixedPlan:
+    """The plan for units of shapes ``(m_i, n_i)`` padded to ``m_max, n_max``, rank ``r``, default layouts.
+
+    The flat buffer is ``[B~ (k, m_max, r), A~ (k, r, n_max)]`` of reduced factors, flattened.
     """
     chains, wanted, positions, counts = [], [], [], []
     a_base = len(shapes) * m_max * r
@@ -84,7 +99,7 @@ def mixed_plan(
     for count in counts:
         slots += [start + j if j < count else pad for j in range(width)]
         start += count
-    return plan, plan.root_index(positions), torch.tensor(slots), width
+    return MixedPlan(plan, plan.root_index(positions), torch.tensor(slots), width)
 
 
 def lowrank_profiles(
@@ -107,14 +122,15 @@ def lowrank_profiles(
         raise ValueError(f"B {tuple(B.shape)}, A {tuple(A.shape)} and {len(shapes)} shapes do not match")
     if any(m > m_max or n > A.shape[2] for m, n in shapes):
         raise ValueError(f"shapes {shapes} exceed the padded factors B {tuple(B.shape)}, A {tuple(A.shape)}")
-    plan, index, slots, width = mixed_plan(shapes, r, m_max, A.shape[2])
+    mixed = mixed_plan(shapes, r, m_max, A.shape[2])
+    index, slots = mixed.on(B.device)
     b_red, a_red = reduced_factors(*finite_unit_scale(B.to(torch.float64), A.to(torch.float64)))
     flat = torch.cat([b_red.reshape(-1), a_red.reshape(-1)])
     # every root group's Gram factors, one index_select each (on CPU the fastest of indexing, take and gather)
-    factors = [flat.index_select(0, ix.to(flat.device).flatten()).view(ix.shape) for ix in index]
-    prof = plan.entropies([], alpha, base, factors=factors)
+    factors = [flat.index_select(0, ix.flatten()).view(ix.shape) for ix in index]
+    prof = mixed.plan.entropies([], alpha, base, factors=factors)
     prof = torch.cat([prof, prof.new_full((1,), float("nan"))])
-    out = prof.gather(0, slots.to(prof.device)).view(k, width)
+    out = prof.gather(0, slots).view(k, mixed.width)
     zero = b_red.square().sum((-2, -1)) == 0
     return out.masked_fill(zero.unsqueeze(-1), float("nan"))
 
