@@ -106,3 +106,12 @@ def test_plan_is_cached_and_slots_cover_every_bond():
     assert sorted(real.tolist()) == list(range(plan.num_bonds)) == list(range(15 + 13))
     cpu = torch.device("cpu")
     assert mixed.on(cpu)[1] is mixed.on(cpu)[1]  # indices moved once per device
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_units_measure_as_nan_and_leave_the_others_exact(bad):
+    g = torch.Generator().manual_seed(5)
+    pairs = [(torch.randn(m, 4, generator=g), torch.randn(4, 32, generator=g)) for m in (16, 32, 16)]
+    pairs[1][1][2, 3] = bad  # one entry of A in unit 1
+    pairs[2][0][0, 0] = 3e38  # unit 2: finite but near float32's largest (not a fault)
+    check(pairs, nan=(1,))
