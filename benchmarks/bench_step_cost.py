@@ -8,6 +8,9 @@ are nudged (as an optimizer step would), so nothing can be served from a cache o
     python benchmarks/bench_step_cost.py                 # median of 300 due steps, 2 kv heads
     python benchmarks/bench_step_cost.py --kv-heads 4 --profile   # also a cProfile of 100 steps
     python benchmarks/bench_step_cost.py --measure-only --threads 1   # the measurement alone, no model
+
+The tracker runs with ``background=False`` here (the whole due step on the calling thread); what
+the default worker thread saves inside real training is measured by ``bench_tracking.py --background``.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def main() -> None:
 
     model = build(args.kv_heads, args.rank)
     params = [p for n, p in model.named_parameters() if "lora_" in n]
-    tracker = artent_fast.track(model, out=None)
+    tracker = artent_fast.track(model, out=None, background=False)  # the due step measured in full, inline
     shapes = sorted({(u.layer.lora_B[u.adapter].weight.shape[0], u.layer.lora_A[u.adapter].weight.shape[1])
                      for u in tracker.units})  # fmt: skip
     gen = torch.Generator().manual_seed(1)
@@ -164,7 +167,7 @@ def main() -> None:
         import cProfile
         import pstats
 
-        tracker = artent_fast.track(model, out=None)
+        tracker = artent_fast.track(model, out=None, background=False)  # the due step measured in full, inline
         timed(tracker.step, 5)
         prof = cProfile.Profile()
         prof.enable()
