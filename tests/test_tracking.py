@@ -8,6 +8,7 @@ import math
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -589,6 +590,30 @@ def test_failure_on_the_worker_thread_moves_measuring_to_the_training_thread(mon
             tracker.step()  # on the training thread: the batch is split and the unit at fault found
     assert list(tracker.dropped) == [victim.label]
     assert sorted(r["step"] for r in tracker.history()) == [2, 2, 3, 3]  # the others went on
+
+
+def test_a_program_that_never_closes_its_tracker_still_writes_every_record(tmp_path):
+    import subprocess
+
+    script = f"""
+import torch, peft, transformers, artent_fast
+from tests.models import tiny_llama_config
+torch.manual_seed(0)
+model = transformers.LlamaForCausalLM(tiny_llama_config(num_hidden_layers=1))
+model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+tracker = artent_fast.track(model, optimizer=opt, out={str(tmp_path)!r})
+for _ in range(3):
+    ids = torch.randint(0, 64, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    opt.zero_grad()
+# no close(): the measurements still on the worker thread are recorded at exit
+"""
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["step"] for r in read_history(tmp_path / "history.jsonl")) == [1, 1, 2, 2, 3, 3]
 
 
 def test_background_argument_checks():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import inspect
 import math
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -166,6 +168,9 @@ class Tracker:
         self._hook = None
         if optimizer is not None:
             self._hook = optimizer.register_step_post_hook(lambda *_args, **_kwargs: self.step())
+        # a program that ends without close(): still record (and write) what the worker thread measured
+        self._at_exit = functools.partial(_wait_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)
 
     # -- public --------------------------------------------------------------------------------------
 
@@ -282,6 +287,7 @@ class Tracker:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self._at_exit)
         if self._hook is not None:
             self._hook.remove()
         try:
@@ -594,6 +600,12 @@ class Tracker:
     def _warn(self, message: str) -> None:
         if self.rank == 0:
             warnings.warn(f"artent_fast.track: {message}", RuntimeWarning, stacklevel=4)
+
+
+def _wait_at_exit(ref: weakref.ref) -> None:
+    tracker = ref()
+    if tracker is not None:
+        tracker.wait()
 
 
 def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:
