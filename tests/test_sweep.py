@@ -23,6 +23,7 @@ from artent_fast.sweep.adapter import lora_scale  # noqa: E402
 from artent_fast.sweep.distributed import shard  # noqa: E402
 from artent_fast.sweep.names import is_target  # noqa: E402
 from artent_fast.sweep.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
+from tests.models import tiny_llama_config  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
@@ -151,15 +152,7 @@ def test_real_peft_adapter_matches_delta_weight(tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=64,
-    )
-    model = transformers.LlamaForCausalLM(config)
+    model = transformers.LlamaForCausalLM(tiny_llama_config(intermediate_size=48))
     model.save_pretrained(tmp_path / "base")
     lora = peft.LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, use_rslora=True

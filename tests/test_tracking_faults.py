@@ -12,6 +12,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.tracking import read_history
+from tests.models import tiny_llama_config
 
 
 class TwoLayer(nn.Module):
@@ -137,14 +138,7 @@ def test_transient_nan_update_is_skipped_and_measuring_resumes(tmp_path):
 def test_transient_nan_in_lora_factors_is_skipped():
     peft = pytest.importorskip("peft")
     transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    config = tiny_llama_config(num_hidden_layers=1)
     torch.manual_seed(0)
     model = peft.get_peft_model(
         transformers.LlamaForCausalLM(config),
