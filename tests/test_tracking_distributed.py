@@ -44,27 +44,32 @@ SCENARIOS = [
 WRAPPER_PARTS = ("module.", "_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist_tracking")
+def launch(worker_file: str, out: Path, modes: list[str]) -> dict[str, list[dict]]:
+    """Run ``modes`` of a worker under ``torch.distributed.run`` (2 ranks, gloo); each mode's two rank reports.
+
+    The subprocess timeout turns a hang into a failure.
+    """
     cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         "--nproc-per-node=2",
-        str(Path(__file__).parent / "dist_tracking_worker.py"),
+        str(Path(__file__).parent / worker_file),
         str(out),
-        *SCENARIOS,
+        *modes,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    result = {}
-    for scenario in SCENARIOS:
-        ranks = [json.loads((out / f"{scenario}.rank{r}.json").read_text()) for r in (0, 1)]
-        result[scenario] = {"ranks": ranks, "out": out / scenario, "stderr": proc.stderr}
-    return result
+    return {m: [json.loads((out / f"{m}.rank{r}.json").read_text()) for r in (0, 1)] for m in modes}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist_tracking")
+    reports = launch("dist_tracking_worker.py", out, SCENARIOS)
+    return {scenario: {"ranks": reports[scenario], "out": out / scenario} for scenario in SCENARIOS}
 
 
 def single_process(kind: str) -> dict:
@@ -191,21 +196,7 @@ FRAMEWORKS = ["hf", "hf_fsdp", "lightning", "lightning_fsdp2", "attention_ddp", 
 def frameworks(tmp_path_factory):
     pytest.importorskip("transformers")
     pytest.importorskip("lightning")
-    out = tmp_path_factory.mktemp("dist_frameworks")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        str(Path(__file__).parent / "dist_frameworks_worker.py"),
-        str(out),
-        *FRAMEWORKS,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return {m: [json.loads((out / f"{m}.rank{r}.json").read_text()) for r in (0, 1)] for m in FRAMEWORKS}
+    return launch("dist_frameworks_worker.py", tmp_path_factory.mktemp("dist_frameworks"), FRAMEWORKS)
 
 
 @pytest.mark.parametrize(
