@@ -23,22 +23,12 @@ import torch
 
 
 def build(kv_heads: int, rank: int):
-    import peft
-    import transformers
+    """bench_tracking.py's small preset (vocab 256) with ``kv_heads`` key/value heads and B != 0."""
+    from bench_tracking import PRESETS
+    from bench_tracking import build as build_lora_llama
 
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=256,
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=256,
-    )
-    model = transformers.LlamaForCausalLM(config)
-    lora = peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"])
-    model = peft.get_peft_model(model, lora)
+    preset = {**PRESETS["small"], "num_key_value_heads": kv_heads}
+    model = build_lora_llama(preset, 256, rank, "cpu", torch.float32)
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)  # as after some training: B != 0
