@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from artent_fast.api import sites
+from artent_fast.core.layout import default_sites
 from artent_fast.tracking import compute
 from artent_fast.tracking import distributed as dist_support
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
@@ -35,16 +35,6 @@ def is_compiling() -> bool:
     """True inside a ``torch.compile`` trace (the tracker never runs there)."""
     check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     return bool(check()) if check is not None else False
-
-
-@functools.lru_cache(maxsize=256)
-def row_sites(m: int, n: int) -> int:
-    return sites(m, n).row_sites
-
-
-@functools.lru_cache(maxsize=256)
-def bond_count(m: int, n: int) -> int:
-    return sites(m, n).num_bonds
 
 
 class Tracker:
@@ -359,14 +349,14 @@ class Tracker:
                 "shape": [B.shape[0], A.shape[1]],
                 "rank": B.shape[1],
                 "scaling": scale,
-                "row_sites": row_sites(B.shape[0], A.shape[1]),
+                "row_sites": default_sites(B.shape[0], A.shape[1]).row_sites,
                 "merged": merged,
             }
             if scale == 0 or not math.isfinite(scale):  # profiles are scale invariant: only these change them
                 B = B * scale
             return unit, meta, (B, A)
         W = unit.dense(full)
-        return unit, {"shape": list(W.shape), "row_sites": row_sites(*W.shape)}, (W,)
+        return unit, {"shape": list(W.shape), "row_sites": default_sites(*W.shape).row_sites}, (W,)
 
     def _launch(self, lora_due: bool, dense_due: bool) -> None:
         items = []
@@ -419,7 +409,8 @@ class Tracker:
                 self._background_failed(job, exc)
                 continue
             for unit, meta, entropies in zip(job.units, job.meta, values, strict=True):
-                yield job.step, unit, meta, entropies[: bond_count(*meta["shape"])]  # rows may be NaN padded
+                bonds = default_sites(*meta["shape"]).num_bonds  # rows may be NaN padded after the last bond
+                yield job.step, unit, meta, entropies[:bonds]
 
     def _background_failed(self, job, exc: Exception) -> None:
         """A measurement failed on the worker thread: its units fail this step, and measuring moves to the
