@@ -1,4 +1,7 @@
-"""Packaging: kernels/ ships as ``artent_fast.kernels``; the CUDA extension (csrc/) is optional.
+"""Packaging: kernels/src/ ships as ``artent_fast.kernels``; the CUDA extension (csrc/) is optional.
+
+``kernels/`` itself has no ``__init__.py``: a top-level package named ``kernels`` at the repository root
+would shadow the ``kernels`` distribution (which transformers imports) whenever the root is on ``sys.path``.
 
 ``ARTENT_FAST_BUILD_CUDA=1 pip install --no-build-isolation -e .`` with nvcc on PATH (and pybind11
 installed) builds ``artent_fast._cuda_jacobi``; otherwise the package installs as pure Python and
@@ -13,12 +16,13 @@ from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
+KERNELS = "kernels/src"  # the importable code, one folder down (see the docstring)
 
 
 def packages() -> tuple[list[str], dict[str, str]]:
     pkgs = find_packages(include=["artent_fast", "artent_fast.*"])
-    kernel_pkgs = ["artent_fast.kernels" + ("." + p if p else "") for p in ["", *find_packages("kernels")]]
-    return pkgs + kernel_pkgs, {"artent_fast.kernels": "kernels"}
+    kernel_pkgs = ["artent_fast.kernels" + ("." + p if p else "") for p in ["", *find_packages(KERNELS)]]
+    return pkgs + kernel_pkgs, {"artent_fast.kernels": KERNELS}
 
 
 def _csrc_build():

@@ -32,11 +32,11 @@ step "build csrc/ in place (${ARTENT_FAST_CUDA_ARCH:-sm_90})"
 "$PY" -c "from artent_fast.backends import registry as r; print('backends:', r.available_backends(), r.load_errors())" 2>&1 | tee -a "$LOG"
 
 step "pytest -m gpu"
-timeout 200 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests 2>&1 | tee "$OUT_DIR/pytest_gpu.log" | tail -40 >> "$LOG" || status=1
+timeout "${PYTEST_TIMEOUT:-150}" "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests 2>&1 | tee "$OUT_DIR/pytest_gpu.log" | tail -40 >> "$LOG" || status=1
 tail -5 "$OUT_DIR/pytest_gpu.log"
 
 step "artent bench ${BENCH_ARGS:---quick} --device cuda"
-timeout 330 "$PY" -m artent_fast.cli bench ${BENCH_ARGS:---quick} --device cuda --out "$OUT_DIR" "$@" 2>&1 | tee -a "$LOG" \
+timeout "${BENCH_TIMEOUT:-300}" "$PY" -m artent_fast.cli bench ${BENCH_ARGS:---quick} --device cuda --out "$OUT_DIR" "$@" 2>&1 | tee -a "$LOG" \
   || status=1
 step "done (status $status)"
 exit $status

@@ -1,4 +1,4 @@
-"""The Triton attention kernels (kernels/attention_fwd.py, attention_bwd.py) against the float64 reference.
+"""The Triton attention kernels (kernels/src/attention_fwd.py, attention_bwd.py) against the float64 reference.
 
 On CPU it runs under Triton's interpreter (TRITON_INTERPRET=1, fp32 only: the interpreter has
 no bf16), at small sizes and with 16 x 16 blocks so that ragged edges are exercised. The variable
@@ -35,7 +35,7 @@ def test_interpreted_suite():
 def interpret():
     mod = kernel_module()
     if mod is None:
-        pytest.skip("kernels/attention_fwd.py could not be loaded with triton")
+        pytest.skip("kernels/src/attention_fwd.py could not be loaded with triton")
     return mod
 
 
@@ -98,7 +98,7 @@ def test_interpreted_kernel_masks(rng, interpret, kind):
     "shape", [(2, 4, 2, 37, 37, 16), (1, 2, 1, 20, 45, 24), (1, 2, 1, 40, 9, 16), (1, 1, 1, 1, 7, 16)]
 )
 def test_interpreted_backward_kernel(rng, interpret, shape, causal):
-    """kernels/attention_bwd.py against float64 autograd through the reference, dead rows included."""
+    """kernels/src/attention_bwd.py against float64 autograd through the reference, dead rows included."""
     from artent_fast.attention.triton_path import load_kernel
 
     bwd = load_kernel("attention_bwd")

@@ -1,4 +1,4 @@
-"""The engine's Triton kernels (kernels/gram.py, partial_trace.py, entropy.py) against float64 torch twins.
+"""The engine's Triton kernels (kernels/src/gram.py, partial_trace.py, entropy.py) against float64 torch twins.
 
 On CPU they run under Triton's interpreter at small sizes with 16 x 16 tiles, so ragged edges,
 several tiles and batches are all exercised. TRITON_INTERPRET=1 must be set before triton is

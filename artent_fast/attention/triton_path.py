@@ -1,7 +1,7 @@
 """The Triton attention path: the fused forward kernel, and a backward from the stored lse.
 
 The backward is FlashAttention-2's recurrence from the saved log-sum-exp: the Triton kernels of
-``kernels/attention_bwd.py``, or, with ``BACKWARD = "torch"`` or when that module cannot load,
+``kernels/src/attention_bwd.py``, or, with ``BACKWARD = "torch"`` or when that module cannot load,
 the same recurrence in torch over query blocks (``torch_path.backward_from_lse``). Neither stores
 the attention matrix.
 """
@@ -21,7 +21,7 @@ BACKWARD = "triton"  # or "torch": the fallback recurrence (for comparisons)
 
 @functools.cache
 def load_kernel(name: str):
-    """``artent_fast.kernels.<name>`` (kernels/<name>.py) if it imports and triton is usable, else None."""
+    """``artent_fast.kernels.<name>`` (kernels/src/<name>.py) if it imports and triton is usable, else None."""
     try:
         mod = importlib.import_module(f"artent_fast.kernels.{name}")
     except ImportError:
@@ -30,7 +30,7 @@ def load_kernel(name: str):
 
 
 def kernel_module():
-    """The forward kernel module (``kernels/attention_fwd.py``), or None without triton."""
+    """The forward kernel module (``kernels/src/attention_fwd.py``), or None without triton."""
     return load_kernel("attention_fwd")
 
 

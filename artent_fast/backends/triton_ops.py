@@ -1,4 +1,4 @@
-"""Triton kernels for the engine ops (kernels/gram.py, partial_trace.py, entropy.py).
+"""Triton kernels for the engine ops (kernels/src/gram.py, partial_trace.py, entropy.py).
 
 Importing this module raises ImportError without triton, so the registry skips the backend.
 Policy: on CUDA tensors the kernels run for the shapes below and decline (``NotImplemented``,
@@ -80,7 +80,7 @@ def gram(x: torch.Tensor, side: str):
 
 @register_kernel("partial_trace", "triton")
 def partial_trace(rho: torch.Tensor, keep: int, traced: int, side: str):
-    """Trace out one site (see kernels/partial_trace.py)."""
+    """Trace out one site (see kernels/src/partial_trace.py)."""
     if not _runs_here(rho):
         return NotImplemented
     return run_guarded("partial_trace", _trace.partial_trace, rho.device.type, rho, keep, traced, side)
