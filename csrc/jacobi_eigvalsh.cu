@@ -41,6 +41,16 @@ __device__ __forceinline__ bool sorts_before(T x, int i, T y, int j) {
   return x < y;
 }
 
+// Bytes of shared memory before the matrix: c, s, t (npairs each) and the reduction scratch (2 per
+// thread) in T, then p and q (npairs each) in int, rounded up so that the matrix after them is
+// aligned for T. One function for the kernel's layout and the host's allocation.
+template <typename T>
+__host__ __device__ __forceinline__ size_t matrix_offset(int npairs, int threads) {
+  const size_t bytes = (3 * static_cast<size_t>(npairs) + 2 * static_cast<size_t>(threads)) * sizeof(T) +
+                       2 * static_cast<size_t>(npairs) * sizeof(int);
+  return (bytes + sizeof(T) - 1) / sizeof(T) * sizeof(T);
+}
+
 template <typename T>
 __global__ void jacobi_eigvalsh_kernel(T* a_all, T* __restrict__ w_all, int n, int max_sweeps, T tol,
                                        bool use_shared) {
@@ -56,7 +66,9 @@ __global__ void jacobi_eigvalsh_kernel(T* a_all, T* __restrict__ w_all, int n, i
   T* a = a_all + static_cast<int64_t>(blockIdx.x) * n * n;
   T* w = w_all + static_cast<int64_t>(blockIdx.x) * n;
   if (use_shared) {
-    T* sa = reinterpret_cast<T*>(qq + npairs + (npairs & 1));  // keep 8-byte alignment
+    // The matrix starts at the first sizeof(T)-aligned byte after the index arrays. (It used to skip
+    // one more int when npairs was odd, which put a double matrix 4 bytes off: misaligned address.)
+    T* sa = reinterpret_cast<T*>(smem_raw + matrix_offset<T>(npairs, blockDim.x));
     for (int i = threadIdx.x; i < n * n; i += blockDim.x) sa[i] = a[i];
     a = sa;
   }
@@ -140,8 +152,7 @@ __global__ void jacobi_eigvalsh_kernel(T* a_all, T* __restrict__ w_all, int n, i
 
 template <typename T>
 size_t small_bytes(int n, int threads) {
-  const int npairs = (n + (n & 1)) / 2;
-  return (3 * npairs + 2 * threads) * sizeof(T) + (2 * npairs + (npairs & 1)) * sizeof(int);
+  return matrix_offset<T>((n + (n & 1)) / 2, threads);
 }
 
 template <typename T>

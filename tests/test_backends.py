@@ -272,7 +272,7 @@ def test_triton_backend_declines_unsupported_dtypes(triton_spies):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda_ext_available(), reason="CUDA extension not built")
-@pytest.mark.parametrize("n", [32, 33, 64, 100, 128, 256, 512])
+@pytest.mark.parametrize("n", [32, 33, 34, 64, 98, 100, 128, 256, 512])  # 33, 34, 98: odd pair counts
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_backend_eigvalsh_matches_torch(n, dtype):
     from artent_fast.backends import cuda_ops

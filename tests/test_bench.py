@@ -140,3 +140,20 @@ def test_tiny_run_on_cuda_self_checks_every_loaded_backend(tmp_path):
     ran = {r["backend"] for r in rows if r["status"] == "pass"}
     assert loaded <= ran  # every loaded backend's kernels ran on the GPU and passed
     assert results["machine"]["gpu"]["name"] == torch.cuda.get_device_name()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (128, 32), (12, 700), (3, 2, 256, 96)])
+@pytest.mark.parametrize("reduce_elongated", [False, True])
+def test_naive_profile_matches_the_float64_reference(shape, reduce_elongated):
+    """The naive baseline (one svdvals per bond), with and without the QR step used on CUDA for
+    elongated bond matrices, equals the exact float64 profile."""
+    import artent_fast as af
+    from artent_fast.bench.core import naive_profile
+    from artent_fast.core.reference import reference_profiles
+
+    g = torch.Generator().manual_seed(sum(shape))
+    m = torch.randn(*shape, generator=g, dtype=torch.float64)
+    got = naive_profile(m, reduce_elongated=reduce_elongated)
+    want = torch.from_numpy(reference_profiles(m.numpy()))
+    assert got.shape == want.shape == (*shape[:-2], af.sites(*shape[-2:]).num_bonds)
+    assert torch.allclose(got, want, atol=1e-10), (got - want).abs().max()

@@ -17,14 +17,26 @@ from artent_fast.bench.table import Table
 from artent_fast.bench.timing import median_time
 
 
-def naive_profile(m: torch.Tensor) -> torch.Tensor:
-    """The naive pipeline: normalise, then one svdvals per bond (what the paper's offline code does)."""
+def naive_profile(m: torch.Tensor, reduce_elongated: bool | None = None) -> torch.Tensor:
+    """The naive pipeline: normalise, then one svdvals per bond (what the paper's offline code does).
+
+    On CUDA a bond matrix far from square (an edge bond of a 4096x4096 matrix is 2 x 2^23) makes
+    cuSOLVER's gesvdj refuse its workspace query (CUSOLVER_STATUS_INVALID_VALUE, seen on an H200),
+    so there the long side is first reduced by a QR factorisation, as LAPACK's own gesvd does for
+    such shapes: the singular values of ``R`` are those of the matrix. ``reduce_elongated`` forces
+    that step on or off (default: on CUDA only).
+    """
+    if reduce_elongated is None:
+        reduce_elongated = m.is_cuda
     layout = af.sites(m.shape[-2], m.shape[-1])
     psi = m / torch.linalg.matrix_norm(m, keepdim=True)
     flat = psi.reshape(*m.shape[:-2], -1)
     out = []
     for left, right in layout.bond_dims():
-        p = torch.linalg.svdvals(flat.reshape(*m.shape[:-2], left, right)).square()
+        x = flat.reshape(*m.shape[:-2], left, right)
+        if reduce_elongated and max(left, right) >= 64 * min(left, right):
+            x = torch.linalg.qr(x.mT if left < right else x, mode="r").R
+        p = torch.linalg.svdvals(x).square()
         out.append(-torch.special.xlogy(p, p).sum(-1))
     return torch.stack(out, -1)
 

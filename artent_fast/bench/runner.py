@@ -138,6 +138,7 @@ def _tracking(plan: Plan, device: str, echo: bool) -> list[Table]:
             "overhead_pct": "overhead %",
             "tracker_host_s": "tracker.step() host s",
             "tracker_host_pct": "tracker host time %",
+            "launches": "kernel launches per due step",
         },
         echo=echo,
     )
@@ -156,7 +157,10 @@ def _tracking(plan: Plan, device: str, echo: bool) -> list[Table]:
         hf=plan.mode != "tiny",
         progress=progress("tracking blocks"),
     )
+    top = r.pop("top_ops")
     table.add(shape=f"{s['layers']} x {s['hidden']} ({s['vocab']})", **r)
+    if echo:
+        print(f"\nOne due tracker.step() under torch.profiler, ops by self host time:\n```\n{top}\n```", flush=True)
     return [table]
 
 

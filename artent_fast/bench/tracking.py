@@ -182,6 +182,7 @@ def measure_overhead(
     try:
         times = time_blocks(train_step, tracker, sync, blocks=blocks, block_steps=block_steps, progress=progress)
         units = len(tracker.units)
+        launches, top = profile_due_step(tracker, device)
     finally:
         tracker.close()
     plain, tracked, own = times["plain"], times["tracked"], times["own"]
@@ -194,4 +195,22 @@ def measure_overhead(
         "overhead_pct": 100 * (t / p - 1),
         "tracker_host_s": statistics.median(own),
         "tracker_host_pct": 100 * statistics.median(own) / p,
+        "launches": launches,
+        "top_ops": top,
     }
+
+
+def profile_due_step(tracker, device: str, rows: int = 12) -> tuple[int | None, str]:
+    """One more due ``tracker.step()`` (and its wait) under torch.profiler: the number of device kernels it
+    launches (None on CPU) and the profiler's table of its ops by self host time (the split of its cost)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        tracker.step()
+        tracker.wait()
+        if cuda:
+            torch.cuda.synchronize()
+    launches = sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()) if cuda else None
+    return launches, prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
