@@ -543,3 +543,45 @@ def test_typed_ops_have_the_kernel_signatures_and_agree_with_float64(rng):
     assert torch.allclose(ops.partial_trace(rho, 3, 4, "last"), torch.einsum("itjt->ij", rho.reshape(3, 4, 3, 4)))
     p = torch.tensor([0.5, 0.25, 0.25, 0.0], dtype=torch.float64)
     assert abs(float(ops.entropy(p, base=2.0)) - 1.5) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_autotune_never_chooses_a_faster_kernel_that_disagrees_with_torch(monkeypatch, dtype):
+    """A fast candidate whose result is off by more than TUNE_AGREEMENT is not chosen (with a warning); one
+    within it is; NaN where torch has none never passes."""
+    import time
+
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(rng.standard_normal((6, 9, 9))).to(dtype)
+    tol = registry.TUNE_AGREEMENT[dtype]
+    monkeypatch.setattr(registry, "_KERNELS", {})
+    monkeypatch.setattr(registry, "_LOADED", {b: True for b in registry.BACKENDS})
+    monkeypatch.setattr(registry, "AUTOTUNED", {("agree", "cpu")})
+    monkeypatch.delenv("ARTENT_FAST_BACKEND", raising=False)
+    monkeypatch.delenv("ARTENT_FAST_AUTOTUNE", raising=False)
+
+    def slow_torch(a):
+        time.sleep(0.004)
+        return a.sum(-1)
+
+    offsets = {"cuda": 30 * tol, "cupy": 0.3 * tol}  # cuda: fastest but too far off; cupy: close enough
+    registry.register_kernel("agree", "torch")(slow_torch)
+    for name, off in offsets.items():
+        registry.register_kernel("agree", name)(lambda a, _o=off: a.sum(-1) + _o * a.sum(-1).abs().max())
+    registry.register_kernel("agree", "triton")(lambda a: torch.full(a.shape[:-1], float("nan"), dtype=a.dtype))
+    for _ in range(2):  # a fresh measurement each time, in either order of timing noise
+        monkeypatch.setattr(registry, "_TUNED", {})
+        with pytest.warns(RuntimeWarning, match="differs from torch's result") as seen:
+            got = dispatch("agree", x)
+        assert registry.tuned_choices() == {f"agree cpu {str(dtype)[6:]} 9x9 batch<=8": "cupy"}
+        assert {w.message.args[0].split()[2] for w in seen} == {"cuda", "triton"}
+        assert registry.disagreement(got, x.sum(-1)) <= tol
+
+
+def test_disagreement_of_tensors():
+    a = torch.tensor([1.0, 2.0, float("nan")])
+    assert registry.disagreement(a, a.clone()) == 0.0  # NaN in both: equal
+    assert registry.disagreement(torch.tensor([1.0, 2.0, 3.0]), a) == math.inf  # NaN on one side only
+    assert registry.disagreement(torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0])) == pytest.approx(0.25)
+    assert registry.disagreement(torch.zeros(2), torch.zeros(3)) == math.inf
+    assert registry.disagreement(("torch", 1), torch.zeros(1)) is None

@@ -202,14 +202,18 @@ def measure_overhead(
 
 def profile_due_step(tracker, device: str, rows: int = 12) -> tuple[int | None, str]:
     """One more due ``tracker.step()`` (and its wait) under torch.profiler: the number of device kernels it
-    launches (None on CPU) and the profiler's table of its ops by self host time (the split of its cost)."""
-    from torch.profiler import ProfilerActivity, profile
+    launches (None on CPU) and the profiler's table of its ops by self host time (the split of its cost).
+    The rows ``tracker.step`` and ``tracker.wait`` give the training thread's time in each (CPU: the
+    worker thread's measuring is not in the table)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
-        tracker.step()
-        tracker.wait()
+        with record_function("tracker.step"):
+            tracker.step()
+        with record_function("tracker.wait"):
+            tracker.wait()
         if cuda:
             torch.cuda.synchronize()
     launches = sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()) if cuda else None
