@@ -157,3 +157,25 @@ def test_naive_profile_matches_the_float64_reference(shape, reduce_elongated):
     want = torch.from_numpy(reference_profiles(m.numpy()))
     assert got.shape == want.shape == (*shape[:-2], af.sites(*shape[-2:]).num_bonds)
     assert torch.allclose(got, want, atol=1e-10), (got - want).abs().max()
+
+
+def test_a_run_stopped_after_a_section_keeps_what_it_measured(tmp_path, monkeypatch):
+    """results.json and report.md are written after every section: a run killed in the next one (here the
+    tiny eigvalsh section, then a section that never returns) still leaves the first section's table."""
+    from artent_fast.bench import runner
+
+    class Killed(BaseException):  # not an Exception: like a kill, it passes the per-section guard
+        pass
+
+    def killed(plan, device, echo):
+        saved = json.loads((tmp_path / "results.json").read_text())
+        assert saved["complete"] is False and list(saved["tables"]) == ["eigvalsh"]
+        assert "partial: sections done so far: eigvalsh" in saved["notes"]
+        raise Killed
+
+    monkeypatch.setitem(runner.SECTION_RUNNERS, "tracking", killed)
+    with pytest.raises(Killed):
+        main(["bench", "--tiny", "--device", "cpu", "--only", "eigvalsh,tracking", "--out", str(tmp_path)])
+    assert "eigvalsh" in (tmp_path / "report.md").read_text().lower()
+    assert main(["bench", "--tiny", "--device", "cpu", "--only", "eigvalsh", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["complete"] is True

@@ -54,7 +54,11 @@ def check_sections(only: Sequence[str] | None) -> list[str]:
     return [s for s in SECTIONS if s in only]
 
 
-def run_sections(plan: Plan, device: str, sections: list[str], echo: bool) -> tuple[list[Table], dict[str, str]]:
+def run_sections(
+    plan: Plan, device: str, sections: list[str], echo: bool, after_each=None
+) -> tuple[list[Table], dict[str, str]]:
+    """Run each section (a failing one is reported, the others go on); ``after_each(tables, errors)``
+    is called after every section, so that a run killed later keeps what it measured."""
     tables: list[Table] = []
     errors: dict[str, str] = {}
     for section in sections:
@@ -67,6 +71,8 @@ def run_sections(plan: Plan, device: str, sections: list[str], echo: bool) -> tu
                 print(f"\n## {section}: FAILED ({errors[section]})", flush=True)
         if echo:
             print(f"_({section}: {time.perf_counter() - t0:.1f} s)_", flush=True)
+        if after_each is not None:
+            after_each(tables, errors)
     return tables, errors
 
 
@@ -231,33 +237,44 @@ def run_bench(
         print(machine_markdown(info), flush=True)
         for note in plan.notes:
             print(f"_{note}_", flush=True)
-    tables, errors = run_sections(plan, device, sections, echo)
-    by_name = {t.name: t for t in tables}
-    selfcheck_ok = None
-    if "selfcheck" in by_name:
-        from artent_fast.bench.selfcheck import passed
-
-        selfcheck_ok = passed(by_name["selfcheck"]) and "selfcheck" not in errors
     title = f"{(info['gpu'] or {}).get('name', info['cpu'])}; torch {torch.__version__}; {device}; {mode}"
-    figs, fig_note = figures(by_name, out, title)
-    results = {
-        "schema": SCHEMA,
-        "command": command or f"artent bench --device {device}" + ("" if mode == "full" else f" --{mode}"),
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "mode": mode,
-        "device": device,
-        "sections": sections,
-        "machine": info,
-        "selfcheck_passed": selfcheck_ok,
-        "tables": {t.name: t.to_json() for t in tables},
-        "autotune": registry.tuned_choices(),
-        "errors": errors,
-        "figures": figs,
-        "notes": plan.notes + ([fig_note] if fig_note else []),
-        "elapsed_s": round(time.perf_counter() - start, 2),
-    }
-    atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
-    atomic_write(out / "report.md", report_markdown(results, tables))
+
+    def write(tables: list[Table], errors: dict[str, str], final: bool) -> dict[str, Any]:
+        """results.json and report.md of the sections done so far (figures only at the end)."""
+        by_name = {t.name: t for t in tables}
+        selfcheck_ok = None
+        if "selfcheck" in by_name:
+            from artent_fast.bench.selfcheck import passed
+
+            selfcheck_ok = passed(by_name["selfcheck"]) and "selfcheck" not in errors
+        figs, fig_note = figures(by_name, out, title) if final else ([], None)
+        done = [s for s in sections if s in errors or any(t.name.split("_")[0] == s for t in tables)]
+        results = {
+            "schema": SCHEMA,
+            "command": command or f"artent bench --device {device}" + ("" if mode == "full" else f" --{mode}"),
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "mode": mode,
+            "device": device,
+            "sections": sections,
+            "complete": final,
+            "machine": info,
+            "selfcheck_passed": selfcheck_ok,
+            "tables": {t.name: t.to_json() for t in tables},
+            "autotune": registry.tuned_choices(),
+            "errors": errors,
+            "figures": figs,
+            "notes": plan.notes
+            + ([fig_note] if fig_note else [])
+            + ([] if final else [f"partial: sections done so far: {', '.join(done) or 'none'}"]),
+            "elapsed_s": round(time.perf_counter() - start, 2),
+        }
+        atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
+        atomic_write(out / "report.md", report_markdown(results, tables))
+        return results
+
+    tables, errors = run_sections(plan, device, sections, echo, lambda t, e: write(t, e, final=False))
+    results = write(tables, errors, final=True)
+    figs = results["figures"]
     if echo:
         print(
             f"\nwrote {out / 'report.md'}, {out / 'results.json'}"
