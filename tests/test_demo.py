@@ -9,6 +9,7 @@ import torch
 
 import artent_fast
 from artent_fast.cli import main
+from artent_fast.extras import missing_extra
 from artent_fast.tracking import read_history
 from tests.models import tiny_llama_config
 
@@ -144,7 +145,7 @@ def test_without_matplotlib_figures_are_skipped_with_the_reason(tmp_path, capsys
     from artent_fast.cli import demo
 
     def no_matplotlib():
-        raise ImportError("matplotlib missing")
+        raise missing_extra("matplotlib", "figures", extra="plot")
 
     import artent_fast.plotting as plotting
 
@@ -152,8 +153,8 @@ def test_without_matplotlib_figures_are_skipped_with_the_reason(tmp_path, capsys
     out = tmp_path / "r"
     assert main(["demo", "--out", str(out), "--steps", "1", "--batch", "2", "--seq-len", "16"]) == 0
     printed = capsys.readouterr().out
-    assert ",  and" not in printed and "figures skipped (matplotlib is not installed" in printed
-    assert "Figures skipped: matplotlib is not installed" in (out / "summary.md").read_text()
+    assert ",  and" not in printed and "figures skipped (figures: matplotlib is not installed" in printed
+    assert "Figures skipped: figures: matplotlib is not installed" in (out / "summary.md").read_text()
     assert not list(out.glob("*.png"))
     assert demo.write_figures(out, [], [])[0] == []
 

@@ -131,6 +131,16 @@ def test_transformers_loads_a_tiny_llama_from_the_root():
     assert res.stdout.startswith("LlamaForCausalLM "), res.stdout
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no script folder on sys.path) is 3.11+")
+def test_bare_pytest_runs_a_test_file_that_imports_the_tests_helpers():
+    """``pytest tests/test_x.py`` (the console script: no working directory on sys.path, as ``python -P``)."""
+    res = run_at_root(
+        "-P", "-m", "pytest", "tests/test_demo.py", "-k", "help_shows_defaults", "-q", "-p", "no:cacheprovider"
+    )
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "1 passed" in res.stdout
+
+
 @pytest.mark.slow
 def test_python_m_artent_fast_demo_from_the_root(tmp_path):
     need("transformers", "peft", "matplotlib")

