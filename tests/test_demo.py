@@ -23,6 +23,7 @@ def test_demo_writes_report(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--steps", "3", "--batch", "2", "--seq-len", "16"]) == 0
     printed = capsys.readouterr().out
     assert "step    3/3" in printed and "summary.md" in printed
+    assert "row/column-bond S (mean of 8 modules)" in printed  # the column says what it averages
     for name in ("history.jsonl", "summary.md", "profile.png", "heatmap.png", "valley_depth.png", "loss.png"):
         assert (out / name).stat().st_size > 0, name
     records = read_history(out)
@@ -218,3 +219,13 @@ def test_every_command_explains_itself(command, capsys):
     description = rest.split("\n\n", 1)[0]
     assert len(description.split()) >= 8 and not description.startswith("options:"), description
     assert "(default:" in out
+
+
+def test_demo_opens_with_no_future_warning(tmp_path):
+    """peft's use of a deprecated transformers attribute is not the user's concern: no FutureWarning."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--out", str(tmp_path / "r"), "--steps", "1", "--batch", "2", "--seq-len", "16"]) == 0
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]

@@ -14,6 +14,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--targets {args.targets} match no module of the model; names look like {names[1:8]}")
     out.mkdir(parents=True, exist_ok=True)
     config = peft.LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=list(args.targets), lora_dropout=0.0)
-    model = peft.get_peft_model(base, config)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question: not the user's concern
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = peft.get_peft_model(base, config)
     model.train()
     text = generate_text(4000, args.seed)
     tokens = token_stream(text, tokenizer, base.config.vocab_size)
@@ -181,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
                     elapsed = time.perf_counter() - t_train
                     print(
                         f"  step {step:4d}/{args.steps}  loss {losses[-1]:.3f}  "
-                        f"row/column-bond S {mean_center(tracker, step):.3f} nats  {elapsed:5.1f} s",
+                        f"row/column-bond S (mean of {len(tracker.units)} modules) "
+                        f"{mean_center(tracker, step):.3f} nats  {elapsed:5.1f} s",
                         flush=True,
                     )
         except KeyboardInterrupt:
