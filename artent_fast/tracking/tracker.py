@@ -129,6 +129,15 @@ class Tracker:
                 f"targets {self.targets} match no trainable 2-D layer or peft adapter of the model; "
                 f"module names look like {linear}"
             )
+        dense = sum(u.kind == "dense" for u in self.units)
+        if dense and dense_every is None and self.dense_every != self.every and self.rank == 0:
+            warnings.warn(  # once, here: the schedule of full updates is otherwise silent
+                f"artent_fast.track: {dense} full (dense) update(s) are measured every {self.dense_every} steps "
+                f"(dense_every defaults to 10 * every; {len(self.units) - dense} factored unit(s) every {self.every}); "
+                f"pass dense_every=N to change it",
+                ScheduleNotice,
+                stacklevel=3,
+            )
         self.dropped: dict[str, str] = {}  # label -> why it stopped being tracked
         self.skipped = 0  # (step, unit) measurements not recorded: zero or non-finite update, or a failure
         self.lagged = 0  # due steps not measured because the side stream was MAX_PENDING_JOBS behind (CUDA)
@@ -596,6 +605,10 @@ def _wait_at_exit(ref: weakref.ref) -> None:
     tracker = ref()
     if tracker is not None:
         tracker.wait()
+
+
+class ScheduleNotice(UserWarning):
+    """What :func:`track` will measure when, where a default makes it differ from ``every`` (shown once)."""
 
 
 def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:
