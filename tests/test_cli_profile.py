@@ -31,3 +31,49 @@ def test_input_file_matches_reference(tmp_path, rng):
 def test_missing_file_is_a_clear_error(tmp_path, capsys):
     assert main(["profile", "--input", str(tmp_path / "nope.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+class ReaderGoneAfter:
+    """A stdout whose reader stops after ``lines`` lines (``artent profile | head -2``): then BrokenPipeError."""
+
+    def __init__(self, lines: int):
+        self.lines, self.text = lines, ""
+
+    def write(self, text: str) -> int:
+        if self.text.count("\n") >= self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.text.count("\n") >= self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_is_not_the_output_folders_fault(tmp_path, monkeypatch, capsys):
+    stdout = ReaderGoneAfter(2)
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main(["profile", "--size", "64", "--rank", "4", "--out", str(tmp_path)]) == 0
+    assert stdout.text.count("\n") == 2
+    assert "cannot write" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "profile.json").read_text())["row_sites"] == 6
+
+
+def test_head_of_artent_profile_from_a_shell(tmp_path):
+    """The real pipe: ``python -m artent_fast profile --out DIR | head -2`` exits 0, quietly, files written."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "artent_fast", "profile", "--size", "64", "--rank", "4", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = [proc.stdout.readline() for _ in range(2)]
+    proc.stdout.close()  # the reader goes away (the writer may or may not have finished by then)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err
+    assert first[1].split()[:1] == ["bond"], first
+    assert "Broken pipe" not in err and "Traceback" not in err, err
+    assert (tmp_path / "profile.json").is_file()

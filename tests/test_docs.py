@@ -55,3 +55,40 @@ def test_no_reference_to_files_outside_the_repository():
         if re.search(r"\.\./shared|SPEC\.md|\bSPEC \d", p.read_text())
     ]
     assert not offenders, f"these point at a design note users never see: {offenders}"
+
+
+def declared_bounds() -> dict[str, str]:
+    """``{distribution: lower bound}`` of every ``name>=X`` in pyproject.toml (dependencies and extras)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = [*project["dependencies"], *(s for extra in project["optional-dependencies"].values() for s in extra)]
+    bounds = {}
+    for spec in specs:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9][0-9A-Za-z.]*)", spec.replace(" ", ""))
+        if match:
+            bounds[match[1].lower().replace("_", "-")] = match[2]
+    return bounds
+
+
+def test_minimum_constraints_pin_every_declared_lower_bound():
+    pins = {}
+    for line in (ROOT / "constraints" / "minimum.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    from packaging.version import Version
+
+    bounds = declared_bounds()
+    bounds.pop("cupy-cuda13x", None)  # needs CUDA: not installable where the suite runs (see docs/install.md)
+    assert sorted(pins) == sorted(bounds), "constraints/minimum.txt and pyproject.toml name different packages"
+    differ = {name: (pins[name], bounds[name]) for name in pins if Version(pins[name]) != Version(bounds[name])}
+    assert not differ, f"constraints/minimum.txt pins differ from pyproject.toml's lower bounds: {differ}"
+
+
+def test_ci_runs_readmes_test_command_and_pip_check():
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    command = 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest'
+    assert command in ci and command in readme
+    assert re.search(r"^pip check\b", ci, flags=re.M), ".ci/run does not run pip check"

@@ -6,6 +6,7 @@ with llama.cpp's q/k row permutation, so a correct reader must undo it to reprod
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 pytest.importorskip("transformers")
 
+from artent_fast.extras import MissingExtraError  # noqa: E402
 from artent_fast.integrations import models  # noqa: E402
 from tests.models import tiny_llama_config
 
@@ -174,9 +176,8 @@ def test_gguf_errors_name_the_file_and_the_architecture(tmp_path):
 
 def test_missing_gguf_package_is_named(tiny_gguf, monkeypatch):
     _, file = tiny_gguf
-    real = models.importlib.util.find_spec
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name))
-    with pytest.raises(ImportError, match="pip install gguf"):
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if gguf were not installed
+    with pytest.raises(MissingExtraError, match="gguf is not installed: pip install gguf"):
         models.load_model(file)
 
 

@@ -487,7 +487,8 @@ def test_peak_host_memory_stays_within_a_few_matrices(tmp_path, rng):
 def test_progress_fallback_prints_eta(monkeypatch, capsys):
     from artent_fast.sweep.progress import Progress
 
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     bar = Progress(4, desc="sweep")
     assert bar._bar is None
     bar.update(1)

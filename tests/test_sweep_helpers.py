@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from artent_fast.core.reference import reference_profile
@@ -58,3 +59,18 @@ def rows_by_module(table: dict[str, list], checkpoint: str | None = None) -> dic
         assert bond not in per, f"duplicate row {ckpt} {module} bond {bond}"
         per[bond] = s
     return {m: np.array([per[b] for b in sorted(per)]) for m, per in acc.items()}
+
+
+def test_one_sweep_table_per_folder(tmp_path):
+    """Re-sweeping in the other format (pyarrow installed since) leaves one table, the new one."""
+    pytest.importorskip("pyarrow")
+    from artent_fast.sweep.store import find_table, write_table
+
+    first = {"module": ["a"], "step": [1]}
+    second = {"module": ["b"], "step": [2]}
+    assert write_table(tmp_path, first, "csv").name == "sweep.csv"
+    assert write_table(tmp_path, second, "parquet").name == "sweep.parquet"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.parquet"]
+    assert write_table(tmp_path, first, "csv").name == "sweep.csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.csv"]
+    assert find_table(tmp_path).name == "sweep.csv"

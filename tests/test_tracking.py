@@ -103,6 +103,20 @@ def test_lora_profiles_match_materialised_update(tmp_path, rng, hidden, heads, k
     assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [1, 2, 3]
 
 
+def test_full_finetuning_says_its_schedule_once():
+    """Full fine-tuning with every=1 measures every 10th step by default: track() says so, once."""
+    from artent_fast.tracking.tracker import ScheduleNotice
+
+    model = tiny_llama(24, 4, 2)
+    with pytest.warns(ScheduleNotice, match=r"4 full \(dense\) update\(s\) are measured every 10 steps") as caught:
+        artent_fast.track(model, every=1, out=None).close()
+    assert len([w for w in caught if issubclass(w.category, ScheduleNotice)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScheduleNotice)
+        artent_fast.track(model, every=1, dense_every=1, out=None).close()  # chosen: nothing to say
+        artent_fast.track(lora(tiny_llama(24, 4, 2)), every=1, out=None).close()  # factored only
+
+
 def test_full_finetuning_tracks_w_minus_w0(tmp_path, rng):
     model = tiny_llama(24, 4, 2, seed=int(rng.integers(1 << 30)))
     w0 = {n: m.weight.detach().double().clone() for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}

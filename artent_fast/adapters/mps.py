@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from artent_fast.atomic import atomic_path, atomic_write
+from artent_fast.extras import optional_imports
 from artent_fast.patterns import check_patterns, matches_any
 
 CONFIG_NAME = "mps_adapter_config.json"
@@ -275,10 +276,8 @@ def mps_update_profile(module: MPSLinear, **kwargs: Any) -> torch.Tensor:
 
 
 def _safetensors():
-    try:
+    with optional_imports("safetensors", "saving/loading MPS adapters", extra="hf"):
         import safetensors.torch
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("saving/loading MPS adapters needs safetensors: pip install 'artent_fast[hf]'") from exc
     return safetensors.torch
 
 

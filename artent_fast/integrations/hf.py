@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-try:
-    from transformers import TrainerCallback
-except ImportError as exc:
-    raise ImportError("artent_fast.integrations.hf needs transformers: pip install 'artent_fast[hf]'") from exc
-
+from artent_fast.extras import optional_imports
 from artent_fast.integrations.common import distributed_ready
 from artent_fast.tracking import Tracker, track
 from artent_fast.tracking.records import summarise
+
+with optional_imports("transformers", "artent_fast.integrations.hf", extra="hf"):
+    from transformers import TrainerCallback
 
 
 class ArtentCallback(TrainerCallback):

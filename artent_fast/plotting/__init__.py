@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from artent_fast.atomic import atomic_path
+from artent_fast.extras import optional_imports
 
 DPI = 200  # 2x a screen's 100 dpi: sharp in READMEs and on high-density displays
 FONT_SIZE = 9
@@ -20,14 +21,12 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def require_matplotlib() -> Any:
-    """Import matplotlib with the Agg backend, or raise an ImportError saying which extra to install."""
-    try:
+    """Import matplotlib with the Agg backend, or raise the error of :mod:`artent_fast.extras` (missing or broken)."""
+    with optional_imports("matplotlib", "figures", extra="plot"):
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("figures need matplotlib: pip install 'artent_fast[plot]'") from exc
     return plt
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from artent_fast.extras import optional
+
 
 class Progress:
     """``update(n)`` after each finished piece of work (weighted by cost); ``close()`` at the end."""
@@ -14,12 +16,10 @@ class Progress:
         self.start = self._last = time.monotonic()
         self._bar = None
         if enabled:
-            try:
+            if optional("tqdm", "progress bars", extra="progress") is not None:
                 from tqdm.auto import tqdm
 
                 self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-            except ImportError:
-                pass
 
     def update(self, n: float = 1) -> None:
         self.done += n

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from artent_fast.extras import optional_imports
 from artent_fast.sweep.confine import Escape, confine, roots_of
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -45,11 +46,9 @@ class TensorInfo:
 
 
 def _require_safetensors() -> Any:
-    try:
+    with optional_imports("safetensors", "reading checkpoints", extra="hf"):
         import safetensors
         from safetensors import safe_open
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("reading checkpoints needs safetensors: pip install 'artent_fast[hf]'") from exc
     return safe_open, safetensors
 
 

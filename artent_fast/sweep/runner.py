@@ -28,6 +28,7 @@ from artent_fast.sweep.store import (
     have_pyarrow,
     is_done,
     merge_parts,
+    no_pyarrow_error,
     remove_stale_temps,
     write_part,
     write_table,
@@ -149,7 +150,7 @@ def run_sweep(
     if table_format not in ("auto", "parquet", "csv"):
         raise ValueError(f"table_format must be 'auto', 'parquet' or 'csv', got {table_format!r}")
     if table_format == "parquet" and not have_pyarrow():  # say so before the work, not after
-        raise ImportError("Parquet output needs pyarrow: pip install 'artent_fast[tables]' (or use --format csv)")
+        raise no_pyarrow_error()
     device = check_device(device or default_device())
     out = check_out(out)
     rank = distributed.setup(device)

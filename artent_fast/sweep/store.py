@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from artent_fast.atomic import TMP_SUFFIX, atomic_path, atomic_write
+from artent_fast.extras import missing_extra, optional
 
 PARTS = "parts"
 MANIFEST = "manifest.json"
@@ -134,20 +135,23 @@ def merge_parts(
 
 
 def have_pyarrow() -> bool:
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether pyarrow is installed; installed but broken raises the real error (no silent CSV fallback)."""
+    return optional("pyarrow.parquet", "Parquet output", extra="tables") is not None
+
+
+def no_pyarrow_error() -> ImportError:
+    return missing_extra("pyarrow", "Parquet output", install="pip install 'artent_fast[tables]' (or use --format csv)")
 
 
 def write_table(out: Path, table: dict[str, list], fmt: str = "auto") -> Path:
-    """Write the tidy table as ``sweep.parquet`` (``fmt`` "parquet"/"auto" with pyarrow) or ``sweep.csv``."""
+    """Write the tidy table as ``sweep.parquet`` (``fmt`` "parquet"/"auto" with pyarrow) or ``sweep.csv``.
+
+    One table per folder: the other format's file, left by an earlier sweep, is removed once this one is written.
+    """
     if fmt not in ("auto", "parquet", "csv"):
         raise ValueError(f"table format must be 'auto', 'parquet' or 'csv', got {fmt!r}")
     if fmt == "parquet" and not have_pyarrow():
-        raise ImportError("Parquet output needs pyarrow: pip install 'artent_fast[tables]' (or use --format csv)")
+        raise no_pyarrow_error()
     out = Path(out)
     if fmt != "csv" and have_pyarrow():
         import pyarrow as pa
@@ -158,7 +162,7 @@ def write_table(out: Path, table: dict[str, list], fmt: str = "auto") -> Path:
         path = out / f"{TABLE_STEM}.parquet"
         with atomic_path(path) as tmp:
             pq.write_table(pa.table(arrays), str(tmp))
-        return path
+        return _only_table(path)
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(list(table))
@@ -166,6 +170,15 @@ def write_table(out: Path, table: dict[str, list], fmt: str = "auto") -> Path:
         writer.writerow(["" if v is None else v for v in row])
     path = out / f"{TABLE_STEM}.csv"
     atomic_write(path, text.getvalue())
+    return _only_table(path)
+
+
+def _only_table(path: Path) -> Path:
+    """``path``, after removing the sweep table of the other format beside it (a stale one from an earlier run)."""
+    for suffix in (".parquet", ".csv"):
+        other = path.with_suffix(suffix)
+        if other != path:
+            other.unlink(missing_ok=True)
     return path
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from artent_fast.core.layout import default_sites
+from artent_fast.extras import optional_imports
 from artent_fast.tracking import compute
 from artent_fast.tracking import distributed as dist_support
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
@@ -128,6 +129,15 @@ class Tracker:
                 f"targets {self.targets} match no trainable 2-D layer or peft adapter of the model; "
                 f"module names look like {linear}"
             )
+        dense = sum(u.kind == "dense" for u in self.units)
+        if dense and dense_every is None and self.dense_every != self.every and self.rank == 0:
+            warnings.warn(  # once, here: the schedule of full updates is otherwise silent
+                f"artent_fast.track: {dense} full (dense) update(s) are measured every {self.dense_every} steps "
+                f"(dense_every defaults to 10 * every; {len(self.units) - dense} factored unit(s) every {self.every}); "
+                f"pass dense_every=N to change it",
+                ScheduleNotice,
+                stacklevel=3,
+            )
         self.dropped: dict[str, str] = {}  # label -> why it stopped being tracked
         self.skipped = 0  # (step, unit) measurements not recorded: zero or non-finite update, or a failure
         self.lagged = 0  # due steps not measured because the side stream was MAX_PENDING_JOBS behind (CUDA)
@@ -227,10 +237,8 @@ class Tracker:
         records = [dict(r) for r in self._records]
         if not as_frame:
             return records
-        try:
+        with optional_imports("pandas", "history(as_frame=True)", extra="tables"):
             import pandas as pd
-        except ImportError:
-            raise ImportError("history(as_frame=True) needs pandas: pip install 'artent_fast[tables]'") from None
         return pd.DataFrame.from_records(records)
 
     def pop_scalars(self) -> dict[str, float]:
@@ -599,16 +607,18 @@ def _wait_at_exit(ref: weakref.ref) -> None:
         tracker.wait()
 
 
+class ScheduleNotice(UserWarning):
+    """What :func:`track` will measure when, where a default makes it differ from ``every`` (shown once)."""
+
+
 def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:
     """``(writer, owned)``: a SummaryWriter for a log dir path, or the writer passed in, or ``(None, False)``."""
     if tensorboard is None or tensorboard is False:
         return None, False
     if hasattr(tensorboard, "add_scalar"):
         return tensorboard, False
-    try:
+    with optional_imports("tensorboard", "tensorboard=", extra="tensorboard"):
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        raise ImportError("tensorboard= needs the tensorboard package: pip install 'artent_fast[tensorboard]'") from exc
     return SummaryWriter(log_dir=str(tensorboard)), True
 
 
