@@ -1,0 +1,94 @@
+"""Issue 24: hub-cache snapshots, one odd tensor, sweeps sharing an --out, bench arguments, tensor kinds the
+profile functions refuse by name, non-finite inputs named."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("safetensors")
+
+from artent_fast.cli import main  # noqa: E402
+from artent_fast.sweep import read_table  # noqa: E402
+from tests.test_sweep_hardening import peft_config, write_adapter  # noqa: E402
+from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
+
+ATOL = 2e-5
+SHAPES = {"self_attn.q_proj": (8, 12), "self_attn.v_proj": (4, 12)}
+
+
+def sweep(*args: str) -> int:
+    return main(["sweep", "--no-progress", *args])
+
+
+def hub_snapshot(hub: Path, repo: str, source: Path) -> Path:
+    """The Hugging Face hub cache's layout: every file of ``source`` moved to ``blobs/<sha256>`` (no suffix)
+    and linked from ``snapshots/<rev>/<name>`` by a relative link."""
+    root = hub / f"models--org--{repo}"
+    (root / "blobs").mkdir(parents=True)
+    snap = root / "snapshots" / "0123456789abcdef"
+    snap.mkdir(parents=True)
+    for file in sorted(source.iterdir()):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        file.replace(root / "blobs" / digest)
+        (snap / file.name).symlink_to(f"../../blobs/{digest}")
+    return snap
+
+
+# ---------------------------------------------------------------- 1. hub-cache snapshots
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_hub_snapshot_with_suffixless_blobs_is_read_as_safetensors(tmp_path, rng, shards):
+    base = model_tensors(rng, 1, SHAPES)
+    tuned = {k: v + torch.from_numpy(rng.standard_normal(tuple(v.shape))).float() for k, v in base.items()}
+    save(tmp_path / "src_base", base, shards=shards)
+    save(tmp_path / "src_tuned", tuned, shards=shards)
+    snap_base = hub_snapshot(tmp_path / "hub", "base", tmp_path / "src_base")
+    snap_tuned = hub_snapshot(tmp_path / "hub", "tuned", tmp_path / "src_tuned")
+    out = tmp_path / "o"
+    assert sweep("--base", str(snap_base), "--tuned", str(snap_tuned), "--out", str(out)) == 0
+    got = rows_by_module(read_table(out))
+    assert sorted(got) == ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]
+    for module, profile in got.items():
+        dw = tuned[module + ".weight"].double() - base[module + ".weight"].double()
+        np.testing.assert_allclose(profile, ref(dw), atol=ATOL)
+
+
+def test_hub_snapshot_adapter_is_read_as_safetensors(tmp_path, rng):
+    m, n = 8, 12
+    modules = ["model.layers.0.self_attn.q_proj"]
+    save(tmp_path / "src_base", {f"{k}.weight": torch.randn(m, n) for k in modules})
+    factors = write_adapter(tmp_path / "src_adapter", modules, m, n, config=peft_config(2))
+    snap_base = hub_snapshot(tmp_path / "hub", "base", tmp_path / "src_base")
+    snap_adapter = hub_snapshot(tmp_path / "hub", "adapter", tmp_path / "src_adapter")
+    out = tmp_path / "o"
+    assert sweep("--base", str(snap_base), "--tuned", str(snap_adapter), "--out", str(out)) == 0
+    (module,) = modules
+    dw = factors[f"base_model.model.{module}.lora_B.weight"].double()
+    dw = dw @ factors[f"base_model.model.{module}.lora_A.weight"].double()
+    np.testing.assert_allclose(rows_by_module(read_table(out))[module], ref(dw), atol=ATOL)
+
+
+def test_hub_snapshot_pickle_is_still_refused_without_allow_pickle(tmp_path, rng, capsys):
+    (tmp_path / "src").mkdir()
+    torch.save(model_tensors(rng, 1, SHAPES), tmp_path / "src" / "pytorch_model.bin")
+    snap = hub_snapshot(tmp_path / "hub", "pickled", tmp_path / "src")
+    assert sweep("--tuned", str(snap), "--out", str(tmp_path / "o")) != 0
+    assert "--allow-pickle" in capsys.readouterr().err
+
+
+def test_a_file_whose_name_says_nothing_is_read_by_its_header(tmp_path, rng):
+    from artent_fast.sweep.reader import open_weights
+
+    tensors = model_tensors(rng, 1, SHAPES)
+    save(tmp_path, tensors)
+    blob = tmp_path / "0123abcd"
+    (tmp_path / "model.safetensors").replace(blob)
+    weights = open_weights(blob)
+    assert not weights.file_errors and sorted(weights.names()) == sorted(tensors)
+    torch.testing.assert_close(weights.load("lm_head.weight"), tensors["lm_head.weight"])
