@@ -4,6 +4,7 @@ profile functions refuse by name, non-finite inputs named."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,24 @@ def test_a_file_whose_name_says_nothing_is_read_by_its_header(tmp_path, rng):
     weights = open_weights(blob)
     assert not weights.file_errors and sorted(weights.names()) == sorted(tensors)
     torch.testing.assert_close(weights.load("lm_head.weight"), tensors["lm_head.weight"])
+
+
+# ---------------------------------------------------------------- 2. one odd tensor does not end the sweep
+
+
+@pytest.mark.parametrize("odd", [(1, 1), (0, 12), (12, 0)])
+def test_a_degenerate_matrix_is_one_error_and_the_good_rows_are_kept(tmp_path, rng, odd):
+    tensors = model_tensors(rng, 1, SHAPES)
+    tensors["model.layers.1.self_attn.q_proj.weight"] = torch.ones(odd)
+    save(tmp_path / "m", tensors)
+    out = tmp_path / "o"
+    for _ in range(2):  # and again, resuming: the bad unit is redone and reported, the good ones skipped
+        assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out)) == 1
+        got = rows_by_module(read_table(out))
+        assert sorted(got) == ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]
+        for module, profile in got.items():
+            np.testing.assert_allclose(profile, ref(tensors[module + ".weight"]), atol=ATOL)
+        (record,) = json.loads((out / "errors.json").read_text())
+        assert record["file"] == str(tmp_path / "m" / "model.safetensors")
+        assert record["tensor"] == "model.layers.1.self_attn.q_proj.weight"
+        assert f"{odd[0]}x{odd[1]}" in record["error"]

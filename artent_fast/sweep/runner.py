@@ -184,15 +184,30 @@ def run_sweep(
                     say(f"{ckpt}: module names matched to the base's by {mapping}")
         distributed.barrier(rank)
         mine = distributed.shard([u.cost for u in plan.units], rank.world)[rank.rank]
-        todo = [i for i in mine if not is_done(out, plan.units[i].id, COLUMNS, unit_rows(plan.units[i]))]
-        skipped = len(mine) - len(todo)
+        todo, failed = [], []
+        for i in mine:  # resume bookkeeping is per unit too: a unit it fails on is reported, the rest go on
+            try:
+                if not is_done(out, plan.units[i].id, COLUMNS, unit_rows(plan.units[i])):
+                    todo.append(i)
+            except Exception as exc:
+                failed.append((plan.units[i], exc))
+        skipped = len(mine) - len(todo) - len(failed)
         say(
             f"artent sweep: {len(plan.units)} work units ({sum(len(u.items) for u in plan.units)} matrices) on "
             f"{rank.world} rank(s), device {dev}; rank 0 skips {skipped} finished"
         )
         result = SweepResult(
-            None, [], len(plan.units), len(todo), skipped, rank=rank.rank, world=rank.world, start_rss=start_rss
+            None,
+            [],
+            len(plan.units),
+            len(todo) + len(failed),
+            skipped,
+            rank=rank.rank,
+            world=rank.world,
+            start_rss=start_rss,
         )
+        for unit, exc in failed:
+            _write_failed(out, unit, plan.sources.get(unit.checkpoint), exc)
         bar = Progress(
             sum(len(plan.units[i].items) for i in todo),
             desc=f"sweep[rank {rank.rank}]",
@@ -200,21 +215,13 @@ def run_sweep(
         )
         overlap = dev.type == "cuda" if prefetch is None else prefetch
         for unit, loaded in _loaded_units([plan.units[i] for i in todo], plan.sources, dev, overlap):
-            try:
+            try:  # one bad unit (a degenerate matrix, out of memory, a bug) must not end the sweep
                 if isinstance(loaded, BaseException):
                     raise loaded
                 res = profile_unit(loaded, alpha=alpha, log_base=log_base)
-            except Exception as exc:  # one bad unit (out of memory, a bug) must not end the sweep
-                res = UnitResult(
-                    errors=[
-                        {
-                            "file": unit.checkpoint,
-                            "tensor": None,
-                            "error": f"work unit {unit.kind} {unit.shape} failed: {exc!r}",
-                        }
-                    ]
-                )
-            write_part(out, unit.id, res.rows, res.errors)
+                write_part(out, unit.id, res.rows, res.errors)
+            except Exception as exc:
+                res = _write_failed(out, unit, plan.sources.get(unit.checkpoint), exc)
             result.io_s += res.io_s
             result.compute_s += res.compute_s
             result.largest_matrix = max(result.largest_matrix, res.largest_bytes)
@@ -222,9 +229,7 @@ def run_sweep(
         bar.close()
         distributed.barrier(rank)
         if rank.rank == 0:
-            table, unit_errors = merge_parts(
-                out, [u.id for u in plan.units], COLUMNS, [unit_rows(u) for u in plan.units]
-            )
+            table, unit_errors = merge_parts(out, [u.id for u in plan.units], COLUMNS, [_rows(u) for u in plan.units])
             result.table_path = write_table(out, table, table_format)
             result.errors = plan.errors + unit_errors
             atomic_write(out / ERRORS, json.dumps(result.errors, indent=1))
@@ -239,6 +244,41 @@ def run_sweep(
     if verbose:
         report(result, rank.rank == 0)
     return result
+
+
+def _rows(unit: WorkUnit) -> int | None:
+    """The rows a unit makes, or None (not checked) for one whose shape has no bond: its part holds its error."""
+    try:
+        return unit_rows(unit)
+    except Exception:
+        return None
+
+
+def _unit_failure(unit: WorkUnit, source: Any, exc: BaseException) -> UnitResult:
+    """A unit that failed as a whole: one error naming the file and the tensor(s) (the first, and how many more)."""
+    first = unit.items[0].tensor if unit.items else None
+    try:
+        weights = source.weights if source is not None and source.weights is not None else source.adapter.weights
+        file = weights.file_of(first)
+    except Exception:
+        file = unit.checkpoint
+    more = f" (and {len(unit.items) - 1} more of this shape)" if len(unit.items) > 1 else ""
+    reason = str(exc) or type(exc).__name__
+    return UnitResult(
+        errors=[
+            {
+                "file": file,
+                "tensor": first,
+                "error": f"{unit.kind} matrix {unit.shape[0]}x{unit.shape[1]}{more} failed: {reason}",
+            }
+        ]
+    )
+
+
+def _write_failed(out: Path, unit: WorkUnit, source: Any, exc: BaseException) -> UnitResult:
+    res = _unit_failure(unit, source, exc)
+    write_part(out, unit.id, res.rows, res.errors)
+    return res
 
 
 def _loaded_units(
