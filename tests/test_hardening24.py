@@ -114,3 +114,68 @@ def test_a_degenerate_matrix_is_one_error_and_the_good_rows_are_kept(tmp_path, r
         assert record["file"] == str(tmp_path / "m" / "model.safetensors")
         assert record["tensor"] == "model.layers.1.self_attn.q_proj.weight"
         assert f"{odd[0]}x{odd[1]}" in record["error"]
+
+
+# ---------------------------------------------------------------- 3. two sweeps into one --out
+
+
+def test_a_second_sweep_into_a_locked_out_is_refused_naming_the_holder(tmp_path, rng, capsys):
+    import subprocess
+    import sys
+
+    save(tmp_path / "m", model_tensors(rng, 1, SHAPES))
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(120)",
+            str(out / ".artent-sweep.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--out {out}" in err[0] and "in use by another sweep" in err[0]
+        assert f"process {holder.pid}" in err[0]
+        assert not (out / "manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out)) == 0  # released with its holder
+
+
+def test_a_sweep_with_other_settings_is_refused_in_an_out_unless_asked(tmp_path, rng, capsys):
+    tensors = model_tensors(rng, 1, SHAPES)
+    save(tmp_path / "m", tensors)
+    save(tmp_path / "m2", tensors)
+    out = tmp_path / "o"
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out), "--alpha", "1") == 0
+    first = read_table(out)
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out), "--alpha", "1") == 0  # same settings: resumes
+    capsys.readouterr()
+    for other in (["--alpha", "2"], ["--log-base", "2"], ["--target", "q_proj"], ["--tuned", str(tmp_path / "m2")]):
+        assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out), *other) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "other settings" in err[0] and other[0].lstrip("-").split("-")[0] in err[0]
+        assert read_table(out) == first  # untouched
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out), "--alpha", "2", "--overwrite") == 0
+    assert set(read_table(out)["entropy"]) != set(first["entropy"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["alpha"] == 2.0
+
+
+def test_the_tracker_lock_names_the_holder(tmp_path):
+    from artent_fast.tracking.records import HistoryFile, HistoryInUseError
+
+    first = HistoryFile(tmp_path / "h.jsonl")
+    try:
+        with pytest.raises(HistoryInUseError, match=r"h\.jsonl is in use by another tracker \(this process holds"):
+            HistoryFile(tmp_path / "h.jsonl")
+    finally:
+        first.close()

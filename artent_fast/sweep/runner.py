@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from artent_fast.atomic import atomic_write
+from artent_fast.filelock import InUseError, lock_folder
 from artent_fast.sweep import distributed
 from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
 from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
@@ -32,6 +33,21 @@ from artent_fast.sweep.store import (
     write_part,
     write_table,
 )
+
+LOCK = ".artent-sweep.lock"
+# what makes a table: a sweep into an --out whose manifest differs in one of these replaces its rows
+_SETTING_FLAGS = {
+    "alpha": "alpha (--alpha)",
+    "log_base": "log_base (--log-base)",
+    "version": "table version",
+    "base": "base (--base)",
+    "targets": "targets (--target / --all-linear)",
+    "checkpoints": "checkpoints (--tuned)",
+}
+
+
+class OutInUseError(InUseError, ValueError):
+    """Another sweep is writing this ``--out``."""
 
 
 @dataclass
@@ -133,13 +149,16 @@ def run_sweep(
     progress: bool = True,
     verbose: bool = True,
     prefetch: bool | None = None,
+    overwrite: bool = False,
 ) -> SweepResult:
     """Profile every target matrix of ``checkpoints`` (dW against ``base`` when given) into ``out``.
 
     ``targets``: regex patterns searched in module names (``None``: every linear weight). Resumable:
     finished units are skipped on a rerun with the same arguments. Under torchrun the units are
     sharded across ranks and rank 0 writes the table. ``prefetch`` (default: on for CUDA) reads the
-    next unit in a thread while the current one computes.
+    next unit in a thread while the current one computes. ``out`` is locked while the sweep runs (another
+    sweep into it is a ValueError naming the process holding it), and a sweep with other settings (alpha,
+    log base, base, targets, checkpoints) is refused there unless ``overwrite``.
     """
     t_start = time.perf_counter()
     if not checkpoints:
@@ -152,12 +171,73 @@ def run_sweep(
         raise ImportError("Parquet output needs pyarrow: pip install 'artent_fast[tables]' (or use --format csv)")
     device = check_device(device or default_device())
     out = check_out(out)
+    settings = {"alpha": alpha, "log_base": log_base, "version": 1}
+    identity = {
+        "settings": settings,
+        "base": str(base) if base else None,
+        "targets": targets,
+        "checkpoints": [str(c) for c in checkpoints],
+    }
+    held, first = None, distributed.from_env().rank == 0
+    if first:  # rank 0 writes the manifest and the table: it holds --out and checks what it holds
+        held = lock_folder(
+            out,
+            LOCK,
+            lambda who: (
+                f"--out {out} is in use by another sweep ({who} holds {out / LOCK}): "
+                "wait for it to finish, or give this one another --out"
+            ),
+            OutInUseError,
+        )
+    try:
+        if first and not overwrite:
+            check_resume(out, identity)
+        return _run_locked(
+            checkpoints, out, identity, batch, device, allow_pickle, table_format, progress, verbose, prefetch, t_start
+        )
+    finally:
+        if held is not None:
+            held.close()
+
+
+def check_resume(out: Path, identity: dict[str, Any]) -> None:
+    """A ValueError naming each setting that differs when ``out`` holds the manifest of another sweep."""
+    try:
+        old = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return  # no sweep there yet (or an unreadable manifest: it is rewritten)
+    if not isinstance(old, dict):
+        return
+    now = json.loads(json.dumps(identity))  # tuples as lists, as the manifest holds them
+    was = {**(old.get("settings") or {}), **{k: old.get(k) for k in ("base", "targets", "checkpoints")}}
+    now = {**now["settings"], **{k: now[k] for k in ("base", "targets", "checkpoints")}}
+    differ = [
+        f"{_SETTING_FLAGS.get(key, key)} {_short(was.get(key))} there, {_short(value)} now"
+        for key, value in now.items()
+        if was.get(key) != value
+    ]
+    if differ:
+        raise ValueError(
+            f"--out {out} holds a sweep with other settings ({'; '.join(differ)}): resuming would replace its "
+            "table; give another --out, or pass --overwrite (overwrite=True) to replace it"
+        )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _run_locked(
+    checkpoints, out, identity, batch, device, allow_pickle, table_format, progress, verbose, prefetch, t_start
+) -> SweepResult:
+    settings, base, targets = identity["settings"], identity["base"], identity["targets"]
+    alpha, log_base = settings["alpha"], settings["log_base"]
     rank = distributed.setup(device)
     dev = torch.device(f"cuda:{rank.local_rank}" if device == "cuda" and rank.world > 1 else device)
     start_rss = current_rss_bytes()
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose and rank.rank == 0 else (lambda *a: None)
     try:
-        settings = {"alpha": alpha, "log_base": log_base, "version": 1}
         plan = build_plan(
             [str(c) for c in checkpoints],
             base=str(base) if base else None,
@@ -170,10 +250,7 @@ def run_sweep(
             for path in remove_stale_temps(out):  # a crashed run's leftovers; no rank writes before the barrier
                 say(f"removed {path} (left by an interrupted run)")
             manifest = {
-                "settings": settings,
-                "base": str(base) if base else None,
-                "targets": targets,
-                "checkpoints": [str(c) for c in checkpoints],
+                **identity,
                 "world": rank.world,
                 "base_name_mapping": plan.name_maps,
                 "units": [u.describe() for u in plan.units],
