@@ -179,3 +179,24 @@ def test_the_tracker_lock_names_the_holder(tmp_path):
             HistoryFile(tmp_path / "h.jsonl")
     finally:
         first.close()
+
+
+# ---------------------------------------------------------------- 4. artent bench arguments
+
+
+@pytest.mark.parametrize("where", ["file", "under"])
+def test_bench_out_on_or_under_a_file_is_one_line_exit_2(tmp_path, capsys, where):
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "sub"
+    assert main(["bench", "--tiny", "--device", "cpu", "--only", "eigvalsh", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {out}" in err[0] and "Traceback" not in err[0]
+    assert (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize("only", [",", "", " , "])
+def test_bench_only_naming_no_section_is_an_error(tmp_path, capsys, only):
+    assert main(["bench", "--tiny", "--device", "cpu", "--only", only, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--only names no section" in err[0]
+    assert not (tmp_path / "o" / "results.json").exists()

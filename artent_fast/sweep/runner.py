@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from artent_fast.atomic import atomic_write
+from artent_fast.atomic import atomic_write, out_folder
 from artent_fast.filelock import InUseError, lock_folder
 from artent_fast.sweep import distributed
 from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
@@ -120,18 +120,7 @@ def check_settings(alpha: Any, log_base: Any, batch: Any) -> tuple[float, float,
 
 def check_out(out: str | Path) -> Path:
     """The output folder, created: an existing file, or a path under a file, is a ValueError naming ``--out``."""
-    out = Path(out)
-    for p in (out, *out.parents):
-        if p.exists() or p.is_symlink():
-            if not p.is_dir():
-                where = "is a file" if p == out else f"lies under the file {p}"
-                raise ValueError(f"--out {out}: {where}, not a folder")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
-    return out
+    return out_folder(out, "--out")
 
 
 def run_sweep(
