@@ -200,3 +200,41 @@ def test_bench_only_naming_no_section_is_an_error(tmp_path, capsys, only):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--only names no section" in err[0]
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+# ---------------------------------------------------------------- 5. tensors with no dense values, float8
+
+KINDS = {
+    "sparse_coo": lambda t: t.to_sparse(),
+    "sparse_csr": lambda t: t.to_sparse_csr(),
+    "sparse_csc": lambda t: t.to_sparse_csc(),
+    "meta": lambda t: torch.empty_like(t, device="meta"),
+    "float8_e4m3fn": lambda t: t.to(torch.float8_e4m3fn),
+    "float8_e5m2": lambda t: t.to(torch.float8_e5m2),
+}
+
+
+def _refused(kind: str, name: str):
+    what = {"meta": "meta device"}.get(kind, kind)
+    return pytest.raises(TypeError, match=rf"^{name} (is a |is on the |has dtype torch\.){what}")
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CS. tensor support is in beta")
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_profile_functions_refuse_tensors_with_no_dense_values_by_name(kind):
+    import artent_fast as af
+
+    make = KINDS[kind]
+    x, a, b = torch.randn(8, 12), torch.randn(2, 12), torch.randn(8, 2)
+    with _refused(kind, "matrix"):
+        af.entanglement_profile(make(x))
+    with _refused(kind, "B"):
+        af.lowrank_profile(make(b), a)
+    with _refused(kind, "A"):
+        af.lowrank_profile(b, make(a))
+    q = torch.randn(1, 2, 16, 8)
+    if kind.startswith("sparse") and kind != "sparse_coo":
+        return  # CSR/CSC hold 2-D matrices only: no 4-D attention input of that kind exists
+    for name, args in (("q", (make(q), q)), ("k", (q, make(q)))):
+        with pytest.raises(TypeError, match=rf"^{name} "):
+            af.attention_profile(*args, causal=True)

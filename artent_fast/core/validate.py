@@ -39,10 +39,16 @@ def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> tor
             x = torch.from_dlpack(x)
         else:
             raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    check_kind(x, name)
     if x.is_complex():
         raise TypeError(f"{name} has complex dtype {x.dtype}: only real matrices are supported")
     if not x.is_floating_point():
         raise TypeError(f"{name} has dtype {x.dtype}: a floating-point matrix is required (cast it first)")
+    if x.dtype.itemsize < 2:  # float8 (e4m3, e5m2, their fnuz forms), e8m0: no linear algebra in torch
+        raise TypeError(
+            f"{name} has dtype {x.dtype}: 8-bit floats are not supported (upcast with .float() first, "
+            "after applying the tensor's scale)"
+        )
     if x.ndim < 2:
         raise ValueError(f"{name} must have at least 2 dims (..., m, n), got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -53,6 +59,24 @@ def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> tor
         bad = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"{name} has {bad} NaN or Inf entries")
     return x
+
+
+def check_kind(x: torch.Tensor, name: str) -> None:
+    """A TypeError naming ``name`` for a tensor with no dense values to read: sparse (COO, CSR, CSC, BSR, BSC)
+    or nested layouts, and the meta device (shapes only)."""
+    if x.layout != torch.strided:
+        kind = str(x.layout).removeprefix("torch.")
+        raise TypeError(
+            f"{name} is a {kind} tensor: only dense (strided) matrices are supported; pass {name}.to_dense() "
+            "if it fits in memory"
+        )
+    if x.is_nested:
+        raise TypeError(f"{name} is a nested tensor: only dense (strided) matrices are supported")
+    if x.device.type == "meta":
+        raise TypeError(
+            f"{name} is on the meta device (a shape with no values, e.g. a model built under init_empty_weights): "
+            "load its weights first"
+        )
 
 
 def unit_scale(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
