@@ -238,3 +238,60 @@ def test_profile_functions_refuse_tensors_with_no_dense_values_by_name(kind):
     for name, args in (("q", (make(q), q)), ("k", (q, make(q)))):
         with pytest.raises(TypeError, match=rf"^{name} "):
             af.attention_profile(*args, causal=True)
+
+
+# ---------------------------------------------------------------- 6. non-finite inputs with check_finite=False
+
+
+@pytest.mark.parametrize("method", ["naive", "sweep", "gram", "auto"])
+def test_non_finite_input_without_the_scan_is_named_not_a_raw_solver_error(method):
+    import artent_fast as af
+
+    x = torch.randn(8, 12)
+    x[1, 2], x[3, 3] = float("nan"), float("-inf")
+    try:
+        out = af.entanglement_profile(x, method=method, check_finite=False)
+    except ValueError as exc:
+        assert str(exc).startswith("matrix has 2 NaN or Inf entries (1 NaN, 0 +Inf, 1 -Inf; the first at index (1, 2))")
+    else:  # a solver that does not fail returns NaN, never a made-up number
+        assert bool(out.isnan().any())
+    with pytest.raises(ValueError, match=r"^matrix has 2 NaN or Inf entries \(1 NaN"):
+        af.entanglement_profile(x, method=method)
+
+
+@pytest.mark.parametrize("which", ["A", "B"])
+def test_non_finite_factor_without_the_scan_is_named(which):
+    import artent_fast as af
+
+    b, a = torch.randn(8, 2), torch.randn(2, 12)
+    (a if which == "A" else b)[0, 1] = float("inf")
+    try:
+        out = af.lowrank_profile(b, a, check_finite=False)
+    except ValueError as exc:
+        assert str(exc).startswith(
+            f"{which} has 1 NaN or Inf entries (0 NaN, 1 +Inf, 0 -Inf; the first at index (0, 1))"
+        )
+    else:
+        assert bool(out.isnan().any())
+
+
+def test_non_finite_attention_input_is_named():
+    import artent_fast as af
+
+    q, k = torch.randn(1, 2, 16, 8), torch.randn(1, 2, 16, 8)
+    k[0, 1, 3, 1] = float("nan")
+    try:
+        out = af.attention_profile(q, k, causal=True)
+    except ValueError as exc:
+        assert str(exc).startswith(
+            "k has 1 NaN or Inf entries (1 NaN, 0 +Inf, 0 -Inf; the first at index (0, 1, 3, 1))"
+        )
+    else:
+        assert bool(out.isnan().any())
+
+
+def test_a_solver_failure_on_finite_input_is_raised_as_it_was():
+    from artent_fast.core.validate import naming_nonfinite
+
+    with pytest.raises(RuntimeError, match="boom"), naming_nonfinite(x=torch.ones(2, 2)):
+        raise RuntimeError("boom")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,9 +58,42 @@ def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> tor
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     if check_finite and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).sum().item()
-        raise ValueError(f"{name} has {bad} NaN or Inf entries")
+        raise ValueError(nonfinite_message(x, name))
     return x
+
+
+def nonfinite_message(x: torch.Tensor, name: str) -> str | None:
+    """``"{name} has N NaN or Inf entries (a NaN, b +Inf, c -Inf; the first at index (i, j))"``, or None when
+    every entry of ``x`` is finite."""
+    x = x.detach()
+    bad = ~torch.isfinite(x)
+    count = int(bad.sum())
+    if not count:
+        return None
+    nan, pos = int(torch.isnan(x).sum()), int(torch.isposinf(x).sum())
+    first = tuple(int(i) for i in torch.nonzero(bad)[0])
+    return (
+        f"{name} has {count} NaN or Inf entries ({nan} NaN, {pos} +Inf, {count - nan - pos} -Inf; "
+        f"the first at index {first})"
+    )
+
+
+@contextlib.contextmanager
+def naming_nonfinite(**inputs: torch.Tensor) -> Iterator[None]:
+    """Turn a solver's failure (``torch.linalg.LinAlgError``: "failed to converge") on inputs that were not
+    scanned (``check_finite=False``) into a ValueError naming the input and its non-finite entries. A failure
+    on finite inputs is raised as it was."""
+    try:
+        yield
+    except RuntimeError as exc:
+        for name, x in inputs.items():
+            message = nonfinite_message(x, name)
+            if message is not None:
+                raise ValueError(
+                    f"{message}: the profile is undefined there (check_finite=False skipped the scan; the "
+                    f"solver failed: {str(exc).splitlines()[0][:120]})"
+                ) from exc
+        raise
 
 
 def check_kind(x: torch.Tensor, name: str) -> None:
