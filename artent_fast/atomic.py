@@ -59,3 +59,20 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
+
+
+def out_folder(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """The output folder ``out``, created: an existing file, or a path under a file, is a ValueError naming
+    ``flag`` (checked before any work, so a command answers it with one line)."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is a file" if p == out else f"lies under the file {p}"
+                raise ValueError(f"{flag} {out}: {where}, not a folder")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag} {out}: cannot create the folder ({exc.strerror or exc})") from None
+    return out

@@ -24,6 +24,7 @@ from artent_fast.backends import ops
 from artent_fast.core.entropy import check_alpha_base
 from artent_fast.core.gram import bond_densities
 from artent_fast.core.profile import profile_from_spectra
+from artent_fast.core.validate import naming_nonfinite
 
 CHUNK_BYTES = 256 * 2**20
 
@@ -78,7 +79,7 @@ def attention_profile(
     step = max(1, chunk_bytes // per_head)
     total = p.batch * p.heads
     out = torch.empty(total, layout.num_bonds, dtype=torch.float64, device=q.device)
-    with torch.no_grad():
+    with torch.no_grad(), naming_nonfinite(q=q, k=k):  # a NaN q or k: named, not a raw solver error
         for h0 in range(0, total, step):
             heads = torch.arange(h0, min(total, h0 + step), device=q.device)
             probs = chunk_probs(q, k, mask, p, causal, heads)

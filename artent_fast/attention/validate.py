@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from artent_fast.core.validate import check_kind
+
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -35,6 +37,7 @@ class Problem:
 def _check_tensor(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_kind(x, name)
     if x.ndim != 4:
         raise ValueError(f"{name} must have 4 dims (batch, heads, seq, head_dim), got shape {tuple(x.shape)}")
     if x.dtype not in DTYPES:
@@ -83,6 +86,7 @@ def check_mask(mask: torch.Tensor | None, p: Problem, device: torch.device) -> t
         return None
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    check_kind(mask, "mask")
     if mask.device != device:
         raise ValueError(f"mask is on {mask.device} but q is on {device}: move it to q's device")
     if mask.dtype != torch.bool and not mask.is_floating_point():

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from artent_fast.atomic import atomic_write
+from artent_fast.atomic import atomic_write, out_folder
 from artent_fast.backends import registry
 from artent_fast.bench.machine import machine_info, machine_markdown
 from artent_fast.bench.plan import SECTIONS, Plan, plan_for
@@ -46,8 +46,11 @@ def check_device(device: str) -> str:
 
 
 def check_sections(only: Sequence[str] | None) -> list[str]:
-    if not only:
+    """The sections to run, in order: every one for ``None``; an empty list (``--only ,``) is an error."""
+    if only is None:
         return list(SECTIONS)
+    if not only:
+        raise ValueError(f"--only names no section; choose from {', '.join(SECTIONS)}")
     bad = [s for s in only if s not in SECTIONS]
     if bad:
         raise ValueError(f"--only: unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
@@ -226,8 +229,7 @@ def run_bench(
     device = check_device(device)
     sections = check_sections(only)
     plan = plan_for(device, mode)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(out, "--out")
     start = time.perf_counter()
     info = machine_info(device)
     if echo:

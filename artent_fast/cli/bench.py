@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    only = None if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
     command = "artent " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     results = run_bench(device, mode=mode, out=args.out, only=only, command=command)
     if results["selfcheck_passed"] is False:

@@ -24,7 +24,14 @@ import torch
 from artent_fast.core.bondplan import lowrank_plan
 from artent_fast.core.entropy import check_alpha_base
 from artent_fast.core.layout import default_sites, sites
-from artent_fast.core.validate import as_matrix, check_finite_real, check_zero_policy, handle_zero, unit_scale
+from artent_fast.core.validate import (
+    as_matrix,
+    check_finite_real,
+    check_zero_policy,
+    handle_zero,
+    naming_nonfinite,
+    unit_scale,
+)
 
 
 def gram_sqrt(gram: torch.Tensor) -> torch.Tensor:
@@ -112,21 +119,22 @@ def lowrank_profile(
     out_dtype = torch.float64 if torch.float64 in (B.dtype, A.dtype) else torch.float32
     # profiles are scale invariant: only scale == 0 matters; each factor is brought to max-abs ~1
     # (divided by its max-abs entry) so that no Gram overflows or underflows, whatever the magnitudes
-    B64 = unit_scale(B.to(torch.float64), (-2, -1))
-    A64 = unit_scale(A.to(torch.float64), (-2, -1))
-    if B64.shape[:-2] != batch:
-        B64 = B64.expand(*batch, m, r)
-    if A64.shape[:-2] != batch:
-        A64 = A64.expand(*batch, r, n)
-    b_red, a_red = reduced_factors(B64, A64)
-    k_b, k_a = b_red.shape[-1], a_red.shape[-2]
-    norm_sq = b_red.square().sum((-2, -1))
-    if scale == 0:
-        norm_sq = torch.zeros_like(norm_sq)
-    zero = handle_zero(norm_sq, on_zero, "scale * B @ A")  # every bond's density is normalised by its trace
-    plan, sources = lowrank_plan(layout.row_dims, layout.col_dims, r)
-    states = {"row": b_red.reshape(*batch, m * k_b), "col": a_red.reshape(*batch, k_a * n)}
-    prof = plan.entropies([states[s] for s in sources], alpha, base)
+    with naming_nonfinite(B=B, A=A):
+        B64 = unit_scale(B.to(torch.float64), (-2, -1))
+        A64 = unit_scale(A.to(torch.float64), (-2, -1))
+        if B64.shape[:-2] != batch:
+            B64 = B64.expand(*batch, m, r)
+        if A64.shape[:-2] != batch:
+            A64 = A64.expand(*batch, r, n)
+        b_red, a_red = reduced_factors(B64, A64)
+        k_b, k_a = b_red.shape[-1], a_red.shape[-2]
+        norm_sq = b_red.square().sum((-2, -1))
+        if scale == 0:
+            norm_sq = torch.zeros_like(norm_sq)
+        zero = handle_zero(norm_sq, on_zero, "scale * B @ A")  # every bond's density is normalised by its trace
+        plan, sources = lowrank_plan(layout.row_dims, layout.col_dims, r)
+        states = {"row": b_red.reshape(*batch, m * k_b), "col": a_red.reshape(*batch, k_a * n)}
+        prof = plan.entropies([states[s] for s in sources], alpha, base)
     if on_zero == "nan":
         prof = prof.masked_fill(zero.unsqueeze(-1), float("nan"))
     return prof.to(out_dtype)

@@ -13,7 +13,14 @@ from artent_fast.core.entropy import check_alpha_base, renyi2_from_purity
 from artent_fast.core.gram import bond_purities, bond_spectra
 from artent_fast.core.layout import Sites, sites
 from artent_fast.core.ttsvd import tt_svd
-from artent_fast.core.validate import as_matrix, check_zero_policy, handle_zero, result_dtype, unit_scale
+from artent_fast.core.validate import (
+    as_matrix,
+    check_zero_policy,
+    handle_zero,
+    naming_nonfinite,
+    result_dtype,
+    unit_scale,
+)
 
 METHODS = ("auto", "naive", "sweep", "gram")
 
@@ -125,9 +132,13 @@ def entanglement_profile(
     zero = handle_zero(x.flatten(-2).ne(0).any(-1).to(torch.int8), on_zero, "matrix")
     flat = x.reshape(-1, *x.shape[-2:])
     step = chunk_size(flat[0].numel(), work, x.device)
-    prof = torch.cat(
-        [_profile_block(flat[i : i + step], layout, work, method, alpha, base) for i in range(0, flat.shape[0], step)]
-    ).reshape(*x.shape[:-2], layout.num_bonds)
+    with naming_nonfinite(matrix=x):
+        prof = torch.cat(
+            [
+                _profile_block(flat[i : i + step], layout, work, method, alpha, base)
+                for i in range(0, flat.shape[0], step)
+            ]
+        ).reshape(*x.shape[:-2], layout.num_bonds)
     if on_zero == "nan":
         prof = prof.masked_fill(zero.unsqueeze(-1), float("nan"))
     return prof.to(out_dtype)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,10 +41,16 @@ def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> tor
             x = torch.from_dlpack(x)
         else:
             raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    check_kind(x, name)
     if x.is_complex():
         raise TypeError(f"{name} has complex dtype {x.dtype}: only real matrices are supported")
     if not x.is_floating_point():
         raise TypeError(f"{name} has dtype {x.dtype}: a floating-point matrix is required (cast it first)")
+    if x.dtype.itemsize < 2:  # float8 (e4m3, e5m2, their fnuz forms), e8m0: no linear algebra in torch
+        raise TypeError(
+            f"{name} has dtype {x.dtype}: 8-bit floats are not supported (upcast with .float() first, "
+            "after applying the tensor's scale)"
+        )
     if x.ndim < 2:
         raise ValueError(f"{name} must have at least 2 dims (..., m, n), got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -50,9 +58,60 @@ def as_matrix(x: Any, name: str = "matrix", *, check_finite: bool = True) -> tor
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     if check_finite and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).sum().item()
-        raise ValueError(f"{name} has {bad} NaN or Inf entries")
+        raise ValueError(nonfinite_message(x, name))
     return x
+
+
+def nonfinite_message(x: torch.Tensor, name: str) -> str | None:
+    """``"{name} has N NaN or Inf entries (a NaN, b +Inf, c -Inf; the first at index (i, j))"``, or None when
+    every entry of ``x`` is finite."""
+    x = x.detach()
+    bad = ~torch.isfinite(x)
+    count = int(bad.sum())
+    if not count:
+        return None
+    nan, pos = int(torch.isnan(x).sum()), int(torch.isposinf(x).sum())
+    first = tuple(int(i) for i in torch.nonzero(bad)[0])
+    return (
+        f"{name} has {count} NaN or Inf entries ({nan} NaN, {pos} +Inf, {count - nan - pos} -Inf; "
+        f"the first at index {first})"
+    )
+
+
+@contextlib.contextmanager
+def naming_nonfinite(**inputs: torch.Tensor) -> Iterator[None]:
+    """Turn a solver's failure (``torch.linalg.LinAlgError``: "failed to converge") on inputs that were not
+    scanned (``check_finite=False``) into a ValueError naming the input and its non-finite entries. A failure
+    on finite inputs is raised as it was."""
+    try:
+        yield
+    except RuntimeError as exc:
+        for name, x in inputs.items():
+            message = nonfinite_message(x, name)
+            if message is not None:
+                raise ValueError(
+                    f"{message}: the profile is undefined there (check_finite=False skipped the scan; the "
+                    f"solver failed: {str(exc).splitlines()[0][:120]})"
+                ) from exc
+        raise
+
+
+def check_kind(x: torch.Tensor, name: str) -> None:
+    """A TypeError naming ``name`` for a tensor with no dense values to read: sparse (COO, CSR, CSC, BSR, BSC)
+    or nested layouts, and the meta device (shapes only)."""
+    if x.layout != torch.strided:
+        kind = str(x.layout).removeprefix("torch.")
+        raise TypeError(
+            f"{name} is a {kind} tensor: only dense (strided) matrices are supported; pass {name}.to_dense() "
+            "if it fits in memory"
+        )
+    if x.is_nested:
+        raise TypeError(f"{name} is a nested tensor: only dense (strided) matrices are supported")
+    if x.device.type == "meta":
+        raise TypeError(
+            f"{name} is on the meta device (a shape with no values, e.g. a model built under init_empty_weights): "
+            "load its weights first"
+        )
 
 
 def unit_scale(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

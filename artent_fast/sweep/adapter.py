@@ -137,7 +137,7 @@ class AdapterFolder:
                 None,
                 "DoRA adapters are not low rank: merge them and sweep the merged model against its base (--base)",
             )
-        files = []
+        files, shown = [], {}
         for name in ADAPTER_FILES:
             try:
                 file = confine(folder, name, roots)
@@ -145,9 +145,10 @@ class AdapterFolder:
                 raise CheckpointError(self.path / name, None, f"{exc}; refused, not read") from exc
             if file.is_file():
                 files.append(file)
+                shown[str(file)] = name
         if not files:
             raise CheckpointError(self.path, None, f"no adapter weights ({' or '.join(ADAPTER_FILES)})")
-        self.weights = WeightFiles({str(files[0]): None}, allow_pickle)
+        self.weights = WeightFiles({str(files[0]): None}, allow_pickle, shown)
         if self.weights.file_errors:
             raise self.weights.file_errors[0]
         self.fan_in_fan_out = bool(self.config.get("fan_in_fan_out", False))

@@ -82,6 +82,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="read the next work unit in a thread while one computes (default: on for CUDA)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="sweep into an --out that holds a sweep with other settings (alpha, log base, base, targets, "
+        "checkpoints), replacing its table; without it that is refused",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -106,6 +112,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             table_format=args.table_format,
             progress=not args.no_progress,
             prefetch=args.prefetch,
+            overwrite=args.overwrite,
         )
     except ImportError as exc:  # a missing optional extra (pyarrow, safetensors): one line, exit 2
         raise ValueError(str(exc)) from None

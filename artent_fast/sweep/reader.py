@@ -22,6 +22,8 @@ from artent_fast.sweep.confine import Escape, confine, roots_of
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 ADAPTER_CONFIG = "adapter_config.json"
+SAFETENSORS, PICKLE = "safetensors", "pickle"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 
 
 class CheckpointError(Exception):
@@ -52,15 +54,49 @@ def _require_safetensors() -> Any:
     return safe_open, safetensors
 
 
+def _sniff(file: str) -> str:
+    """The format of a file whose name says nothing (a hub cache blob): a safetensors file starts with the
+    8-byte little-endian length of its JSON header, then ``{``; anything else is taken as pickled."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(9)
+        size = os.path.getsize(file)
+    except OSError:
+        return PICKLE
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return SAFETENSORS
+    return PICKLE
+
+
+def file_format(shown: str, opened: str) -> str:
+    """``safetensors`` or ``pickle``, decided from the name the user's folder shows (in a Hugging Face hub
+    snapshot, ``model.safetensors`` is a link to ``../../blobs/<hash>``, a name with no suffix), else from the
+    name of the file opened, else from its first bytes."""
+    for name in (shown, opened):
+        if name.endswith(".safetensors"):
+            return SAFETENSORS
+        if name.endswith(_PICKLE_SUFFIXES):
+            return PICKLE
+    return _sniff(opened)
+
+
 class WeightFiles:
     """Name -> tensor map over a set of weight files (safetensors, or pickled .bin when allowed).
 
     ``infos`` holds readable tensors; ``broken`` maps names that cannot be read to the reason,
-    and ``file_errors`` lists files whose header could not be read at all.
+    and ``file_errors`` lists files whose header could not be read at all. ``shown`` maps a file opened to
+    the name the folder shows for it (a link's own name), from which its format is decided.
     """
 
-    def __init__(self, files: dict[str, list[str] | None], allow_pickle: bool = False):
+    def __init__(
+        self,
+        files: dict[str, list[str] | None],
+        allow_pickle: bool = False,
+        shown: dict[str, str] | None = None,
+    ):
         self.allow_pickle = allow_pickle
+        self._shown = dict(shown or {})
+        self._formats: dict[str, str] = {}
         self.infos: dict[str, TensorInfo] = {}
         self.broken: dict[str, CheckpointError] = {}
         self.file_errors: list[CheckpointError] = []
@@ -68,6 +104,11 @@ class WeightFiles:
         self._identity: dict[str, tuple[int, ...]] = {}
         for file, names in files.items():
             self._scan(file, names)
+
+    def _safetensors(self, file: str) -> bool:
+        if file not in self._formats:
+            self._formats[file] = file_format(self._shown.get(file, file), file)
+        return self._formats[file] == SAFETENSORS
 
     def _scan(self, file: str, expected: list[str] | None) -> None:
         try:
@@ -90,7 +131,7 @@ class WeightFiles:
             raise CheckpointError(file, None, "file does not exist")
         st = os.stat(file)
         self._identity[file] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        if file.endswith(".safetensors"):
+        if self._safetensors(file):
             handle = self._open(file)
             return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
         state = self._open(file)
@@ -99,7 +140,7 @@ class WeightFiles:
     def _open(self, file: str) -> Any:
         if file in self._handles:
             return self._handles[file]
-        if file.endswith(".safetensors"):
+        if self._safetensors(file):
             safe_open, _ = _require_safetensors()
             try:
                 handle = safe_open(file, framework="pt", device="cpu")
@@ -144,7 +185,7 @@ class WeightFiles:
             raise CheckpointError(self.describe(), name, "tensor not found")
         try:
             handle = self._open(info.file)
-            if info.file.endswith(".safetensors"):
+            if self._safetensors(info.file):
                 return handle.get_tensor(name)
             return handle[name].clone()
         except CheckpointError as exc:
@@ -167,8 +208,11 @@ class WeightFiles:
         self._handles.clear()
 
 
-def read_index(index: Path, folder: Path, roots: tuple[Path, ...]) -> dict[str, list[str]]:
-    """``{confined file: [tensor names]}`` of a sharded checkpoint's index, every entry checked first.
+def read_index(
+    index: Path, folder: Path, roots: tuple[Path, ...], shown: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """``{confined file: [tensor names]}`` of a sharded checkpoint's index, every entry checked first
+    (``shown`` gets each confined file's name as the index gives it).
 
     One error for the whole index when it is malformed or any entry leaves the folder (naming the first
     such entry): nothing it names is opened.
@@ -192,7 +236,10 @@ def read_index(index: Path, folder: Path, roots: tuple[Path, ...]) -> dict[str, 
             bad.append((name, f"weight_map[{name!r}] must name a file (a non-empty string), found {file!r}"))
             continue
         try:
-            files.setdefault(str(confine(folder, file, roots)), []).append(name)
+            confined = str(confine(folder, file, roots))
+            files.setdefault(confined, []).append(name)
+            if shown is not None:
+                shown[confined] = file
         except Escape as exc:
             bad.append((name, f"weight_map[{name!r}] = {exc}; refused, not read"))
     if bad:
@@ -201,22 +248,27 @@ def read_index(index: Path, folder: Path, roots: tuple[Path, ...]) -> dict[str, 
     return files
 
 
-def _confined_glob(folder: Path, roots: tuple[Path, ...], pattern: str) -> list[str]:
+def _confined_glob(folder: Path, roots: tuple[Path, ...], pattern: str, shown: dict[str, str]) -> list[str]:
     out = []
     for p in sorted(folder.glob(pattern)):
         try:
             out.append(str(confine(folder, p.name, roots)))
         except Escape as exc:
             raise CheckpointError(p, None, f"{exc}; refused, not read") from exc
+        shown[out[-1]] = p.name
     return out
 
 
-def weight_files(path: str | Path, allow_pickle: bool = False) -> dict[str, list[str] | None]:
+def weight_files(
+    path: str | Path, allow_pickle: bool = False, shown: dict[str, str] | None = None
+) -> dict[str, list[str] | None]:
     """The weight files of a model folder (or a single file): ``{file: expected names or None}``.
 
     Every file named by the folder's index or found in it is resolved inside the folder first
     (symbolic links included); one that leaves it is refused before it is opened, pickled or not.
+    ``shown`` gets the name the folder shows for each file (a link's own name: its format).
     """
+    shown = {} if shown is None else shown
     path = Path(path)
     if path.is_file():
         return {str(path): None}
@@ -230,13 +282,13 @@ def weight_files(path: str | Path, allow_pickle: bool = False) -> dict[str, list
         except Escape as exc:
             raise CheckpointError(path / index_name, None, f"{exc}; refused, not read") from exc
         if index.is_file():
-            files = read_index(index, folder, roots)  # checked even when pickle is off: no invitation to read
+            files = read_index(index, folder, roots, shown)  # checked even when pickle is off: no invitation to read
             if index_name == SAFE_INDEX or allow_pickle:  # a file that would be refused anyway
                 return files  # type: ignore[return-value]
-    safe = _confined_glob(folder, roots, "*.safetensors")
+    safe = _confined_glob(folder, roots, "*.safetensors", shown)
     if safe:
         return {f: None for f in safe}
-    pickled = _confined_glob(folder, roots, "*.bin") + _confined_glob(folder, roots, "*.pt")
+    pickled = _confined_glob(folder, roots, "*.bin", shown) + _confined_glob(folder, roots, "*.pt", shown)
     if pickled and not allow_pickle:
         raise CheckpointError(
             path,
@@ -250,7 +302,9 @@ def weight_files(path: str | Path, allow_pickle: bool = False) -> dict[str, list
 
 
 def open_weights(path: str | Path, allow_pickle: bool = False) -> WeightFiles:
-    return WeightFiles(weight_files(path, allow_pickle), allow_pickle)
+    shown: dict[str, str] = {}
+    files = weight_files(path, allow_pickle, shown)
+    return WeightFiles(files, allow_pickle, shown)
 
 
 def is_adapter(path: str | Path) -> bool:

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from artent_fast.atomic import atomic_write
+from artent_fast.atomic import atomic_write, out_folder
+from artent_fast.filelock import InUseError, lock_folder
 from artent_fast.sweep import distributed
 from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
 from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
@@ -33,6 +34,21 @@ from artent_fast.sweep.store import (
     write_part,
     write_table,
 )
+
+LOCK = ".artent-sweep.lock"
+# what makes a table: a sweep into an --out whose manifest differs in one of these replaces its rows
+_SETTING_FLAGS = {
+    "alpha": "alpha (--alpha)",
+    "log_base": "log_base (--log-base)",
+    "version": "table version",
+    "base": "base (--base)",
+    "targets": "targets (--target / --all-linear)",
+    "checkpoints": "checkpoints (--tuned)",
+}
+
+
+class OutInUseError(InUseError, ValueError):
+    """Another sweep is writing this ``--out``."""
 
 
 @dataclass
@@ -105,18 +121,7 @@ def check_settings(alpha: Any, log_base: Any, batch: Any) -> tuple[float, float,
 
 def check_out(out: str | Path) -> Path:
     """The output folder, created: an existing file, or a path under a file, is a ValueError naming ``--out``."""
-    out = Path(out)
-    for p in (out, *out.parents):
-        if p.exists() or p.is_symlink():
-            if not p.is_dir():
-                where = "is a file" if p == out else f"lies under the file {p}"
-                raise ValueError(f"--out {out}: {where}, not a folder")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
-    return out
+    return out_folder(out, "--out")
 
 
 def run_sweep(
@@ -134,13 +139,16 @@ def run_sweep(
     progress: bool = True,
     verbose: bool = True,
     prefetch: bool | None = None,
+    overwrite: bool = False,
 ) -> SweepResult:
     """Profile every target matrix of ``checkpoints`` (dW against ``base`` when given) into ``out``.
 
     ``targets``: regex patterns searched in module names (``None``: every linear weight). Resumable:
     finished units are skipped on a rerun with the same arguments. Under torchrun the units are
     sharded across ranks and rank 0 writes the table. ``prefetch`` (default: on for CUDA) reads the
-    next unit in a thread while the current one computes.
+    next unit in a thread while the current one computes. ``out`` is locked while the sweep runs (another
+    sweep into it is a ValueError naming the process holding it), and a sweep with other settings (alpha,
+    log base, base, targets, checkpoints) is refused there unless ``overwrite``.
     """
     t_start = time.perf_counter()
     if not checkpoints:
@@ -153,12 +161,73 @@ def run_sweep(
         raise no_pyarrow_error()
     device = check_device(device or default_device())
     out = check_out(out)
+    settings = {"alpha": alpha, "log_base": log_base, "version": 1}
+    identity = {
+        "settings": settings,
+        "base": str(base) if base else None,
+        "targets": targets,
+        "checkpoints": [str(c) for c in checkpoints],
+    }
+    held, first = None, distributed.from_env().rank == 0
+    if first:  # rank 0 writes the manifest and the table: it holds --out and checks what it holds
+        held = lock_folder(
+            out,
+            LOCK,
+            lambda who: (
+                f"--out {out} is in use by another sweep ({who} holds {out / LOCK}): "
+                "wait for it to finish, or give this one another --out"
+            ),
+            OutInUseError,
+        )
+    try:
+        if first and not overwrite:
+            check_resume(out, identity)
+        return _run_locked(
+            checkpoints, out, identity, batch, device, allow_pickle, table_format, progress, verbose, prefetch, t_start
+        )
+    finally:
+        if held is not None:
+            held.close()
+
+
+def check_resume(out: Path, identity: dict[str, Any]) -> None:
+    """A ValueError naming each setting that differs when ``out`` holds the manifest of another sweep."""
+    try:
+        old = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return  # no sweep there yet (or an unreadable manifest: it is rewritten)
+    if not isinstance(old, dict):
+        return
+    now = json.loads(json.dumps(identity))  # tuples as lists, as the manifest holds them
+    was = {**(old.get("settings") or {}), **{k: old.get(k) for k in ("base", "targets", "checkpoints")}}
+    now = {**now["settings"], **{k: now[k] for k in ("base", "targets", "checkpoints")}}
+    differ = [
+        f"{_SETTING_FLAGS.get(key, key)} {_short(was.get(key))} there, {_short(value)} now"
+        for key, value in now.items()
+        if was.get(key) != value
+    ]
+    if differ:
+        raise ValueError(
+            f"--out {out} holds a sweep with other settings ({'; '.join(differ)}): resuming would replace its "
+            "table; give another --out, or pass --overwrite (overwrite=True) to replace it"
+        )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _run_locked(
+    checkpoints, out, identity, batch, device, allow_pickle, table_format, progress, verbose, prefetch, t_start
+) -> SweepResult:
+    settings, base, targets = identity["settings"], identity["base"], identity["targets"]
+    alpha, log_base = settings["alpha"], settings["log_base"]
     rank = distributed.setup(device)
     dev = torch.device(f"cuda:{rank.local_rank}" if device == "cuda" and rank.world > 1 else device)
     start_rss = current_rss_bytes()
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose and rank.rank == 0 else (lambda *a: None)
     try:
-        settings = {"alpha": alpha, "log_base": log_base, "version": 1}
         plan = build_plan(
             [str(c) for c in checkpoints],
             base=str(base) if base else None,
@@ -171,10 +240,7 @@ def run_sweep(
             for path in remove_stale_temps(out):  # a crashed run's leftovers; no rank writes before the barrier
                 say(f"removed {path} (left by an interrupted run)")
             manifest = {
-                "settings": settings,
-                "base": str(base) if base else None,
-                "targets": targets,
-                "checkpoints": [str(c) for c in checkpoints],
+                **identity,
                 "world": rank.world,
                 "base_name_mapping": plan.name_maps,
                 "units": [u.describe() for u in plan.units],
@@ -185,15 +251,30 @@ def run_sweep(
                     say(f"{ckpt}: module names matched to the base's by {mapping}")
         distributed.barrier(rank)
         mine = distributed.shard([u.cost for u in plan.units], rank.world)[rank.rank]
-        todo = [i for i in mine if not is_done(out, plan.units[i].id, COLUMNS, unit_rows(plan.units[i]))]
-        skipped = len(mine) - len(todo)
+        todo, failed = [], []
+        for i in mine:  # resume bookkeeping is per unit too: a unit it fails on is reported, the rest go on
+            try:
+                if not is_done(out, plan.units[i].id, COLUMNS, unit_rows(plan.units[i])):
+                    todo.append(i)
+            except Exception as exc:
+                failed.append((plan.units[i], exc))
+        skipped = len(mine) - len(todo) - len(failed)
         say(
             f"artent sweep: {len(plan.units)} work units ({sum(len(u.items) for u in plan.units)} matrices) on "
             f"{rank.world} rank(s), device {dev}; rank 0 skips {skipped} finished"
         )
         result = SweepResult(
-            None, [], len(plan.units), len(todo), skipped, rank=rank.rank, world=rank.world, start_rss=start_rss
+            None,
+            [],
+            len(plan.units),
+            len(todo) + len(failed),
+            skipped,
+            rank=rank.rank,
+            world=rank.world,
+            start_rss=start_rss,
         )
+        for unit, exc in failed:
+            _write_failed(out, unit, plan.sources.get(unit.checkpoint), exc)
         bar = Progress(
             sum(len(plan.units[i].items) for i in todo),
             desc=f"sweep[rank {rank.rank}]",
@@ -201,21 +282,13 @@ def run_sweep(
         )
         overlap = dev.type == "cuda" if prefetch is None else prefetch
         for unit, loaded in _loaded_units([plan.units[i] for i in todo], plan.sources, dev, overlap):
-            try:
+            try:  # one bad unit (a degenerate matrix, out of memory, a bug) must not end the sweep
                 if isinstance(loaded, BaseException):
                     raise loaded
                 res = profile_unit(loaded, alpha=alpha, log_base=log_base)
-            except Exception as exc:  # one bad unit (out of memory, a bug) must not end the sweep
-                res = UnitResult(
-                    errors=[
-                        {
-                            "file": unit.checkpoint,
-                            "tensor": None,
-                            "error": f"work unit {unit.kind} {unit.shape} failed: {exc!r}",
-                        }
-                    ]
-                )
-            write_part(out, unit.id, res.rows, res.errors)
+                write_part(out, unit.id, res.rows, res.errors)
+            except Exception as exc:
+                res = _write_failed(out, unit, plan.sources.get(unit.checkpoint), exc)
             result.io_s += res.io_s
             result.compute_s += res.compute_s
             result.largest_matrix = max(result.largest_matrix, res.largest_bytes)
@@ -223,9 +296,7 @@ def run_sweep(
         bar.close()
         distributed.barrier(rank)
         if rank.rank == 0:
-            table, unit_errors = merge_parts(
-                out, [u.id for u in plan.units], COLUMNS, [unit_rows(u) for u in plan.units]
-            )
+            table, unit_errors = merge_parts(out, [u.id for u in plan.units], COLUMNS, [_rows(u) for u in plan.units])
             result.table_path = write_table(out, table, table_format)
             result.errors = plan.errors + unit_errors
             atomic_write(out / ERRORS, json.dumps(result.errors, indent=1))
@@ -240,6 +311,41 @@ def run_sweep(
     if verbose:
         report(result, rank.rank == 0)
     return result
+
+
+def _rows(unit: WorkUnit) -> int | None:
+    """The rows a unit makes, or None (not checked) for one whose shape has no bond: its part holds its error."""
+    try:
+        return unit_rows(unit)
+    except Exception:
+        return None
+
+
+def _unit_failure(unit: WorkUnit, source: Any, exc: BaseException) -> UnitResult:
+    """A unit that failed as a whole: one error naming the file and the tensor(s) (the first, and how many more)."""
+    first = unit.items[0].tensor if unit.items else None
+    try:
+        weights = source.weights if source is not None and source.weights is not None else source.adapter.weights
+        file = weights.file_of(first)
+    except Exception:
+        file = unit.checkpoint
+    more = f" (and {len(unit.items) - 1} more of this shape)" if len(unit.items) > 1 else ""
+    reason = str(exc) or type(exc).__name__
+    return UnitResult(
+        errors=[
+            {
+                "file": file,
+                "tensor": first,
+                "error": f"{unit.kind} matrix {unit.shape[0]}x{unit.shape[1]}{more} failed: {reason}",
+            }
+        ]
+    )
+
+
+def _write_failed(out: Path, unit: WorkUnit, source: Any, exc: BaseException) -> UnitResult:
+    res = _unit_failure(unit, source, exc)
+    write_part(out, unit.id, res.rows, res.errors)
+    return res
 
 
 def _loaded_units(

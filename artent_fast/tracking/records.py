@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from artent_fast.filelock import InUseError, lock
+
 
 def valley_depth(entropies: Sequence[float], row_sites: int) -> float:
     """Depth of the dip at the row/column bond: the mean of the two side peaks minus that bond's entropy.
@@ -51,7 +53,7 @@ def clean(value: Any) -> Any:
     return value
 
 
-class HistoryInUseError(RuntimeError):
+class HistoryInUseError(InUseError):
     """Another tracker holds the lock of this history file (two trackers must not write one file)."""
 
 
@@ -78,7 +80,14 @@ class HistoryFile:
         except OSError as exc:
             raise ValueError(f"out: cannot open the history file {self.path}: {exc.strerror or exc}") from exc
         try:
-            lock(self._file, self.path)
+            lock(
+                self._file,
+                lambda who: (
+                    f"out: history file {self.path} is in use by another tracker ({who} holds the "
+                    "file's lock): close that tracker first or give this one another out="
+                ),
+                HistoryInUseError,
+            )
             if resume:
                 repair_tail(self.path)
                 self.previous = read_history(self.path)
@@ -127,23 +136,6 @@ class HistoryFile:
             handle.close()  # closes the descriptor (and drops the lock) even when the final flush fails
         except OSError:
             pass
-
-
-def lock(handle: Any, path: Path) -> None:
-    """An exclusive advisory lock on ``handle`` (POSIX ``flock``; a no-op where ``fcntl`` is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock
-        return
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise HistoryInUseError(
-            f"out: history file {path} is in use by another tracker (it holds the file's "
-            "lock): close that tracker first or give this one another out="
-        ) from None
-    except OSError:
-        return  # file systems without flock support (some network mounts): go on unlocked
 
 
 def repair_tail(path: Path) -> None:
