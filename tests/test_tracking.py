@@ -719,3 +719,61 @@ def test_cuda_side_stream_matches_reference(tmp_path):
     for r in tracker.history(as_frame=False):
         assert r["entropies"] == pytest.approx(expected[r["step"]][r["module"]], abs=1e-5)
     assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [1, 2, 3]
+
+
+def effective_weights(model, suffixes=("q_proj", "v_proj")) -> dict[str, torch.Tensor]:
+    """Each LoRA layer's weight as its forward uses it, ``W_base + s B A``, in float64 (peft's own parts)."""
+    out = {}
+    for name, layer in model.named_modules():
+        if name.endswith(suffixes) and hasattr(layer, "lora_A"):
+            B, A = layer.lora_B["default"].weight.double(), layer.lora_A["default"].weight.double()
+            W = layer.get_base_layer().weight.double() + layer.scaling["default"] * (B @ A)
+            out[name] = W.detach().clone()
+    return out
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora", "gaussian", True, False])
+def test_lora_of_any_initialisation_tracks_the_change_since_start(init):
+    """The tracked update is ``W_eff(now) - W_eff(start)`` for every peft initialisation, exact in float64.
+
+    PiSSA and OLoRA move ``s B0 A0`` out of the base weight: profiling ``s B A`` (as before issue 25)
+    is off by up to 0.37 nats; the change since start is ``s (B A - B0 A0)``, rank at most ``2 r``.
+    """
+    model = lora(tiny_llama(seed=3), r=4, init_lora_weights=init)
+    start = effective_weights(model)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    tracker = artent_fast.track(model, optimizer=opt, out=None, background=False)
+    starts_at_zero = init in (True, "gaussian")
+    train(model, opt, 3)
+    recs = by_label(tracker.history(), step=3)
+    now = effective_weights(model)
+    assert set(recs) == {name + "@default" for name in start}
+    for name in start:
+        rec = recs[name + "@default"]
+        want = reference(now[name] - start[name])
+        assert rec["kind"] == "lora"
+        assert rec["update"] == ("BA" if starts_at_zero else "BA-B0A0")
+        assert rec["rank"] == (4 if starts_at_zero else 8)
+        assert rec["entropies"] == pytest.approx(want, abs=1e-6), name
+    tracker.close()
+
+
+def test_unchanged_nonzero_adapter_is_a_zero_update_and_part_slices_match():
+    """Before any step the change since start is zero (skipped, not round-off); a fused split slices B0 too."""
+    model = lora(tiny_llama(seed=4), r=2, init_lora_weights="pissa", target_modules=["q_proj"])
+    start = effective_weights(model, ("q_proj",))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    tracker = artent_fast.track(model, targets="q_proj", split={"q_proj": 2}, out=None, background=False)
+    tracker.step()
+    assert tracker.history() == [] and tracker.skipped == len(start) * 2
+    train(model, opt, 2)
+    tracker.step()
+    now = effective_weights(model, ("q_proj",))
+    recs = by_label(tracker.history(), step=2)
+    for name in start:
+        delta = now[name] - start[name]
+        half = delta.shape[0] // 2
+        assert recs[f"{name}[0]@default"]["entropies"] == pytest.approx(reference(delta[:half]), abs=1e-6)
+        assert recs[f"{name}[1]@default"]["entropies"] == pytest.approx(reference(delta[half:]), abs=1e-6)
+        assert recs[f"{name}[0]@default"]["update"] == "BA-B0A0"
+    tracker.close()
