@@ -80,7 +80,8 @@ def find_units(
     variants); a factored adapter whose ``B`` is not zero now (PiSSA, OLoRA, LoftQ, ...,
     ``init_lora_weights=False``, or one trained before) keeps a copy of its factors ``B0, A0``, and
     its update is the change since now (see :func:`start_factors`); other peft tuner layers give
-    dense units on ``get_delta_weight``; plain layers with a trainable 2-D weight give full-fine-tuning units whose ``W0`` is snapshotted now (or taken from
+    dense units on ``get_delta_weight``; plain layers with a trainable 2-D weight give
+    full-fine-tuning units whose ``W0`` is snapshotted now (or taken from
     ``base_weights``: a mapping or a ``.safetensors`` path). Frozen plain layers are not tracked:
     their update is always zero.
     """

@@ -3,7 +3,8 @@
 A unit reads either the factors of a low-rank update (``kind="lora"``: ``scale * B @ A``, never
 multiplied out; for an adapter that did not start at zero, e.g. peft's PiSSA or OLoRA, the change
 since tracking started, ``scale * (B @ A - B0 @ A0)``, factored with rank at most ``2 r``) or a
-materialised update (``kind="dense"``: DoRA and other adapters whose update is not low rank, and full fine-tuning as ``W - W0``). Every update is expressed in the layout of the
+materialised update (``kind="dense"``: DoRA and other adapters whose update is not low rank, and
+full fine-tuning as ``W - W0``). Every update is expressed in the layout of the
 base layer's weight (what peft's ``get_delta_weight`` returns), so ``fan_in_fan_out`` layers
 (GPT-2 ``Conv1D``) give the transposed matrix and LoRA and full fine-tuning of one module compare.
 """
