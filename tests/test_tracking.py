@@ -38,8 +38,16 @@ def lora(model, **kwargs):
     kwargs.setdefault("r", 4)
     kwargs.setdefault("lora_alpha", 8)
     kwargs.setdefault("target_modules", ["q_proj", "v_proj"])
-    kwargs.setdefault("init_lora_weights", False)  # B != 0: a nonzero update from the start
     return peft.get_peft_model(model, peft.LoraConfig(**kwargs))
+
+
+def moved(model, seed: int = 0) -> None:
+    """Every LoRA factor moved at random (B off zero), as training would after tracking started."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_A." in name or ".lora_B." in name:
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.1)
 
 
 def batch(seed: int, vocab: int = 64, size: tuple[int, int] = (2, 12)) -> torch.Tensor:
@@ -155,9 +163,10 @@ def test_zero_update_is_skipped_and_counted(tmp_path):
 
 def test_multiple_adapters_each_tracked(tmp_path):
     model = lora(tiny_llama(), r=4)
-    model.add_adapter("second", peft.LoraConfig(r=2, lora_alpha=3, target_modules=["v_proj"], init_lora_weights=False))
+    model.add_adapter("second", peft.LoraConfig(r=2, lora_alpha=3, target_modules=["v_proj"]))
     model.base_model.set_adapter(["default", "second"])
     tracker = artent_fast.track(model, out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     tracker.step()
     recs = by_label(tracker.history(as_frame=False))
     v_layers = modules(model, "v_proj")
@@ -172,9 +181,10 @@ def test_multiple_adapters_each_tracked(tmp_path):
 
 def test_merged_adapter_counted_once(tmp_path):
     model = lora(tiny_llama(), r=3)
+    tracker = artent_fast.track(model, targets=["q_proj", "re:.*q_proj\\.base_layer"], out=None)
+    moved(model)
     expected = {n: reference(m.get_delta_weight("default")) for n, m in modules(model, "q_proj").items()}
     model.merge_adapter()
-    tracker = artent_fast.track(model, targets=["q_proj", "re:.*q_proj\\.base_layer"], out=None)
     tracker.step()
     recs = tracker.history(as_frame=False)
     assert len(recs) == len(expected)  # the merged base layer is part of the adapter's layer: not a second target
@@ -188,6 +198,7 @@ def test_rslora_and_rank_alpha_patterns(tmp_path):
         tiny_llama(), r=4, lora_alpha=8, use_rslora=True, rank_pattern={"v_proj": 2}, alpha_pattern={"v_proj": 5}
     )
     tracker = artent_fast.track(model, out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     tracker.step()
     for r in tracker.history(as_frame=False):
         rank, alpha = (2, 5) if r["module"].endswith("v_proj") else (4, 8)
@@ -207,6 +218,7 @@ def test_fan_in_fan_out_conv1d_and_fused_qkv_split(tmp_path):
         warnings.simplefilter("ignore")
         model = lora(tiny_gpt2(), target_modules=["c_attn"], fan_in_fan_out=True, r=3)
     tracker = artent_fast.track(model, targets="c_attn", split={"c_attn": ("q", "k", "v")}, out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     tracker.step()
     recs = by_label(tracker.history(as_frame=False))
     for name, layer in modules(model, "c_attn").items():
@@ -288,14 +300,19 @@ def test_many_shapes_lora_and_fft_batched(rng):
         Ragged(shapes + rng_shapes),
         peft.LoraConfig(r=3, target_modules=[f"proj{i}" for i in range(len(shapes) + 3)], init_lora_weights=False),
     )
+    # B0 != 0: each update is the change since start, rank 2r = 6, all shapes still in one measurement
+    start = {n: m.get_delta_weight("default").double() for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
     tracker = artent_fast.track(peft_model, targets="re:.*proj\\d+", out=None)
+    moved(peft_model)
     tracker.step()
     recs = by_label(tracker.history(as_frame=False))
     assert len(recs) == len(shapes) + 3
     for name, layer in peft_model.named_modules():
         if f"{name}@default" in recs:
-            want = reference(layer.get_delta_weight("default"))
-            assert recs[f"{name}@default"]["entropies"] == pytest.approx(want, abs=1e-5)
+            rec = recs[f"{name}@default"]
+            want = reference(layer.get_delta_weight("default").double() - start[name])
+            assert rec["update"] == "BA-B0A0" and rec["rank"] == 6
+            assert rec["entropies"] == pytest.approx(want, abs=1e-5)
 
 
 def test_failing_module_is_dropped_and_training_goes_on(tmp_path):
@@ -320,6 +337,7 @@ def test_failing_module_is_dropped_and_training_goes_on(tmp_path):
 def test_failing_measurement_in_a_batch_drops_only_that_unit(monkeypatch):
     model = lora(tiny_llama(layers=3))
     tracker = artent_fast.track(model, targets="q_proj", out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     victim = tracker.units[1]
     victim.factors = lambda *_: (torch.randn(32, 4), torch.zeros(4, 32, dtype=torch.int64), 1.0, False)
     with pytest.warns(RuntimeWarning, match="stopped tracking"):
@@ -377,6 +395,7 @@ def test_history_frame_and_plot(tmp_path):
 def test_schedule_explicit_steps_and_compile_guard(monkeypatch):
     model = lora(tiny_llama())
     tracker = artent_fast.track(model, every=3, out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     for _ in range(7):
         tracker.step()
     assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [3, 6]
@@ -408,6 +427,7 @@ def test_bert_style_targets():
     )
     model = lora(transformers.BertModel(config), target_modules=["query", "value"])
     tracker = artent_fast.track(model, targets=("query", "value"), out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     tracker.step()
     assert sorted(r["module"].rsplit(".", 1)[-1] for r in tracker.history(as_frame=False)) == ["query", "value"]
 
@@ -430,6 +450,7 @@ def test_tensorboard_scalars_and_images(tmp_path):
     writer = Writer()
     model = lora(tiny_llama(layers=1))
     with artent_fast.track(model, out=None, tensorboard=writer, image_every=2) as tracker:
+        moved(model)  # as training would: B != 0 only after tracking started
         for _ in range(2):
             tracker.step()
     tags = {t for t, _, _ in writer.scalars}
@@ -443,6 +464,7 @@ def test_real_tensorboard_writer(tmp_path):
     pytest.importorskip("tensorboard")
     model = lora(tiny_llama(layers=1))
     with artent_fast.track(model, out=None, tensorboard=tmp_path / "tb") as tracker:
+        moved(model)  # as training would: B != 0 only after tracking started
         tracker.step()
     assert list((tmp_path / "tb").glob("events.out.tfevents*"))
 
@@ -465,6 +487,7 @@ def test_attention_records_from_side_channel(monkeypatch):
     monkeypatch.setitem(sys.modules, "artent_fast.attention.channel", channel)
     model = lora(tiny_llama(layers=1))
     with artent_fast.track(model, out=None, attention=True) as tracker:
+        moved(model)  # as training would: B != 0 only after tracking started
         tracker.step()
     attention = [r for r in tracker.history(as_frame=False) if r["kind"] == "attention"]
     assert attention == [{**attention[0], "step": 1}] and attention[0]["cardy_c"] == 0.5
@@ -502,6 +525,7 @@ def test_asynchronous_jobs_are_collected_on_a_later_step_and_at_close(monkeypatc
 
     model = lora(tiny_llama(layers=1))
     tracker = artent_fast.track(model, out=None, background=False)
+    moved(model)  # as training would: B != 0 only after tracking started
     events = []
     real_run = tracker._launcher.run
 
@@ -566,6 +590,7 @@ def test_background_queue_is_bounded_and_loses_no_step(monkeypatch):
     monkeypatch.setattr(compute, "measure_lowrank", slow)
     model = lora(tiny_llama(layers=1))
     tracker = artent_fast.track(model, out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -585,6 +610,7 @@ def test_failure_on_the_worker_thread_moves_measuring_to_the_training_thread(mon
 
     model = lora(tiny_llama(layers=3))
     tracker = artent_fast.track(model, targets="q_proj", out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     victim = tracker.units[1]
     bad = victim.factors()[0].clone()
     real = compute.measure_lowrank
@@ -733,3 +759,61 @@ def test_cuda_side_stream_matches_reference(tmp_path):
     for r in tracker.history(as_frame=False):
         assert r["entropies"] == pytest.approx(expected[r["step"]][r["module"]], abs=1e-5)
     assert sorted({r["step"] for r in tracker.history(as_frame=False)}) == [1, 2, 3]
+
+
+def effective_weights(model, suffixes=("q_proj", "v_proj")) -> dict[str, torch.Tensor]:
+    """Each LoRA layer's weight as its forward uses it, ``W_base + s B A``, in float64 (peft's own parts)."""
+    out = {}
+    for name, layer in model.named_modules():
+        if name.endswith(suffixes) and hasattr(layer, "lora_A"):
+            B, A = layer.lora_B["default"].weight.double(), layer.lora_A["default"].weight.double()
+            W = layer.get_base_layer().weight.double() + layer.scaling["default"] * (B @ A)
+            out[name] = W.detach().clone()
+    return out
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora", "gaussian", True, False])
+def test_lora_of_any_initialisation_tracks_the_change_since_start(init):
+    """The tracked update is ``W_eff(now) - W_eff(start)`` for every peft initialisation, exact in float64.
+
+    PiSSA and OLoRA move ``s B0 A0`` out of the base weight: profiling ``s B A`` (as before issue 25)
+    is off by up to 0.37 nats; the change since start is ``s (B A - B0 A0)``, rank at most ``2 r``.
+    """
+    model = lora(tiny_llama(seed=3), r=4, init_lora_weights=init)
+    start = effective_weights(model)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    tracker = artent_fast.track(model, optimizer=opt, out=None, background=False)
+    starts_at_zero = init in (True, "gaussian")
+    train(model, opt, 3)
+    recs = by_label(tracker.history(), step=3)
+    now = effective_weights(model)
+    assert set(recs) == {name + "@default" for name in start}
+    for name in start:
+        rec = recs[name + "@default"]
+        want = reference(now[name] - start[name])
+        assert rec["kind"] == "lora"
+        assert rec["update"] == ("BA" if starts_at_zero else "BA-B0A0")
+        assert rec["rank"] == (4 if starts_at_zero else 8)
+        assert rec["entropies"] == pytest.approx(want, abs=1e-6), name
+    tracker.close()
+
+
+def test_unchanged_nonzero_adapter_is_a_zero_update_and_part_slices_match():
+    """Before any step the change since start is zero (skipped, not round-off); a fused split slices B0 too."""
+    model = lora(tiny_llama(seed=4), r=2, init_lora_weights="pissa", target_modules=["q_proj"])
+    start = effective_weights(model, ("q_proj",))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    tracker = artent_fast.track(model, targets="q_proj", split={"q_proj": 2}, out=None, background=False)
+    tracker.step()
+    assert tracker.history() == [] and tracker.skipped == len(start) * 2
+    train(model, opt, 2)
+    tracker.step()
+    now = effective_weights(model, ("q_proj",))
+    recs = by_label(tracker.history(), step=2)
+    for name in start:
+        delta = now[name] - start[name]
+        half = delta.shape[0] // 2
+        assert recs[f"{name}[0]@default"]["entropies"] == pytest.approx(reference(delta[:half]), abs=1e-6)
+        assert recs[f"{name}[1]@default"]["entropies"] == pytest.approx(reference(delta[half:]), abs=1e-6)
+        assert recs[f"{name}[0]@default"]["update"] == "BA-B0A0"
+    tracker.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from artent_fast.patterns import check_patterns, matches
-from artent_fast.tracking.distributed import unwrapped_name
+from artent_fast.tracking.distributed import full_tensor, unwrapped_name
 from artent_fast.tracking.units import Part, Unit
 
 SplitSpec = int | Sequence[str] | Mapping[str, int]
@@ -71,18 +72,23 @@ def find_units(
     split: Mapping[str, SplitSpec] | None = None,
     base_weights: Mapping[str, torch.Tensor] | str | Path | None = None,
     snapshot_device: Any = None,
+    resume: bool = False,
 ) -> list[Unit]:
     """Every unit of ``model`` whose module name matches one of ``targets``.
 
     peft LoRA layers give one unit per active adapter (factored, or dense for DoRA and other
-    variants); other peft tuner layers give dense units on ``get_delta_weight``; plain layers with a
-    trainable 2-D weight give full-fine-tuning units whose ``W0`` is snapshotted now (or taken from
+    variants); a factored adapter whose ``B`` is not zero now (PiSSA, OLoRA, LoftQ, ...,
+    ``init_lora_weights=False``, or one trained before) keeps a copy of its factors ``B0, A0``, and
+    its update is the change since now (see :func:`start_factors`); other peft tuner layers give
+    dense units on ``get_delta_weight``; plain layers with a trainable 2-D weight give
+    full-fine-tuning units whose ``W0`` is snapshotted now (or taken from
     ``base_weights``: a mapping or a ``.safetensors`` path). Frozen plain layers are not tracked:
     their update is always zero.
     """
     base_weights = as_base_weights(base_weights)
     patterns = check_patterns(targets, "targets")
     units: list[Unit] = []
+    zero_init = zero_initialised_adapters(model) if resume else set()
     owners: list[str] = []  # peft layers already taken: their sub-modules are not separate targets
     for path, module in model.named_modules():
         name = unwrapped_name(path)
@@ -94,7 +100,7 @@ def find_units(
         fifo = is_fan_in_fan_out(module)
         if is_lora_layer(module) or is_peft_tuner_layer(module):
             owners.append(name)
-            new = adapter_units(name, module, fifo)
+            new = adapter_units(name, module, fifo, zero_init)
         elif weight is not None and weight.requires_grad:
             w0 = initial_weight(name, weight, base_weights, snapshot_device)
             new = [Unit(name, module, "dense", "snapshot", fan_in_fan_out=fifo, w0=w0)]
@@ -112,7 +118,7 @@ def find_units(
     return units
 
 
-def adapter_units(name: str, module: nn.Module, fifo: bool) -> list[Unit]:
+def adapter_units(name: str, module: nn.Module, fifo: bool, zero_init: set[str] = frozenset()) -> list[Unit]:
     units = []
     variants = getattr(module, "lora_variant", {}) or {}
     for adapter in module.active_adapters:
@@ -126,7 +132,8 @@ def adapter_units(name: str, module: nn.Module, fifo: bool) -> list[Unit]:
             and module.lora_B[adapter].weight.ndim == 2
         )
         if factored:
-            units.append(Unit(name, module, "lora", "lora", adapter=adapter, fan_in_fan_out=fifo))
+            b0, a0 = start_factors(module, adapter, adapter in zero_init)
+            units.append(Unit(name, module, "lora", "lora", adapter=adapter, fan_in_fan_out=fifo, b0=b0, a0=a0))
         elif use_dora:
             units.append(Unit(name, module, "dense", "dora", adapter=adapter, fan_in_fan_out=fifo))
         elif hasattr(module, "get_delta_weight"):
@@ -134,10 +141,37 @@ def adapter_units(name: str, module: nn.Module, fifo: bool) -> list[Unit]:
     return units
 
 
+def start_factors(module: nn.Module, adapter: str, zero_init: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(B0, A0)``: copies of the adapter's factors now, whole, when ``B0 != 0``; else ``(None, None)``.
+
+    The tracked update is the change of the effective weight since tracking started. peft's PiSSA,
+    OLoRA, CorDA, EVA and LoftQ start with ``B0 != 0`` (and move ``s B0 A0`` out of the base weight),
+    ``init_lora_weights=False`` starts with random ``B0``: their change is ``s (B A - B0 A0)``, not
+    ``s B A``. With ``B0 = 0`` (peft's default and ``"gaussian"``) the two are equal and nothing is
+    kept. ``zero_init`` (``resume=True`` with an adapter whose config says it started at zero): the
+    start is training's, so ``s B A`` continues the resumed history. Every rank calls this in the same
+    order (a sharded factor is gathered by a collective).
+    """
+    if zero_init:
+        return None, None
+    B = full_tensor(module.lora_B[adapter].weight.detach())
+    if not bool((B != 0).any()):
+        return None, None
+    A = full_tensor(module.lora_A[adapter].weight.detach())
+    return B.clone(), A.clone()
+
+
+def zero_initialised_adapters(model: nn.Module) -> set[str]:
+    """Adapters whose peft config says ``B`` started at zero (``init_lora_weights`` True or ``"gaussian"``)."""
+    for module in model.modules():
+        configs = getattr(module, "peft_config", None)
+        if isinstance(configs, Mapping):
+            return {name for name, c in configs.items() if getattr(c, "init_lora_weights", None) in (True, "gaussian")}
+    return set()
+
+
 def replace_part(unit: Unit, part: Part) -> Unit:
-    return Unit(
-        unit.module, unit.layer, unit.kind, unit.source, unit.adapter, part, unit.fan_in_fan_out, unit.w0, unit.path
-    )
+    return dataclasses.replace(unit, part=part)
 
 
 class CheckpointWeights(Mapping):

@@ -115,7 +115,12 @@ class Tracker:
         self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
         with dist_support.whole_model(model):  # FSDP1: units are found on the whole parameters, W0 copied whole
             self.units: list[Unit] = find_units(
-                model, self.targets, split=split, base_weights=base_weights, snapshot_device=snapshot_device
+                model,
+                self.targets,
+                split=split,
+                base_weights=base_weights,
+                snapshot_device=snapshot_device,
+                resume=resume,
             )
             costs = [dist_support.unit_cost(u) for u in self.units]
             self._widths = [dist_support.profile_width(u) for u in self.units]  # bonds at most, per unit
@@ -443,7 +448,7 @@ class Tracker:
         if all(math.isnan(e) for e in entropies):
             self.skipped += 1  # zero update (peft's B = 0 before the first step) or a non-finite one
             return None
-        record = {"step": step, **unit.key(), **meta, "entropies": entropies}
+        record = {"step": step, **unit.key(), "update": unit.update, **meta, "entropies": entropies}
         return {**record, **summary_fields(entropies, meta["row_sites"])}
 
     def _step_distributed(self, lora_due: bool, dense_due: bool) -> None:

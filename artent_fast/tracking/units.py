@@ -1,8 +1,10 @@
 """What the tracker measures: one *unit* per (module, adapter, part), each able to read its update.
 
 A unit reads either the factors of a low-rank update (``kind="lora"``: ``scale * B @ A``, never
-multiplied out) or a materialised update (``kind="dense"``: DoRA and other adapters whose update is
-not low rank, and full fine-tuning as ``W - W0``). Every update is expressed in the layout of the
+multiplied out; for an adapter that did not start at zero, e.g. peft's PiSSA or OLoRA, the change
+since tracking started, ``scale * (B @ A - B0 @ A0)``, factored with rank at most ``2 r``) or a
+materialised update (``kind="dense"``: DoRA and other adapters whose update is not low rank, and
+full fine-tuning as ``W - W0``). Every update is expressed in the layout of the
 base layer's weight (what peft's ``get_delta_weight`` returns), so ``fan_in_fan_out`` layers
 (GPT-2 ``Conv1D``) give the transposed matrix and LoRA and full fine-tuning of one module compare.
 """
@@ -44,6 +46,21 @@ class Unit:
     fan_in_fan_out: bool = False
     w0: torch.Tensor | None = field(default=None, repr=False)
     path: str | None = field(default=None, repr=False)  # name in the wrapped model, when it differs
+    # LoRA factors when tracking started, kept when B0 != 0 (the update is then the change since that start)
+    b0: torch.Tensor | None = field(default=None, repr=False)
+    a0: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def update(self) -> str:
+        """Which update is measured (the ``update`` field of records, docs/tracking.md).
+
+        ``"BA"``: ``scale * B @ A``, the adapter's whole update (it started at zero); ``"BA-B0A0"``: its
+        change since tracking started; ``"W-W0"``: full fine-tuning; ``"delta"``: the adapter's
+        ``get_delta_weight``; ``"dora"``: DoRA's ``W_dora - W``.
+        """
+        if self.kind == "lora":
+            return "BA" if self.b0 is None else "BA-B0A0"
+        return {"snapshot": "W-W0"}.get(self.source, self.source)
 
     @property
     def label(self) -> str:
@@ -71,13 +88,19 @@ class Unit:
     ) -> tuple[torch.Tensor, torch.Tensor, float, bool]:
         """``(B, A, scale, merged)`` with the update ``scale * B @ A`` in the base weight's layout.
 
+        With a snapshot ``(b0, a0)`` the factors are those of the change since tracking started,
+        ``B @ A - B0 @ A0`` (float64, rank ``2 r``: see :func:`change_factors`).
         ``full`` turns a (possibly sharded) parameter into the whole tensor (see ``tracking.distributed``).
         """
         layer, name = self.layer, self.adapter
         B = full(layer.lora_B[name].weight.detach())  # (out, r)
         A = full(layer.lora_A[name].weight.detach())  # (r, in)
+        B0 = self.b0
         if self.part is not None:
             B = B[self.part.start : self.part.stop]
+            B0 = B0[self.part.start : self.part.stop] if B0 is not None else None
+        if B0 is not None:
+            B, A = change_factors(B, A, B0, self.a0)
         scale = float(layer.scaling[name])
         merged = name in getattr(layer, "merged_adapters", ())
         if self.fan_in_fan_out:  # the base weight is (in, out): the update is (B @ A)^T
@@ -112,6 +135,31 @@ class Unit:
         if self.fan_in_fan_out:
             return delta[:, self.part.start : self.part.stop]
         return delta[self.part.start : self.part.stop]
+
+
+def change_factors(
+    B: torch.Tensor, A: torch.Tensor, B0: torch.Tensor, A0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors ``(P, Q)`` of ``B @ A - B0 @ A0`` (float64, rank ``2 r``), free of cancellation.
+
+    ``P @ Q = [B - B0, B0] @ [A; A - A0] = (B - B0) A + B0 (A - A0)``: the differences are exact in
+    float64 for float32 (or narrower) factors, and each term is of the size of the change, so the
+    small change of a large product (PiSSA's ``B0 A0`` holds the base weight's principal part) is not
+    lost to round-off as it would be in ``[B, -B0] @ [A; A0]``. Each column of ``P`` and row of ``Q``
+    is then rescaled to equal norms (the product is unchanged), and a pair whose term is zero is
+    zeroed, so an unchanged adapter gives zero factors (a zero update).
+    """
+    wide = torch.float64
+    B, A = B.to(wide), A.to(wide)
+    B0, A0 = B0.to(B.device, wide), A0.to(A.device, wide)
+    P = torch.cat([B - B0, B0], dim=1)  # (m, 2r)
+    Q = torch.cat([A, A - A0], dim=0)  # (2r, n)
+    left, right = P.norm(dim=0), Q.norm(dim=1)
+    dead = (left == 0) | (right == 0)
+    live = ~dead & torch.isfinite(left) & torch.isfinite(right) & (left > 0)  # NaN/Inf pairs stay as they are
+    c = torch.where(live, right / torch.where(live, left, 1.0), 1.0).sqrt()
+    one = torch.ones((), dtype=wide, device=P.device)
+    return torch.where(dead, 0.0, c) * P, torch.where(dead, 0.0, one / c).unsqueeze(-1) * Q
 
 
 def dora_delta(layer: nn.Module, adapter: str) -> torch.Tensor:
