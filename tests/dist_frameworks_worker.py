@@ -47,7 +47,7 @@ class Loss(nn.Module):
 def lora(model: nn.Module) -> nn.Module:
     import peft
 
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     return peft.get_peft_model(model, config)
 
 
@@ -201,9 +201,7 @@ def run_attention(out: Path, mode: str) -> None:
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(tiny_llama_config())
     model.set_attn_implementation(register_attention())
-    model = peft.get_peft_model(
-        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    )
+    model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     if mode == "attention_fsdp2":
         from torch.distributed.fsdp import fully_shard
 

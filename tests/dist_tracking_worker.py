@@ -54,9 +54,7 @@ def build(kind: str, rank: int = 4) -> nn.Module:
     if kind == "lora":
         import peft
 
-        config = peft.LoraConfig(
-            r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-        )
+        config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"])
         return peft.get_peft_model(model, config)
     for name, p in model.named_parameters():
         p.requires_grad_(name.endswith(("q_proj.weight", "v_proj.weight")))

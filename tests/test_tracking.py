@@ -16,7 +16,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.tracking import read_history, valley_depth
-from tests.models import tiny_llama_config
+from tests.models import moved, tiny_llama_config
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -39,15 +39,6 @@ def lora(model, **kwargs):
     kwargs.setdefault("lora_alpha", 8)
     kwargs.setdefault("target_modules", ["q_proj", "v_proj"])
     return peft.get_peft_model(model, peft.LoraConfig(**kwargs))
-
-
-def moved(model, seed: int = 0) -> None:
-    """Every LoRA factor moved at random (B off zero), as training would after tracking started."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".lora_A." in name or ".lora_B." in name:
-                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.1)
 
 
 def batch(seed: int, vocab: int = 64, size: tuple[int, int] = (2, 12)) -> torch.Tensor:

@@ -22,6 +22,7 @@ pytest.importorskip("peft")
 
 import artent_fast  # noqa: E402
 from artent_fast.tracking import read_history  # noqa: E402
+from tests.models import moved  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_tracking_worker as worker  # noqa: E402
@@ -315,6 +316,7 @@ def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
             fully_shard(block, mesh=mesh)
         fully_shard(model, mesh=mesh)
         with artent_fast.track(model, out=None) as single:
+            moved(model)  # as training would: B != 0 only after tracking started
             single.step()
         assert len(single.history()) == 4 and not single.dropped
     finally:

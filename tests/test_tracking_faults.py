@@ -12,7 +12,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.tracking import read_history
-from tests.models import tiny_llama_config
+from tests.models import moved, tiny_llama_config
 
 
 class TwoLayer(nn.Module):
@@ -142,9 +142,10 @@ def test_transient_nan_in_lora_factors_is_skipped():
     torch.manual_seed(0)
     model = peft.get_peft_model(
         transformers.LlamaForCausalLM(config),
-        peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
     )
     tracker = artent_fast.track(model, out=None)
+    moved(model)  # as training would: B != 0 only after tracking started
     layer = tracker.units[0].layer
     tracker.step()
     saved = layer.lora_B["default"].weight.detach().clone()
