@@ -23,7 +23,7 @@ from artent_fast.sweep.adapter import lora_scale  # noqa: E402
 from artent_fast.sweep.distributed import shard  # noqa: E402
 from artent_fast.sweep.names import is_target  # noqa: E402
 from artent_fast.sweep.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
-from tests.models import tiny_llama_config  # noqa: E402
+from tests.models import moved, tiny_llama_config  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
@@ -154,10 +154,9 @@ def test_real_peft_adapter_matches_delta_weight(tmp_path):
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(tiny_llama_config(intermediate_size=48))
     model.save_pretrained(tmp_path / "base")
-    lora = peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, use_rslora=True
-    )
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_rslora=True)
     pm = peft.get_peft_model(model, lora)
+    moved(pm)  # as after training: B != 0
     pm.save_pretrained(tmp_path / "adapter")
     assert (
         sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "adapter"), "--out", str(tmp_path / "o")) == 0
@@ -523,3 +522,25 @@ def test_without_pyarrow_or_tqdm_the_table_is_csv(tmp_path, rng):
     assert len(got) == 2
     for module, profile in got.items():
         np.testing.assert_allclose(profile, ref(tensors[module + ".weight"]), atol=ATOL)
+
+
+@pytest.mark.parametrize("init", [False, "pissa", "olora", "loftq"])
+def test_adapter_that_did_not_start_at_zero_is_refused(tmp_path, init, capsys):
+    """An adapter whose config says it did not start at B = 0 cannot be profiled from its factors alone
+    (the change since the start is s (B A - B0 A0)): one clear error naming the file and the setting."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    config = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "init_lora_weights": init}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    save_file(
+        {
+            "base_model.model.q_proj.lora_A.weight": torch.randn(2, 8),
+            "base_model.model.q_proj.lora_B.weight": torch.randn(8, 2),
+        },
+        folder / "adapter_model.safetensors",
+    )
+    assert sweep("--tuned", str(folder), "--out", str(tmp_path / "o")) == 1  # a checkpoint error: no rows
+    err = capsys.readouterr().err
+    assert "adapter_config.json" in err and f"init_lora_weights={init!r}" in err and "did not start at zero" in err

@@ -16,6 +16,7 @@ pytest.importorskip("safetensors")
 from artent_fast.cli import main  # noqa: E402
 from artent_fast.sweep import read_table, run_sweep  # noqa: E402
 from artent_fast.sweep.confine import Escape, confine, roots_of  # noqa: E402
+from tests.models import moved  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
@@ -455,10 +456,9 @@ def test_real_peft_sequence_classification_adapter_against_bare_bert(tmp_path):
     )
     transformers.BertModel(config).save_pretrained(tmp_path / "base")  # bare: encoder.layer.0...
     model = transformers.BertForSequenceClassification(config)
-    lora = peft.LoraConfig(
-        task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False
-    )
+    lora = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"])
     pm = peft.get_peft_model(model, lora)
+    moved(pm)  # as after training: B != 0
     pm.save_pretrained(tmp_path / "adapter")  # bert.encoder.layer.0... (the task head's prefix)
     out = tmp_path / "o"
     assert (

@@ -15,6 +15,9 @@ from artent_fast.sweep.reader import ADAPTER_CONFIG, CheckpointError, WeightFile
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+# peft's init_lora_weights values whose adapter starts at B = 0 (its saved product is the whole update);
+# the others (False, "pissa", "olora", "loftq", "corda", "eva", ...) start elsewhere and are refused
+ZERO_START_INITS = (True, "gaussian", None)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,16 @@ class AdapterFolder:
                 config_path,
                 None,
                 "DoRA adapters are not low rank: merge them and sweep the merged model against its base (--base)",
+            )
+        init = self.config.get("init_lora_weights", True)
+        if init not in ZERO_START_INITS:
+            raise CheckpointError(
+                config_path,
+                None,
+                f"init_lora_weights={init!r}: this adapter did not start at zero (peft moved its starting product "
+                "into the base weight), so s B A is not the weight's change since the start and its profile would "
+                "be wrong; save it with peft's path_initial_model_for_weight_conversion (a zero-start adapter of "
+                "rank 2r), or merge it and sweep the merged model against the original base (--base)",
             )
         files, shown = [], {}
         for name in ADAPTER_FILES:
