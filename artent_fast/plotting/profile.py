@@ -11,6 +11,7 @@ from artent_fast.plotting import integer_ticks, legend_outside, line_style, new_
 
 OVERLAY_GREYS = ("black", "0.4", "0.6", "0.75")  # one shade per overlay shape
 OVERLAY_LINES = {"page": "--", "random": "-."}  # one line style per theory
+BOND_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink")  # one per shape's row/column bond
 
 
 def overlay_style(label: str, shades: dict[str, str]) -> dict[str, str]:
@@ -24,7 +25,8 @@ def plot_profile(
     profiles: Mapping[str, Sequence[float] | torch.Tensor],
     *,
     overlays: Mapping[str, Sequence[float] | torch.Tensor] | None = None,
-    row_col_bond: int | None = None,
+    row_col_bond: int | Mapping[int, str] | None = None,
+    bounds: Mapping[str, float] | None = None,
     title: str = "Entanglement profile",
     note: str | None = None,
     kind_of: Callable[[str], str] | None = None,
@@ -33,8 +35,11 @@ def plot_profile(
     """Entropy per bond: measured curves solid (one line style per kind given by ``kind_of(label)``),
     ``overlays`` (theory curves) in black and grey, dashed; the row/column bond marked.
 
-    ``row_col_bond`` is a 0-based profile index; bonds are drawn 1-based, as in the docs. ``note`` is a
-    line under the title (e.g. "4 of 8 modules shown"). Returns the figure; saves it when ``path`` is given.
+    ``row_col_bond`` is a 0-based profile index, or ``{index: what it is the bond of}`` when curves of
+    several shapes are drawn (one marker per shape's own bond); bonds are drawn 1-based, as in the docs.
+    ``bounds`` are horizontal lines ``{label: entropy}`` (e.g. ``ln r``, which no bond of a rank-r update
+    can exceed). ``note`` is a line under the title (e.g. "4 of 8 modules shown"). Returns the figure;
+    saves it when ``path`` is given.
     """
     plt = require_matplotlib()
     fig, ax = new_figure(plt)
@@ -47,8 +52,17 @@ def plot_profile(
     for label, values in (overlays or {}).items():
         y = torch.as_tensor(values, dtype=torch.float64).cpu()
         ax.plot(range(1, len(y) + 1), y, lw=1.1, label=label, **overlay_style(label, shades))
-    if row_col_bond is not None:
-        ax.axvline(row_col_bond + 1, color="tab:red", lw=1.0, ls=":", label=f"row/column bond ({row_col_bond + 1})")
+    marks = {row_col_bond: ""} if isinstance(row_col_bond, int) else dict(row_col_bond or {})
+    for i, (bond, what) in enumerate(sorted(marks.items())):
+        ax.axvline(
+            bond + 1,
+            color=BOND_COLOURS[i % len(BOND_COLOURS)],
+            lw=1.0,
+            ls=":",
+            label=f"row/column bond ({bond + 1})" + (f": {what}" if what else ""),
+        )
+    for i, (label, value) in enumerate((bounds or {}).items()):
+        ax.axhline(value, color=OVERLAY_GREYS[i % len(OVERLAY_GREYS)], lw=0.9, ls=(0, (1, 3)), label=label)
     ax.set_xlabel("bond")
     ax.set_ylabel("entropy (nats)")
     integer_ticks(ax.xaxis)

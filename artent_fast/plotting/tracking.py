@@ -94,12 +94,19 @@ def plot_tracked_profile(
             overlays.setdefault(f"Page curve {m}x{n}", page_curve(m, n))
             if r.get("rank"):
                 overlays.setdefault(f"random rank-{r['rank']} {m}x{n}", random_lowrank_profile(m, n, r["rank"]))
-    first = next(iter(curves.values()))
     note = None if len(curves) == len(at_step) else f"{len(curves)} of {len(at_step)} tracked modules shown"
+    shapes_at: dict[int, list[str]] = {}  # each shape's own row/column bond (0-based)
+    for r in curves.values():
+        shape = "x".join(map(str, r["shape"]))
+        if shape not in shapes_at.setdefault(r["row_sites"] - 1, []):
+            shapes_at[r["row_sites"] - 1].append(shape)
+    bonds = {bond: ", ".join(shapes) for bond, shapes in shapes_at.items()}
+    ranks = sorted({int(r["rank"]) for r in curves.values() if r.get("rank")})
     return plot_profile(
         {display(label): r["entropies"] for label, r in curves.items()},
         overlays=overlays,
-        row_col_bond=first["row_sites"] - 1,
+        row_col_bond=next(iter(bonds)) if len(bonds) == 1 else bonds,
+        bounds={f"ln {k}: the most a rank-{k} update holds at its row/column bond": math.log(k) for k in ranks},
         kind_of=projection,
         note=note,
         title=title or f"Entanglement profiles of the weight updates, step {step}",
