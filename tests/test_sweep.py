@@ -544,3 +544,30 @@ def test_adapter_that_did_not_start_at_zero_is_refused(tmp_path, init, capsys):
     assert sweep("--tuned", str(folder), "--out", str(tmp_path / "o")) == 1  # a checkpoint error: no rows
     err = capsys.readouterr().err
     assert "adapter_config.json" in err and f"init_lora_weights={init!r}" in err and "did not start at zero" in err
+
+
+@pytest.mark.parametrize("steps", [(10,), (10, 30)])
+def test_valley_figure_is_bars_for_one_checkpoint_and_lines_with_a_layer_band_over_steps(tmp_path, steps):
+    """One checkpoint (no step axis): one bar per module family, mean over layers, whiskers min-max (not
+    dots at 'step 0'); several steps: one line per family with a min-max band over layers."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from artent_fast.plotting.sweep import _valley_figure, valley_depths_by_step
+
+    make_synthetic(tmp_path / "ck", scale="1/128", layers=3, steps=steps, kinds=("lora",))
+    run_sweep([tmp_path / "ck" / "lora"], tmp_path / "o", progress=False, verbose=False)
+    depths = valley_depths_by_step(read_table(tmp_path / "o"))
+    assert set(depths) == {("q_proj", "lora"), ("v_proj", "lora")}
+    assert all(len(v) == 3 for per in depths.values() for v in per.values())  # one depth per layer
+    fig = _valley_figure(plt, depths)
+    ax = fig.axes[0]
+    if len(steps) == 1:
+        assert len(ax.patches) == 2 and not ax.get_legend()  # two bars, labelled on the axis
+        assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["q_proj", "v_proj"]
+        heights = sorted(p.get_height() for p in ax.patches)
+        assert heights == pytest.approx(sorted(sum(v) / 3 for per in depths.values() for v in per.values()))
+    else:
+        assert len(ax.collections) == 2 and {line.get_label() for line in ax.lines} >= {
+            "q_proj (lora)",
+            "v_proj (lora)",
+        }
+    plt.close(fig)

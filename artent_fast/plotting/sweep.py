@@ -63,9 +63,15 @@ def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
 
 
 def valley_depths(table: Mapping[str, list]) -> dict[tuple, list[tuple[int, float]]]:
-    """``(family, kind) -> [(step, mean depth)]``, the depth averaged over layers; the valley depth is the
-    tracker's (:func:`artent_fast.tracking.records.valley_depth`: the mean of the highest entropy on each side
-    of the row/column bond minus the entropy at it). Checkpoints without a step use their order."""
+    """``(family, kind) -> [(step, mean depth)]``, the depth averaged over layers (see
+    :func:`valley_depths_by_step`)."""
+    return {k: sorted((s, _mean(v)) for s, v in per.items()) for k, per in valley_depths_by_step(table).items()}
+
+
+def valley_depths_by_step(table: Mapping[str, list]) -> dict[tuple, dict[int, list[float]]]:
+    """``(family, kind) -> {step: [depth of each matrix (layer)]}``; the valley depth is the tracker's
+    (:func:`artent_fast.tracking.records.valley_depth`: the mean of the highest entropy on each side of the
+    row/column bond minus the entropy at it). Checkpoints without a step use their order."""
     from artent_fast.tracking.records import valley_depth
 
     by_matrix: dict[tuple, dict[int, float]] = defaultdict(dict)
@@ -85,7 +91,7 @@ def valley_depths(table: Mapping[str, list]) -> dict[tuple, list[tuple[int, floa
             continue
         profile = [bonds[b] for b in sorted(bonds)]  # bonds are 1-based: bond c is profile[c - 1]
         depth[(key[0], key[1])][steps[key[2]]].append(valley_depth(profile, row_sites=c))
-    return {k: sorted((s, _mean(v)) for s, v in per.items()) for k, per in depth.items()}
+    return {k: dict(per) for k, per in depth.items()}
 
 
 def resolve_checkpoint(table: Mapping[str, list], checkpoint: str | None) -> str | None:
@@ -133,20 +139,45 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
         )
         written.append(path)
     written += _heatmaps(plt, table, out, checkpoint)
-    depths = valley_depths(table)
+    depths = valley_depths_by_step(table)
     if depths:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-        for (fam, kind), points in sorted(depths.items()):
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{fam} ({kind})")
-        ax.set_xlabel("step")
-        ax.set_ylabel("valley depth (nats)")
-        ax.set_title("Entanglement valley depth at the row/column bond")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
         path = out / "valley_depth.png"
-        save_figure(fig, plt, path)
+        save_figure(_valley_figure(plt, depths), plt, path)
         written.append(path)
     return written
+
+
+def _valley_figure(plt, depths: dict[tuple, dict[int, list[float]]]):
+    """Valley depth against step (mean over layers, a band from the lowest to the highest layer); with one
+    checkpoint only, one bar per module family (mean over layers, whiskers from lowest to highest)."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=200)
+    steps = {s for per in depths.values() for s in per}
+    keys = sorted(depths)
+    if len(steps) <= 1:
+        values = [next(iter(depths[k].values())) for k in keys]
+        means = [_mean(v) for v in values]
+        pairs = list(zip(means, values, strict=True))
+        spread = [[m - min(v) for m, v in pairs], [max(v) - m for m, v in pairs]]
+        ax.bar(range(len(keys)), means, yerr=spread, capsize=3, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(keys)), [f"{fam}\n({kind})" for fam, kind in keys], fontsize=8)
+        ax.set_title(
+            "Entanglement valley depth at the row/column bond\none checkpoint: mean over layers, whiskers min-max",
+            fontsize=10,
+        )
+    else:
+        for (fam, kind), per in sorted(depths.items()):
+            xs = sorted(per)
+            line = ax.plot(xs, [_mean(per[x]) for x in xs], marker="o", label=f"{fam} ({kind})")[0]
+            if any(len(per[x]) > 1 for x in xs):
+                lo, hi = [min(per[x]) for x in xs], [max(per[x]) for x in xs]
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_xlabel("step")
+        ax.set_title("Entanglement valley depth at the row/column bond\nmean over layers; band: min-max", fontsize=10)
+        ax.legend(fontsize=8)
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.set_ylabel("valley depth (nats)")
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def _heatmaps(plt, table: Mapping[str, list], out: Path, checkpoint: str | None) -> list[Path]:
