@@ -52,3 +52,31 @@ def test_each_shape_gets_its_own_row_column_bond_and_the_ln_r_bound(shapes):
     assert len(horizontal) == 1 and horizontal[0].get_ydata()[0] == pytest.approx(math.log(rank))
     for r in history:  # the bound holds where the label says it does
         assert r["entropies"][r["row_sites"] - 1] <= math.log(rank) + 1e-9
+
+
+@pytest.mark.parametrize("layers", [3, 30])
+def test_valley_depth_figure_shows_every_layer(layers):
+    """Few modules: one line each. Many (a whole model): one line per projection kind, the mean over all
+    layers, with a min-max band, so no layer is left out and no colour repeats."""
+    from artent_fast.plotting.tracking import plot_valley_depth
+
+    history = [
+        {"step": step, "module": f"model.layers.{i}.self_attn.{kind}", "kind": "lora", "valley_depth": i + step / 10}
+        for step in (1, 2, 3)
+        for i in range(layers)
+        for kind in ("q_proj", "v_proj")
+    ]
+    fig = plot_valley_depth(history, max_curves=12)
+    ax = fig.axes[0]
+    curves = [line for line in ax.lines if not line.get_label().startswith("_")]  # not the zero line
+    if 2 * layers <= 12:
+        assert len(curves) == 2 * layers and not ax.collections
+    else:
+        assert sorted(c.get_label() for c in curves) == [f"q_proj: mean of {layers}", f"v_proj: mean of {layers}"]
+        mean = [(layers - 1) / 2 + step / 10 for step in (1, 2, 3)]
+        for c in curves:
+            assert list(c.get_ydata()) == pytest.approx(mean)
+        assert len(ax.collections) == 2
+        band = ax.collections[0].get_paths()[0].vertices[:, 1]
+        assert band.min() == pytest.approx(0.1) and band.max() == pytest.approx(layers - 1 + 0.3)
+        assert f"{2 * layers} modules" in ax.get_title()

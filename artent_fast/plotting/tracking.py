@@ -181,26 +181,47 @@ def plot_valley_depth(
 ):
     """Valley depth over steps, one line per unit; one line style (and marker) per projection kind.
 
-    The depth is the mean of the highest entropy on each side of the row/column bond minus the entropy
-    at it (docs/definitions.md, section 1.7).
+    With more than ``max_curves`` units (a whole model: every layer's q and v, say), one line per
+    projection kind instead: the mean over its units (layers) at each step, in a band from the lowest to
+    the highest, so every layer counts and no colour repeats. The depth is the mean of the highest entropy
+    on each side of the row/column bond minus the entropy at it (docs/definitions.md, section 1.7).
     """
     plt = require_matplotlib()
     groups = select(as_records(history), modules, UPDATE_KINDS)
-    shown = spread_over_kinds(list(groups.items()), max_curves)
     fig, ax = new_figure(plt)
-    kinds: dict[str, int] = {}
-    for label, records in shown:
-        records = sorted(records, key=lambda r: r["step"])
-        depth = [math.nan if r.get("valley_depth") is None else r["valley_depth"] for r in records]
-        kind = kinds.setdefault(projection(label), len(kinds))
-        ax.plot(
-            [r["step"] for r in records], depth, label=display(label), **line_style(kind, many_points=len(records) > 30)
-        )
+
+    def depth(r: dict) -> float:
+        return math.nan if r.get("valley_depth") is None else r["valley_depth"]
+
+    if len(groups) <= max_curves:
+        kinds: dict[str, int] = {}
+        for label, records in groups.items():
+            records = sorted(records, key=lambda r: r["step"])
+            kind = kinds.setdefault(projection(label), len(kinds))
+            style = line_style(kind, many_points=len(records) > 30)
+            ax.plot([r["step"] for r in records], [depth(r) for r in records], label=display(label), **style)
+        note = ""
+    else:
+        by_kind: dict[str, dict[int, list[float]]] = {}
+        counts: dict[str, int] = {}
+        for label, records in groups.items():
+            kind = projection(label)
+            counts[kind] = counts.get(kind, 0) + 1
+            for r in records:
+                if depth(r) == depth(r):  # NaN (a skipped step) does not count
+                    by_kind.setdefault(kind, {}).setdefault(r["step"], []).append(depth(r))
+        for i, (kind, per) in enumerate(sorted(by_kind.items())):
+            steps = sorted(per)
+            mean = [sum(per[s]) / len(per[s]) for s in steps]
+            style = line_style(i, many_points=len(steps) > 30)
+            line = ax.plot(steps, mean, label=f"{kind}: mean of {counts[kind]}", **style)[0]
+            lo, hi = [min(per[s]) for s in steps], [max(per[s]) for s in steps]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+        note = f"\n{len(groups)} modules: mean per kind over layers, band min-max"
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("valley depth (nats)")
     integer_ticks(ax.xaxis)
-    note = "" if len(shown) == len(groups) else f"\n{len(shown)} of {len(groups)} tracked modules shown"
     ax.set_title(title + note, fontsize=10)
     legend_outside(ax)
     return save_figure(fig, plt, path)
