@@ -301,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-track", action="store_true", help="do not run artent_fast.track alongside")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run (restored after)")
+    parser.add_argument("--fresh", action="store_true", help="--model runs: ignore finished runs kept in --out")
     args = parser.parse_args(argv)
     if args.model is not None:  # a pretrained model: the real-text experiment (experiments/real_findings.py)
         from real_findings import run_experiment

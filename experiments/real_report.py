@@ -17,8 +17,36 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module: verdicts
+import verdicts as V  # noqa: E402
+
 KINDS = ("q_proj", "v_proj")
 STYLE = {"fft": ("C3", "-", "s"), "lora": ("C0", "-", "o"), "mps": ("C2", "--", "^")}
+
+
+def effect_range(f: dict[str, Any]) -> str:
+    """The smallest and largest effect over a finding's parts, and how many parts there are."""
+    eff = [p["effect"] for p in f["parts"] if "effect" in p]
+    pending = len(f["parts"]) - len(eff)
+    text = (f"{min(eff):+.1f} … {max(eff):+.1f}" if len(eff) > 1 else f"{eff[0]:+.1f}") if eff else "-"
+    return f"{text} ({len(f['parts'])} parts" + (f", {pending} pending rerun)" if pending else ")")
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The verdict lists that README and docs/findings.md carry (a test checks they match results.json)."""
+    lines = []
+    for verdict in (V.REPRODUCED, V.NOT_REPRODUCED, V.INCONCLUSIVE, V.PENDING):
+        fs = [f for f in results.get("findings", []) if f["verdict"] == verdict]
+        if not fs:
+            continue
+        lines += [f"**{verdict.capitalize()}**", ""]
+        for f in fs:
+            parts = [p for p in f["parts"] if "effect" in p]
+            weakest = min(parts, key=lambda p: p["effect"], default=None)
+            detail = f"weakest part {weakest['label']}: {V.fmt(weakest)}" if weakest else "its null needs the rerun"
+            lines.append(f"- ({f['source']}) {f['claim']}: effects {effect_range(f)}; {detail}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _plt():
@@ -357,14 +385,20 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
         "",
         "## Findings",
         "",
-        "| finding | criterion | per seed | verdict |",
-        "| --- | --- | --- | --- |",
+        "Each finding is a measurement beside its null, computed in the same run; the effect is the difference in "
+        "units of the noise (the seed-to-seed spread and the null's spread, never below a fixed floor). Reproduced "
+        f"at an effect of {V.Z_REPRODUCED:g} or more, not reproduced below {V.Z_NOT:g}, inconclusive between "
+        "(experiments/verdicts.py); *paper*: a claim of the paper's abstract, *ours*: our own observation.",
+        "",
+        "| finding | source | criterion | effects (parts) | verdict |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for f in results.get("findings", []):
-        per = " ".join("✓" if x else "✗" for x in f["per_seed"])
-        lines.append(f"| {f['claim']} | {f['criterion']} | {per} | **{f['verdict']}** |")
-    lines += ["", "Evidence (mean ± sd over seeds):", ""]
-    lines += [f"- {f['claim']}: {f['evidence']}" for f in results.get("findings", [])]
+        lines.append(f"| {f['claim']} | {f['source']} | {f['criterion']} | {effect_range(f)} | **{f['verdict']}** |")
+    lines += ["", "Each part: measured (mean ± sd over seeds) vs null (mean ± sd): effect (verdict).", ""]
+    for f in results.get("findings", []):
+        lines.append(f"- {f['claim']} (**{f['verdict']}**)")
+        lines += [f"  - {p['label']}: {V.fmt(p)}" for p in f["parts"]]
     lines += [
         "",
         "## Runs (final checkpoint; mean ± sd over seeds)",
