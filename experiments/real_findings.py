@@ -74,7 +74,7 @@ CRITERIA = {
     "trained update's singular values s and random singular vectors (same row/column-bond entropy)",
     "floor": "every LoRA run (ours): row/column-bond entropy below that of random Gaussian B @ A of the same rank",
     "rank": "rank sweep: spread of the seed-mean row/column-bond entropy or valley depth (mean of q and v) across "
-    "the settings, against the same spread with values shuffled across settings (the better of the two)",
+    "the settings, against the spread expected from the seed-to-seed noise alone (the better of the two)",
     "alpha": "alpha sweep: as for rank",
     "lr": "learning-rate sweep: as for rank",
     "step": "base LoRA run (ours): as for rank, across the checkpoints",
@@ -83,7 +83,8 @@ CRITERIA = {
     "cardy": "every run: r2 and delta AIC (best of a volume-law line and a saturating curve, minus the open-chain "
     "Cardy form) of the fine-tuned block's mean external profile above those of the strongest null: mean "
     "profiles of random Gaussian and random causal softmax matrices of the same size and count",
-    "c_dependence": "LoRA runs (ours): spread of the central charge c across the settings against the shuffled spread",
+    "c_dependence": "LoRA runs (ours): spread of the central charge c across the settings against the seed-noise "
+    "spread",
     "nohair": "each method pair: internal gap above, and external gap and attention-output relative distance not "
     "above, the same-method different-seed floor",
     "mps": "MPS Adaptation (ours; not among the abstract's claims): held-out loss reduction from the base model "

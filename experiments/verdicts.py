@@ -26,7 +26,7 @@ import torch
 Z_REPRODUCED = 3.0
 Z_NOT = 1.0
 NULL_SAMPLES = 16  # draws of every random null
-PERMUTATIONS = 200  # shuffles of the "no dependence" null of a sweep
+NULL_DRAWS = 200  # draws of the "no dependence" null of a sweep
 FLOORS = {"entropy": 0.05, "r2": 0.01, "loss": 0.01, "cosine": 0.01}  # the noise is never below these
 MPS_RECOVERY = 0.5  # MPS must recover at least this fraction of LoRA's held-out loss reduction
 CAUSAL_LOGIT_SCALES = (1.0, 2.0, 4.0)  # std of the logits of the random causal softmax nulls
@@ -245,26 +245,20 @@ def spread_of_means(groups: Sequence[Sequence[float]]) -> float:
     return max(means) - min(means)
 
 
-def permutation_null(
-    groups: Sequence[Sequence[float]], *, permutations: int = PERMUTATIONS, seed: int = 0
-) -> list[float]:
-    """Spread of the group means when the values are shuffled across groups (the setting does not matter)."""
+def no_dependence_null(groups: Sequence[Sequence[float]], *, draws: int = NULL_DRAWS, seed: int = 0) -> list[float]:
+    """Spread of the group means when the setting does not matter: every group drawn from one normal law
+    with the pooled within-group (seed-to-seed) standard deviation, at the groups' sizes."""
     sizes = [len(g) for g in groups]
-    pool = [x for g in groups for x in g]
+    sd = math.sqrt(statistics.fmean(statistics.variance(g) for g in groups))
     rng = random.Random(seed)
-    out = []
-    for _ in range(permutations):
-        rng.shuffle(pool)
-        it = iter(pool)
-        out.append(spread_of_means([[next(it) for _ in range(k)] for k in sizes]))
-    return out
+    return [spread_of_means([[rng.gauss(0.0, sd) for _ in range(k)] for k in sizes]) for _ in range(draws)]
 
 
 def dependence(groups: Sequence[Sequence[float]], floor: float) -> dict[str, Any]:
-    """Does the quantity depend on the setting? measured: spread of the group (setting) means over seeds;
-    null: the same spread with the values shuffled across groups. One value per group: no seed spread,
-    so at most inconclusive."""
+    """Does the quantity depend on the setting? measured: spread (max - min) of the group (setting) means
+    over seeds; null: the same spread when it does not (:func:`no_dependence_null`). One value per group:
+    no seed spread, so at most inconclusive."""
     seeds = min(len(g) for g in groups)
-    if seeds < 2:  # shuffling single values changes nothing: no null to compare with
+    if seeds < 2:
         return {**judge([spread_of_means(groups)], [0.0], floor=floor, seeds=1), "note": "one seed: no seed spread"}
-    return judge([spread_of_means(groups)], permutation_null(groups), floor=floor, seeds=seeds)
+    return judge([spread_of_means(groups)], no_dependence_null(groups), floor=floor, seeds=seeds)
