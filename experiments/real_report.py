@@ -366,8 +366,8 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
     lines = [
         f"# The paper's findings on {results['description']}",
         "",
-        "Written by experiments/real_findings.py from results.json (criteria fixed before the run; each "
-        "finding evaluated per seed: reproduced = every seed, not reproduced = none, inconclusive = some).",
+        "Written by experiments/real_findings.py from results.json; the criteria, nulls and thresholds are in "
+        "experiments/real_findings.py (CRITERIA) and experiments/verdicts.py.",
         "",
         "## Settings",
         "",
@@ -456,6 +456,31 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
     return out / "report.md"
 
 
+def reevaluate(folder: Path) -> dict[str, Any]:
+    """Judge the stored measurements of ``folder/results.json`` again with the current criteria and nulls
+    (random-matrix nulls need only shapes and ranks; those that need the models, such as the attention-output
+    seed floor, stay *pending rerun*), and rewrite results.json atomically."""
+    from real_findings import CRITERIA, Run, findings
+
+    from artent_fast.atomic import atomic_write
+
+    results = json.loads((folder / "results.json").read_text())
+    runs = [Run(**{k: v for k, v in r.items() if k != "seeds"}) for r in results["runs"].values()]
+    results.pop("nulls", None)
+    results["criteria"] = CRITERIA
+    results["findings"] = findings(results, runs)
+    atomic_write(folder / "results.json", json.dumps(results, indent=1, default=float))
+    return results
+
+
 if __name__ == "__main__":
-    folder = Path(sys.argv[1])
-    print(write_report(folder, json.loads((folder / "results.json").read_text())))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="(re)write report.md and the figures from results.json")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument(
+        "--reevaluate", action="store_true", help="judge the stored measurements again (criteria, nulls) first"
+    )
+    args = parser.parse_args()
+    res = reevaluate(args.folder) if args.reevaluate else json.loads((args.folder / "results.json").read_text())
+    print(write_report(args.folder, res))

@@ -244,8 +244,9 @@ def test_null_equal_to_the_measurement_is_never_reproduced(real_run, key):
     v = _verdicts()
     found = _judged(_null_equals_measurement(real_run[2], key, effect=0.0), key)
     assert found
-    for f in found:
-        assert f["verdict"] == v.NOT_REPRODUCED, (key, f["parts"])
+    for f in found:  # no-hair: the internal profiles do not differ beyond the floor, so the pair cannot test it
+        want = v.INCONCLUSIVE if key == "nohair" else v.NOT_REPRODUCED
+        assert f["verdict"] == want != v.REPRODUCED, (key, f["parts"])
 
 
 @pytest.mark.parametrize("key", ["valley", "valley_spectrum", "fft", "nohair", "mps"])
