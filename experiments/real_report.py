@@ -219,7 +219,7 @@ def external_figure(path: Path, results: dict[str, Any]) -> str:
         ax.axvspan(t - 0.5, t + 0.5, color="C1", alpha=0.12, lw=0)
     ax.set(
         xlabel="layer",
-        ylabel="central charge c (Calabrese-Cardy fit)",
+        ylabel=f"central charge c ({results.get('cardy_boundary', 'periodic')}-chain Cardy fit)",
         title="base model: c per layer and head (shaded: fine-tuned layers)",
     )
     _integer_ticks(ax)
@@ -229,9 +229,9 @@ def external_figure(path: Path, results: dict[str, Any]) -> str:
         [h for li in results["trained_layers"] for h in results["base_external"][li]], dtype=torch.float64
     ).nanmean(0)
     bonds = range(1, len(base) + 1)
-    fit = artent_fast.fit_cardy(base)
+    fit = artent_fast.fit_cardy(base, boundary="open")
     ax.plot(bonds, base, "k-", lw=2.5, alpha=0.5, label=f"base: c={float(fit.c):.2f}, r2={float(fit.r2):.3f}")
-    ax.plot(bonds, fit.predict(len(base) + 1), "k:", lw=1, label="Calabrese-Cardy fit of the base")
+    ax.plot(bonds, fit.predict(len(base) + 1, boundary="open"), "k:", lw=1, label="open-chain Cardy fit of the base")
     for _name, run in results["runs"].items():
         if run["method"] == "lora" and "base" not in run["axes"]:
             continue
