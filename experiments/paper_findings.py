@@ -1,8 +1,8 @@
 """The paper's findings end to end: full fine-tuning vs LoRA (ranks, alphas, learning rates) vs MPS Adaptation.
 
-    python experiments/paper_findings.py --out experiments/report            # a few minutes on a CPU
+    python experiments/paper_findings.py --out experiments/tiny              # ~2.5 minutes on a CPU
     python experiments/paper_findings.py --quick --out /tmp/report            # < 1 minute
-    python experiments/paper_findings.py --model smollm2 --out experiments/smollm2   # SmolLM2-135M, ~45 min
+    python experiments/paper_findings.py --model smollm2 --out experiments/smollm2   # SmolLM2-135M, ~30 min
 
 Without ``--model`` a small LLaMA is built from a ``LlamaConfig`` (nothing is downloaded), briefly
 pre-trained on generated sentences and addition lines, then fine-tuned on subtraction lines with every
@@ -10,8 +10,8 @@ method from the same start, on the same batches. The internal profiles of ``q_pr
 updates are measured at checkpoints (``artent_fast.track`` records LoRA and FFT runs too, and the
 report checks it agrees), the external (attention) profiles and the no-hair comparison
 (:func:`artent_fast.compare`) at the end. The report folder holds ``report.md``, PNG figures and
-``results.json`` (rewritten atomically after every run). The report states which of the paper's
-findings the numbers reproduce, from criteria written next to each verdict.
+``results.json`` (rewritten atomically after every run). The report judges each finding against a null
+(experiments/verdicts.py); with this experiment's single seed no verdict is better than inconclusive.
 """
 
 from __future__ import annotations
@@ -567,7 +567,9 @@ def findings(results: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
             [
                 {
                     "label": "attention-output relative distance",
-                    **V.judge([sm["rel_distance"]], None, floor=V.FLOORS["cosine"]),
+                    "measured": sm["rel_distance"],
+                    "verdict": V.INCONCLUSIVE,
+                    "note": "one seed: no same-method seed floor",
                 }
             ],
         )

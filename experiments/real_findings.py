@@ -24,9 +24,14 @@ seed (seed = adapter initialisation and the order and choice of batches from the
 Measured at checkpoints: internal profiles of each trained module's update (LoRA and MPS from their
 factors, FFT as ``W - W0``), valley depth, row/column-bond entropy; external profiles of the attention
 matrices of the trained layers on fixed probe windows (every layer of the base model at the end, per
-head), with Calabrese-Cardy fits; the no-hair comparison across methods at the end. The findings are
-judged by :data:`CRITERIA`, written before the run; each is evaluated per seed and the verdict is
-``reproduced`` (holds for every seed), ``not reproduced`` (for none) or ``inconclusive`` (for some).
+head), with open-chain Calabrese-Cardy fits; the no-hair comparison across methods at the end, and of every
+model of those pairs with itself at the other seeds (the seed floor). Every finding is judged against
+a null computed in the same run (:data:`CRITERIA`; the rule and thresholds in experiments/verdicts.py):
+``reproduced`` when the measurement differs from its null by at least 3 noise units (seed-to-seed
+spread and the null's spread), ``not reproduced`` below 1, ``inconclusive`` between.
+
+The run resumes: each finished (run, seed) stays in ``results.json`` and its trained parameters in
+``OUT/state/``; a restarted run skips them (``--fresh`` starts over).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -42,11 +43,38 @@ def summary_markdown(results: dict[str, Any]) -> str:
         lines += [f"**{verdict.capitalize()}**", ""]
         for f in fs:
             parts = [p for p in f["parts"] if "effect" in p]
-            weakest = min(parts, key=lambda p: p["effect"], default=None)
-            detail = f"weakest part {weakest['label']}: {V.fmt(weakest)}" if weakest else "its null needs the rerun"
+            if f["key"] == "nohair":  # parts that must and must not exceed their floor: show all three
+                detail = "; ".join(f"{p['label']}: {V.fmt(p)}" for p in f["parts"])
+            elif parts:
+                weakest = min(parts, key=lambda p: p["effect"])
+                detail = f"weakest part {weakest['label']}: {V.fmt(weakest)}"
+            else:
+                detail = f"every part: {f['parts'][0].get('note', 'pending rerun')}"
             lines.append(f"- ({f['source']}) {f['claim']}: effects {effect_range(f)}; {detail}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+BLOCK = re.compile(r"(<!-- findings: (\S+) -->\n)(.*?)(<!-- /findings -->)", re.S)
+
+
+def doc_blocks(text: str) -> list[tuple[str, str]]:
+    """(results.json path relative to the repository, block text) of every findings block in a document."""
+    return [(m.group(2), m.group(3)) for m in BLOCK.finditer(text)]
+
+
+def update_docs(paths: list[Path], root: Path) -> None:
+    """Rewrite the findings blocks (``<!-- findings: PATH -->`` ... ``<!-- /findings -->``) of ``paths`` from
+    the results files they name, so that the numbers in README and docs come from results.json alone."""
+    from artent_fast.atomic import atomic_write
+
+    for path in paths:
+        text = path.read_text()
+        new = BLOCK.sub(
+            lambda m: m.group(1) + summary_markdown(json.loads((root / m.group(2)).read_text())) + m.group(4), text
+        )
+        if new != text:
+            atomic_write(path, new)
 
 
 def _plt():
@@ -481,6 +509,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--reevaluate", action="store_true", help="judge the stored measurements again (criteria, nulls) first"
     )
+    parser.add_argument("--docs", nargs="*", type=Path, default=[], help="documents whose findings blocks to rewrite")
     args = parser.parse_args()
     res = reevaluate(args.folder) if args.reevaluate else json.loads((args.folder / "results.json").read_text())
     print(write_report(args.folder, res))
+    update_docs(args.docs, Path(__file__).resolve().parents[1])

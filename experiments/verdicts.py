@@ -101,7 +101,7 @@ def combine(verdicts: Sequence[str]) -> str:
 def fmt(j: dict[str, Any], digits: int = 3) -> str:
     """``measured ± sd vs null ± sd: effect E (verdict)`` for the report."""
     if j.get("verdict") == PENDING or "null" not in j:
-        return f"{j.get('measured', math.nan):.{digits}f} vs null: pending rerun"
+        return f"{j.get('measured', math.nan):.{digits}f} vs null: {j.get('note', 'pending rerun')}"
     return (
         f"{j['measured']:.{digits}f} ± {j['measured_sd']:.{digits}f} vs null {j['null']:.{digits}f} ± "
         f"{j['null_sd']:.{digits}f}: effect {j['effect']:+.1f} ({j['verdict']})"
