@@ -296,7 +296,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds of a --model run (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps per run")
-    parser.add_argument("--methods", default="fft,lora,mps", help="comma-separated subset of fft,lora,mps")
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated subset of fft,lora,mps (default all; lora with --long)"
+    )
+    parser.add_argument("--long", action="store_true", help="--model runs: LoRA r=8 and r=64, 1000 steps, 2 seeds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-track", action="store_true", help="do not run artent_fast.track alongside")
@@ -320,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in (args.methods or "fft,lora,mps").split(",") if m.strip()]
     bad = sorted(set(methods) - {"fft", "lora", "mps"})
     if bad:
         parser.error(f"--methods: unknown {bad}; choose from fft, lora, mps")

@@ -45,7 +45,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,15 +118,23 @@ class Settings:
     base_lr: float
     fft_lr: float
     scored: int = 16  # the next-token loss is taken on the last ``scored`` tokens of each window
+    fft_sweep: list[float] = field(default_factory=list)  # more FFT learning rates: FFT at LoRA's loss
+    long: bool = False  # the long-run preset (base LoRA r=8 and r=64, 1000 steps, 2 seeds)
 
 
-def settings(quick: bool, steps: int | None = None, seeds: int | None = None) -> Settings:
+def settings(quick: bool, steps: int | None = None, seeds: int | None = None, long: bool = False) -> Settings:
+    """The full run (FFT at 4 learning rates, the LoRA sweeps, MPS; 100 steps, 3 seeds), ``quick`` (a smoke
+    test) or ``long`` (LoRA r=8 and r=64 only, 1000 steps, checkpoints every 100, 2 seeds: does the centre
+    approach ln r, does c settle?)."""
     if quick:
         s = Settings(True, [0, 1, 2], 8, 2, 2, 32, 1, 24, 4, 2, [2, 4], [4.0, 16.0], [1e-3, 1e-2], 4, 8.0, 3e-3, 1e-3)
+    elif long:
+        s = Settings(False, [0, 1], 1000, 10, 2, 64, 2, 200, 16, 2, [64], [], [], 8, 16.0, 2e-3, 1e-4, long=True)
     else:
         s = Settings(
             False, [0, 1, 2], 100, 4, 2, 64, 2, 200, 16, 2, [4, 16, 64], [4.0, 64.0], [5e-4, 8e-3], 8, 16.0, 2e-3, 1e-4
         )
+        s.fft_sweep = [3e-4, 1e-3, 3e-3]
     if steps is not None:
         s.steps = steps
     if seeds is not None:
@@ -438,17 +446,31 @@ def train_run(
     }
 
 
-def nohair_pairs(runs: list[Run]) -> list[tuple[str, str]]:
+def matched_fft(results: dict[str, Any], runs: list[Run]) -> str | None:
+    """The FFT run whose held-out loss (mean over seeds) is nearest the base LoRA's: FFT at matched loss."""
+    ffts = [r.name for r in runs if r.method == "fft" and results["runs"][r.name]["seeds"]]
+    base = next((r.name for r in runs if "base" in r.axes), None)
+    if not ffts or base is None or not results["runs"][base]["seeds"]:
+        return ffts[0] if ffts else None
+
+    def loss(name: str) -> float:
+        return statistics.fmean(e["eval_loss"] for e in results["runs"][name]["seeds"].values())
+
+    return min(ffts, key=lambda n: abs(loss(n) - loss(base)))
+
+
+def nohair_pairs(runs: list[Run], results: dict[str, Any]) -> list[tuple[str, str]]:
+    """FFT (at matched loss) vs the base LoRA, the base LoRA vs MPS, the smallest other rank vs the base LoRA."""
     base = next((r.name for r in runs if "base" in r.axes), None)
     small = next(
         (r.name for r in sorted(runs, key=lambda r: r.r) if r.method == "lora" and "rank" in r.axes and r.name != base),
         None,
     )
-    have = {r.method for r in runs}
+    fft = matched_fft(results, runs)
     pairs = []
-    if base and "fft" in have:
-        pairs.append(("fft", base))
-    if base and "mps" in have:
+    if base and fft:
+        pairs.append((fft, base))
+    if base and any(r.method == "mps" for r in runs):
         pairs.append((base, next(r.name for r in runs if r.method == "mps")))
     if base and small:
         pairs.append((small, base))
@@ -469,7 +491,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="few steps and windows (a smoke test)")
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps per run (default: 100, quick 8)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
-    parser.add_argument("--methods", default="fft,lora,mps", help="comma-separated subset of fft,lora,mps")
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated subset of fft,lora,mps (default all; lora with --long)"
+    )
+    parser.add_argument(
+        "--long", action="store_true", help="LoRA r=8 and r=64 for 1000 steps, 2 seeds (about 35 min on 2 cores)"
+    )
     parser.add_argument("--tag", default=None, help="figure name prefix (default: the model's name, e.g. smollm2)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (restored after)")
     parser.add_argument(
@@ -478,7 +505,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    default = "lora" if getattr(args, "long", False) else "fft,lora,mps"
+    methods = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
     bad = sorted(set(methods) - {"fft", "lora", "mps"})
     if bad:
         parser.error(f"--methods: unknown {bad}; choose from fft, lora, mps")
@@ -502,7 +530,7 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    s = settings(args.quick, args.steps, args.seeds)
+    s = settings(args.quick, args.steps, args.seeds, getattr(args, "long", False))
     try:
         base, tokenizer = load_model(args.model, attn_implementation="eager")
     except (FileNotFoundError, ValueError, ImportError) as exc:
@@ -574,8 +602,7 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
     total = len(runs) * len(s.seeds)
     done = 0
     t_train = time.time()
-    pairs = nohair_pairs(runs)  # names final (MPS named by its chi)
-    needed = {n for p in pairs for n in p}
+    now: set[tuple[str, int]] = set()  # (run, seed) trained by this invocation
 
     def trained(run: Run, seed: int):
         """The model of (run, seed): trained now, or rebuilt from its saved state when the run resumes."""
@@ -596,6 +623,7 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
             model = adapt(base, run, pattern, seed)
             entry = train_run(model, base, run, s, data, first, pattern, seed, row_sites)
             save_state(out, run.name, seed, model)
+            now.add((run.name, seed))
             results["runs"][run.name]["seeds"][str(seed)] = entry
             del model
             done += 1
@@ -612,7 +640,7 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
     by_name = {r.name: r for r in runs}
 
     def compare(into: dict[str, Any], key: str, a: tuple[str, int], b: tuple[str, int]) -> None:
-        if key in into:
+        if key in into and a not in now and b not in now:  # kept, and neither model was trained again
             return
         res = artent_fast.compare_models(
             trained(by_name[a[0]], a[1]),
@@ -626,6 +654,8 @@ def _experiment(args: argparse.Namespace, methods: list[str]) -> Path:
         atomic_write(out / "results.json", json.dumps(results, indent=1, default=float))
 
     trained_layers = trained_ids
+    pairs = nohair_pairs(runs, results)  # after training: FFT at the loss nearest LoRA's
+    needed = {n for p in pairs for n in p}
     for a, b in pairs:  # across methods, seed by seed
         for seed in s.seeds:
             compare(results["nohair"].setdefault(f"{a} vs {b}", {}), str(seed), (a, seed), (b, seed))
@@ -842,7 +872,8 @@ def findings(results: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
             "the valley depth changes with the training step",
             [{"label": f"depth over steps {','.join(steps)}", **V.dependence(groups, floor["entropy"])}],
         )
-    fft = next((r for r in runs if r.method == "fft"), None)
+    fft_name = matched_fft(results, runs)
+    fft = next((r for r in runs if r.name == fft_name), None)
     if fft and lora:
         parts = []
         for r in lora:
@@ -853,7 +884,15 @@ def findings(results: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
                 ]
                 best = max(js, key=lambda j: j.get("effect", -math.inf))
                 parts.append({"label": f"FFT vs {r.name} {k} ({'centre' if best is js[0] else 'depth'})", **best})
-        add("fft", PAPER["fft"], parts)
+        base = next(r for r in lora if "base" in r.axes)
+        loss = {n: statistics.fmean(e["eval_loss"] for e in entries(n)) for n in (fft.name, base.name)}
+        add(
+            "fft",
+            f"{PAPER['fft']} ({fft.name} at lr {fft.lr:g}, "
+            f"{'the FFT nearest' if sum(r.method == 'fft' for r in runs) > 1 else 'the only FFT; not at'} LoRA's "
+            f"loss: held-out loss {loss[fft.name]:.3f} vs {loss[base.name]:.3f})",
+            parts,
+        )
     names = list(rs)
     if names:
         strongest = {key: V.strongest_null(nulls["cardy"], key) for key in ("r2", "delta_aic")}

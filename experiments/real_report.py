@@ -119,7 +119,7 @@ def _stat(values: list[float], digits: int = 3) -> str:
 
 def _label(run: dict[str, Any]) -> str:
     if run["method"] == "fft":
-        return "FFT"
+        return f"FFT lr={run['lr']:g}"
     if run["method"] == "mps":
         return f"MPS r={run['r']} chi={run['chi']}"
     return f"LoRA r={run['r']} alpha={run['alpha']:g} lr={run['lr']:g}"
@@ -406,7 +406,8 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
         f"tokens of each; batch {s['batch']}; pool of {s['pool']} windows",
         f"- {s['steps']} AdamW steps per run, {s['checkpoints']} checkpoints; seeds {s['seeds']}",
         f"- LoRA base r={s['base_r']} alpha={s['base_alpha']:g} lr={s['base_lr']:g}; ranks {s['ranks']} (alpha/r "
-        f"fixed); alphas {s['alphas']}; lrs {s['lrs']}; FFT lr {s['fft_lr']:g}",
+        f"fixed); alphas {s['alphas']}; lrs {s['lrs']}; FFT lr "
+        f"{', '.join(f'{x:g}' for x in sorted({s['fft_lr'], *s.get('fft_sweep', [])}))}",
         f"- base model eval loss {results['base_eval_loss']:.3f}; cached-prefix check: max |logit difference| "
         f"{results['top_view_max_diff']:.1e}",
         f"- wall time {results.get('seconds', float('nan')) / 60:.1f} min",

@@ -314,6 +314,23 @@ def test_real_plan_and_criteria_are_written_before_the_run():
     assert len({r.lr for r in runs if "lr" in r.axes}) >= 3
     assert all(r.alpha / r.r == s.base_alpha / s.base_r for r in runs if "rank" in r.axes)
     assert set(rf.CRITERIA) >= {"valley", "valley_spectrum", "rank", "alpha", "lr", "fft", "cardy", "nohair", "mps"}
+    ffts = sorted(r.lr for r in runs if r.method == "fft")
+    assert ffts == [1e-4, 3e-4, 1e-3, 3e-3] and len({r.name for r in runs}) == len(runs)  # FFT at LoRA's loss
+    long = rf.plan_runs(rf.settings(quick=False, long=True), ["lora"])
+    assert sorted(r.r for r in long) == [8, 64] and rf.settings(False, long=True).steps == 1000
+
+
+def test_fft_at_matched_loss_is_the_one_compared():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import real_findings as rf
+
+    runs = rf.plan_runs(rf.settings(quick=False), ["fft", "lora"])
+    loss = {"fft_lr0.0001": 2.13, "fft_lr0.0003": 2.05, "fft_lr0.001": 1.96, "fft_lr0.003": 1.70}
+    base = next(r.name for r in runs if "base" in r.axes)
+    results = {"runs": {r.name: {"seeds": {"0": {"eval_loss": loss.get(r.name, 1.97)}}} for r in runs}}
+    assert results["runs"][base]["seeds"]["0"]["eval_loss"] == 1.97
+    assert rf.matched_fft(results, runs) == "fft_lr0.001"
+    assert rf.nohair_pairs(runs, results)[0] == ("fft_lr0.001", base)
 
 
 def test_verdict_rule():
