@@ -399,3 +399,31 @@ def test_docs_verdicts_come_from_results_json():
             assert text == real_report.summary_markdown(results), (doc, path)
             seen.add(path)
     assert seen == {"experiments/smollm2/results.json", "experiments/tiny/results.json"}
+
+
+def test_cardy_context_study_writes_fits_beside_nulls(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("chatterbot_corpus")
+    pytest.importorskip("yaml")
+    sys.path.insert(0, str(SCRIPT.parent))
+    import cardy_context
+
+    v = _verdicts()
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(tiny_llama_config(vocab_size=96, num_attention_heads=2)).save_pretrained(
+        tmp_path / "m"
+    )
+    args = ["--model", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--lengths", "16,32", "--windows", "2"]
+    cardy_context.main([*args, "--block", "1", "--samples", "2", "--threads", "1"])
+    res = json.loads((tmp_path / "o" / "cardy_context.json").read_text())
+    assert [s["t"] for s in res["lengths"]] == [16, 32]
+    for s in res["lengths"]:
+        assert len(s["block_fits"]) == 2 and set(s["block_fits"][0]) == {"edges", "no_edges"}
+        for key in ("r2", "delta_aic"):
+            j = s["block_verdicts"][key]
+            assert j["null_name"] in s["null"]["block"] and j["verdict"] in (
+                v.REPRODUCED,
+                v.NOT_REPRODUCED,
+                v.INCONCLUSIVE,
+            )
+    assert "| 32 |" in (tmp_path / "o" / "cardy_context.md").read_text()
