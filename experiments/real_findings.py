@@ -442,7 +442,8 @@ def train_run(
         "mean_final": mean_profiles(final),
         "external": {str(k): v for k, v in externals.items()},
         "cardy": {str(k): cardy(flat_heads(v)) for k, v in externals.items()},
-        "spectrum_null": spectrum_nulls(mods, base),
+        # low-rank updates only: a full-rank FFT update's null costs ~20 s per module and no criterion uses it
+        "spectrum_null": spectrum_nulls(mods, base) if run.method != "fft" else {},
     }
 
 
