@@ -1,6 +1,6 @@
 """The paper's findings end to end: full fine-tuning vs LoRA (ranks, alphas, learning rates) vs MPS Adaptation.
 
-    python experiments/paper_findings.py --out experiments/tiny              # ~2.5 minutes on a CPU
+    python experiments/paper_findings.py --out experiments/tiny              # 1-2.5 minutes on a CPU
     python experiments/paper_findings.py --quick --out /tmp/report            # < 1 minute
     python experiments/paper_findings.py --model smollm2 --out experiments/smollm2   # SmolLM2-135M, ~30 min
 

@@ -932,9 +932,9 @@ def findings(results: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
         )
         outputs = V.judge([sm["rel_distance"] for sm in sms], out_floor, floor=floor["cosine"])
         parts = [
-            {"label": "internal gap (must exceed the floor)", **internal},
-            {"label": "external gap (must not)", **external},
-            {"label": "attention-output relative distance (must not)", **outputs},
+            {"label": "internal gap (must be above the seed floor)", "reads": "above", **internal},
+            {"label": "external gap (must not)", "reads": "above", **external},
+            {"label": "attention-output relative distance (must not)", "reads": "above", **outputs},
         ]
         add("nohair", f"{PAPER['nohair']}: {pair}", parts, nohair_verdict(internal, external, outputs))
     mps_runs = [r for r in runs if r.method == "mps"]

@@ -82,6 +82,7 @@ def judge(
         "noise": noise,
         "effect": effect,
         "seeds": seeds or len(measured),
+        "values": [len(measured), len(null)],
         "verdict": verdict,
     }
 
@@ -98,13 +99,23 @@ def combine(verdicts: Sequence[str]) -> str:
     return INCONCLUSIVE
 
 
+ABOVE = {REPRODUCED: "clearly above", NOT_REPRODUCED: "not above", INCONCLUSIVE: "unclear"}
+
+
 def fmt(j: dict[str, Any], digits: int = 3) -> str:
-    """``measured ± sd vs null ± sd: effect E (verdict)`` for the report."""
+    """``measured ± sd vs null ± sd: effect E (verdict)`` for the report (``± sd`` only over several values;
+    a part that only says whether a gap is above its floor, ``reads="above"``, says so instead of a verdict)."""
     if j.get("verdict") == PENDING or "null" not in j:
         return f"{j.get('measured', math.nan):.{digits}f} vs null: {j.get('note', 'pending rerun')}"
+    n_m, n_n = j.get("values", [2, 2])
+
+    def val(x: float, sd: float, n: int) -> str:
+        return f"{x:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{x:.{digits}f}"
+
+    said = ABOVE[j["verdict"]] if j.get("reads") == "above" else j["verdict"]
     return (
-        f"{j['measured']:.{digits}f} ± {j['measured_sd']:.{digits}f} vs null {j['null']:.{digits}f} ± "
-        f"{j['null_sd']:.{digits}f}: effect {j['effect']:+.1f} ({j['verdict']})"
+        f"{val(j['measured'], j['measured_sd'], n_m)} vs null {val(j['null'], j['null_sd'], n_n)}: "
+        f"effect {j['effect']:+.1f} ({said})"
     )
 
 
