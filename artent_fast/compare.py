@@ -138,6 +138,30 @@ def internal_profile(
         return "weight", entanglement_profile(w.double(), on_zero="nan")
 
 
+def update_matrix(
+    module: nn.Module,
+    *,
+    name: str = "",
+    base: nn.Module | Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The dense weight update whose profile :func:`internal_profile` measures (float64): LoRA's
+    ``scaling * B @ A``, MPS Adaptation's ``delta_weight()``, or ``W - W0`` with ``W0`` from ``base``.
+    For spectra and null models of one layer; the profiles themselves never form it."""
+    from artent_fast.adapters.mps import MPSLinear
+
+    with torch.no_grad():
+        if isinstance(module, MPSLinear):
+            return module.delta_weight().detach().double()
+        factors = _lora_factors(module)
+        if factors is not None:
+            b, a, scale = factors
+            return scale * (b.double() @ a.double())
+        w, w0 = _effective_weight(module), _base_weight(base, name)
+        if w is None or w0 is None or w0.shape != w.shape:
+            raise ValueError(f"module {name!r} ({type(module).__name__}): no adapter, and no base weight of its shape")
+        return w.double() - w0.to(w.device).double()
+
+
 # -- capture ---------------------------------------------------------------------------------------
 def _run(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, Mapping):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -17,8 +18,63 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module: verdicts
+import verdicts as V  # noqa: E402
+
 KINDS = ("q_proj", "v_proj")
 STYLE = {"fft": ("C3", "-", "s"), "lora": ("C0", "-", "o"), "mps": ("C2", "--", "^")}
+
+
+def effect_range(f: dict[str, Any]) -> str:
+    """The smallest and largest effect over a finding's parts, and how many parts there are."""
+    eff = [p["effect"] for p in f["parts"] if "effect" in p]
+    pending = len(f["parts"]) - len(eff)
+    text = (f"{min(eff):+.1f} … {max(eff):+.1f}" if len(eff) > 1 else f"{eff[0]:+.1f}") if eff else "-"
+    return f"{text} ({len(f['parts'])} parts" + (f", {pending} pending rerun)" if pending else ")")
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The verdict lists that README and docs/findings.md carry (a test checks they match results.json)."""
+    lines = []
+    for verdict in (V.REPRODUCED, V.NOT_REPRODUCED, V.INCONCLUSIVE, V.PENDING):
+        fs = [f for f in results.get("findings", []) if f["verdict"] == verdict]
+        if not fs:
+            continue
+        lines += [f"**{verdict.capitalize()}**", ""]
+        for f in fs:
+            parts = [p for p in f["parts"] if "effect" in p]
+            if f["key"] == "nohair":  # parts that must and must not exceed their floor: show all three
+                detail = "; ".join(f"{p['label']}: {V.fmt(p)}" for p in f["parts"])
+            elif parts:
+                weakest = min(parts, key=lambda p: p["effect"])
+                detail = f"weakest part {weakest['label']}: {V.fmt(weakest)}"
+            else:
+                detail = f"every part: {f['parts'][0].get('note', 'pending rerun')}"
+            lines.append(f"- ({f['source']}) {f['claim']}: effects {effect_range(f)}; {detail}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+BLOCK = re.compile(r"(<!-- findings: (\S+) -->\n)(.*?)(<!-- /findings -->)", re.S)
+
+
+def doc_blocks(text: str) -> list[tuple[str, str]]:
+    """(results.json path relative to the repository, block text) of every findings block in a document."""
+    return [(m.group(2), m.group(3)) for m in BLOCK.finditer(text)]
+
+
+def update_docs(paths: list[Path], root: Path) -> None:
+    """Rewrite the findings blocks (``<!-- findings: PATH -->`` ... ``<!-- /findings -->``) of ``paths`` from
+    the results files they name, so that the numbers in README and docs come from results.json alone."""
+    from artent_fast.atomic import atomic_write
+
+    for path in paths:
+        text = path.read_text()
+        new = BLOCK.sub(
+            lambda m: m.group(1) + summary_markdown(json.loads((root / m.group(2)).read_text())) + m.group(4), text
+        )
+        if new != text:
+            atomic_write(path, new)
 
 
 def _plt():
@@ -63,7 +119,7 @@ def _stat(values: list[float], digits: int = 3) -> str:
 
 def _label(run: dict[str, Any]) -> str:
     if run["method"] == "fft":
-        return "FFT"
+        return f"FFT lr={run['lr']:g}"
     if run["method"] == "mps":
         return f"MPS r={run['r']} chi={run['chi']}"
     return f"LoRA r={run['r']} alpha={run['alpha']:g} lr={run['lr']:g}"
@@ -191,7 +247,7 @@ def external_figure(path: Path, results: dict[str, Any]) -> str:
         ax.axvspan(t - 0.5, t + 0.5, color="C1", alpha=0.12, lw=0)
     ax.set(
         xlabel="layer",
-        ylabel="central charge c (Calabrese-Cardy fit)",
+        ylabel=f"central charge c ({results.get('cardy_boundary', 'periodic')}-chain Cardy fit)",
         title="base model: c per layer and head (shaded: fine-tuned layers)",
     )
     _integer_ticks(ax)
@@ -201,9 +257,9 @@ def external_figure(path: Path, results: dict[str, Any]) -> str:
         [h for li in results["trained_layers"] for h in results["base_external"][li]], dtype=torch.float64
     ).nanmean(0)
     bonds = range(1, len(base) + 1)
-    fit = artent_fast.fit_cardy(base)
+    fit = artent_fast.fit_cardy(base, boundary="open")
     ax.plot(bonds, base, "k-", lw=2.5, alpha=0.5, label=f"base: c={float(fit.c):.2f}, r2={float(fit.r2):.3f}")
-    ax.plot(bonds, fit.predict(len(base) + 1), "k:", lw=1, label="Calabrese-Cardy fit of the base")
+    ax.plot(bonds, fit.predict(len(base) + 1, boundary="open"), "k:", lw=1, label="open-chain Cardy fit of the base")
     for _name, run in results["runs"].items():
         if run["method"] == "lora" and "base" not in run["axes"]:
             continue
@@ -338,8 +394,8 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
     lines = [
         f"# The paper's findings on {results['description']}",
         "",
-        "Written by experiments/real_findings.py from results.json (criteria fixed before the run; each "
-        "finding evaluated per seed: reproduced = every seed, not reproduced = none, inconclusive = some).",
+        "Written by experiments/real_findings.py from results.json; the criteria, nulls and thresholds are in "
+        "experiments/real_findings.py (CRITERIA) and experiments/verdicts.py.",
         "",
         "## Settings",
         "",
@@ -350,21 +406,28 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
         f"tokens of each; batch {s['batch']}; pool of {s['pool']} windows",
         f"- {s['steps']} AdamW steps per run, {s['checkpoints']} checkpoints; seeds {s['seeds']}",
         f"- LoRA base r={s['base_r']} alpha={s['base_alpha']:g} lr={s['base_lr']:g}; ranks {s['ranks']} (alpha/r "
-        f"fixed); alphas {s['alphas']}; lrs {s['lrs']}; FFT lr {s['fft_lr']:g}",
+        f"fixed); alphas {s['alphas']}; lrs {s['lrs']}; FFT lr "
+        f"{', '.join(f'{x:g}' for x in sorted({s['fft_lr'], *s.get('fft_sweep', [])}))}",
         f"- base model eval loss {results['base_eval_loss']:.3f}; cached-prefix check: max |logit difference| "
         f"{results['top_view_max_diff']:.1e}",
         f"- wall time {results.get('seconds', float('nan')) / 60:.1f} min",
         "",
         "## Findings",
         "",
-        "| finding | criterion | per seed | verdict |",
-        "| --- | --- | --- | --- |",
+        "Each finding is a measurement beside its null, computed in the same run; the effect is the difference in "
+        "units of the noise (the seed-to-seed spread and the null's spread, never below a fixed floor). Reproduced "
+        f"at an effect of {V.Z_REPRODUCED:g} or more, not reproduced below {V.Z_NOT:g}, inconclusive between "
+        "(experiments/verdicts.py); *paper*: a claim of the paper's abstract, *ours*: our own observation.",
+        "",
+        "| finding | source | criterion | effects (parts) | verdict |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for f in results.get("findings", []):
-        per = " ".join("✓" if x else "✗" for x in f["per_seed"])
-        lines.append(f"| {f['claim']} | {f['criterion']} | {per} | **{f['verdict']}** |")
-    lines += ["", "Evidence (mean ± sd over seeds):", ""]
-    lines += [f"- {f['claim']}: {f['evidence']}" for f in results.get("findings", [])]
+        lines.append(f"| {f['claim']} | {f['source']} | {f['criterion']} | {effect_range(f)} | **{f['verdict']}** |")
+    lines += ["", "Each part: measured (mean ± sd over seeds) vs null (mean ± sd): effect (verdict).", ""]
+    for f in results.get("findings", []):
+        lines.append(f"- {f['claim']} (**{f['verdict']}**)")
+        lines += [f"  - {p['label']}: {V.fmt(p)}" for p in f["parts"]]
     lines += [
         "",
         "## Runs (final checkpoint; mean ± sd over seeds)",
@@ -422,6 +485,33 @@ def write_report(out: Path, results: dict[str, Any], runs: Any = None) -> Path:
     return out / "report.md"
 
 
+def reevaluate(folder: Path) -> dict[str, Any]:
+    """Judge the stored measurements of ``folder/results.json`` again with the current criteria and nulls
+    (random-matrix nulls need only shapes and ranks; those that need the models, such as the attention-output
+    seed floor, stay *pending rerun*), and rewrite results.json atomically."""
+    from real_findings import CRITERIA, Run, findings
+
+    from artent_fast.atomic import atomic_write
+
+    results = json.loads((folder / "results.json").read_text())
+    runs = [Run(**{k: v for k, v in r.items() if k != "seeds"}) for r in results["runs"].values()]
+    results.pop("nulls", None)
+    results["criteria"] = CRITERIA
+    results["findings"] = findings(results, runs)
+    atomic_write(folder / "results.json", json.dumps(results, indent=1, default=float))
+    return results
+
+
 if __name__ == "__main__":
-    folder = Path(sys.argv[1])
-    print(write_report(folder, json.loads((folder / "results.json").read_text())))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="(re)write report.md and the figures from results.json")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument(
+        "--reevaluate", action="store_true", help="judge the stored measurements again (criteria, nulls) first"
+    )
+    parser.add_argument("--docs", nargs="*", type=Path, default=[], help="documents whose findings blocks to rewrite")
+    args = parser.parse_args()
+    res = reevaluate(args.folder) if args.reevaluate else json.loads((args.folder / "results.json").read_text())
+    print(write_report(args.folder, res))
+    update_docs(args.docs, Path(__file__).resolve().parents[1])

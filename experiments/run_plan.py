@@ -22,9 +22,9 @@ class Run:
 
 
 def plan_runs(s: Any, methods: Sequence[str], mps: Run) -> list[Run]:
-    """FFT at ``s.fft_lr``; LoRA at ``s.base_r, s.base_alpha, s.base_lr`` with rank (alpha / r fixed), alpha
-    and learning rate varied one at a time (``s.ranks``, ``s.alphas``, ``s.lrs``); and the given ``mps`` run.
-    A setting shared by several sweeps is one run listing every axis it belongs to."""
+    """FFT at ``s.fft_lr`` (and each of ``s.fft_sweep``); LoRA at ``s.base_r, s.base_alpha, s.base_lr`` with rank
+    (alpha / r fixed), alpha and learning rate varied one at a time (``s.ranks``, ``s.alphas``, ``s.lrs``); and the
+    given ``mps`` run. A setting shared by several sweeps is one run listing every axis it belongs to."""
     runs: dict[str, Run] = {}
 
     def lora(r: int, alpha: float, lr: float, axis: str) -> None:
@@ -33,8 +33,11 @@ def plan_runs(s: Any, methods: Sequence[str], mps: Run) -> list[Run]:
         if axis not in run.axes:
             run.axes.append(axis)
 
-    if "fft" in methods:
-        runs["fft"] = Run("fft", "fft", s.fft_lr)
+    if "fft" in methods:  # one FFT run, or one per learning rate of the sweep (``s.fft_sweep``)
+        lrs = sorted({s.fft_lr, *getattr(s, "fft_sweep", [])})
+        for lr in lrs:
+            name = "fft" if len(lrs) == 1 else f"fft_lr{lr:g}"
+            runs[name] = Run(name, "fft", lr, axes=["fft_lr"] if len(lrs) > 1 else [])
     if "lora" in methods:
         for axis in ("base", "rank", "alpha", "lr"):  # the base setting belongs to every sweep
             lora(s.base_r, s.base_alpha, s.base_lr, axis)

@@ -114,6 +114,17 @@ def test_internal_kinds_match_dense_references():
         assert row["internal_gap"] > 0
         assert row["module"] == f"model.layers.{i}.self_attn"
         assert row["rel_distance"] > 0
+        # update_matrix: the dense update each profile is the profile of (LoRA, MPS, FFT as W - W0)
+        from artent_fast.compare import update_matrix
+
+        torch.testing.assert_close(update_matrix(layer), dense)
+        torch.testing.assert_close(update_matrix(mlayer), mlayer.delta_weight().detach().double())
+        name = f"model.layers.{i}.self_attn.q_proj"
+        tuned = _perturbed(base).model.layers[i].self_attn.q_proj
+        w0 = base.model.layers[i].self_attn.q_proj.weight.double()
+        torch.testing.assert_close(update_matrix(tuned, name=name, base=base), tuned.weight.double() - w0)
+    with pytest.raises(ValueError, match="no adapter"):
+        update_matrix(base.model.layers[0].self_attn.q_proj, name="x")
 
 
 def test_layers_selection_profile_off_and_errors():
