@@ -125,6 +125,8 @@ def fsdp1_owner(model: nn.Module, module_name: str) -> str | None:
 
 def unit_tensors(unit: Unit) -> list[torch.Tensor]:
     layer = unit.layer
+    if unit.source == "mps":
+        return [layer.B, *layer.cores]
     if unit.kind == "lora":
         return [layer.lora_B[unit.adapter].weight, layer.lora_A[unit.adapter].weight]
     weight = getattr(layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer, "weight", None)

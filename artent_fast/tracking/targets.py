@@ -12,7 +12,7 @@ from torch import nn
 
 from artent_fast.patterns import check_patterns, matches
 from artent_fast.tracking.distributed import full_tensor, unwrapped_name
-from artent_fast.tracking.units import Part, Unit
+from artent_fast.tracking.units import Part, Unit, is_mps_layer, mps_factors
 
 SplitSpec = int | Sequence[str] | Mapping[str, int]
 
@@ -98,7 +98,12 @@ def find_units(
             continue
         weight = base_weight(module)
         fifo = is_fan_in_fan_out(module)
-        if is_lora_layer(module) or is_peft_tuner_layer(module):
+        if is_mps_layer(module):  # MPS Adaptation: factored, B @ A_mps (B = 0 at start unless init="random")
+            owners.append(name)
+            B, A = mps_factors(module)
+            started = bool((B != 0).any())
+            new = [Unit(name, module, "lora", "mps", b0=B.clone() if started else None, a0=A if started else None)]
+        elif is_lora_layer(module) or is_peft_tuner_layer(module):
             owners.append(name)
             new = adapter_units(name, module, fifo, zero_init)
         elif weight is not None and weight.requires_grad:

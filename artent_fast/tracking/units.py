@@ -40,7 +40,7 @@ class Unit:
     module: str
     layer: nn.Module = field(repr=False)
     kind: str  # "lora" | "dense"
-    source: str  # "lora" (factors), "delta" (adapter's get_delta_weight), "dora", "snapshot" (W - W0)
+    source: str  # "lora" (factors), "mps" (MPS Adaptation), "delta" (get_delta_weight), "dora", "snapshot" (W - W0)
     adapter: str | None = None
     part: Part | None = None
     fan_in_fan_out: bool = False
@@ -93,6 +93,12 @@ class Unit:
         ``full`` turns a (possibly sharded) parameter into the whole tensor (see ``tracking.distributed``).
         """
         layer, name = self.layer, self.adapter
+        if self.source == "mps":  # MPS Adaptation: B (out, r) and A_mps (r, in), contracted from the cores
+            B, A = mps_factors(layer, full)
+            scale, merged = float(layer.scale), bool(layer.merged)
+            if self.b0 is not None:
+                B, A = change_factors(B, A, self.b0, self.a0)
+            return B, A, scale, merged
         B = full(layer.lora_B[name].weight.detach())  # (out, r)
         A = full(layer.lora_A[name].weight.detach())  # (r, in)
         B0 = self.b0
@@ -135,6 +141,24 @@ class Unit:
         if self.fan_in_fan_out:
             return delta[:, self.part.start : self.part.stop]
         return delta[self.part.start : self.part.stop]
+
+
+def is_mps_layer(module: nn.Module) -> bool:
+    """An MPS Adaptation layer (:class:`artent_fast.adapters.mps.MPSLinear`): ``B`` and the cores of ``A_mps``."""
+    has_b = isinstance(getattr(module, "B", None), nn.Parameter)
+    return has_b and hasattr(module, "cores") and hasattr(module, "a_mps")
+
+
+def mps_factors(
+    layer: nn.Module, full: Callable[[torch.Tensor], torch.Tensor] = same
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, A_mps)`` of an MPS Adaptation layer, ``A_mps`` contracted from the (whole) cores in float64 (an
+    ``r x d_in`` matrix: cheap), so that the small change of a product since the start is not lost to the
+    contraction's round-off."""
+    from artent_fast.adapters.mps import contract_cores
+
+    with torch.no_grad():
+        return full(layer.B.detach()), contract_cores([full(c.detach()).double() for c in layer.cores])
 
 
 def change_factors(
