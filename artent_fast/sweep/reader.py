@@ -102,6 +102,7 @@ class WeightFiles:
         self.file_errors: list[CheckpointError] = []
         self._handles: dict[str, Any] = {}
         self._identity: dict[str, tuple[int, ...]] = {}
+        self._files = sorted(files)
         for file, names in files.items():
             self._scan(file, names)
 
@@ -200,8 +201,13 @@ class WeightFiles:
         return file, self._identity.get(file, ())
 
     def describe(self) -> str:
-        files = sorted({i.file for i in self.infos.values()})
+        files = sorted({i.file for i in self.infos.values()}) or self._files
         return files[0] if len(files) == 1 else str(Path(files[0]).parent) if files else "?"
+
+    def unexplained_absence(self, name: str) -> bool:
+        """Whether ``name`` being absent is news: not when it is listed as broken, nor when a file could not be
+        read at all (that file's one error already explains every name it may hold)."""
+        return name not in self.infos and name not in self.broken and not self.file_errors
 
     def close(self) -> None:
         """Drop open handles (unmaps the files, so touched pages leave the process)."""
