@@ -71,3 +71,74 @@ def test_an_unreadable_base_is_one_error_not_one_per_tensor(tmp_path, rng, capsy
     assert records[0]["file"].startswith(str(tmp_path / "base"))
     text = capsys.readouterr()
     assert "missing" not in text.out + text.err and "? [" not in text.out + text.err
+
+
+# ---------------------------------------------------------------- FIFOs and link loops say what they are
+
+
+def _fifo(path: Path) -> str:
+    import os
+
+    os.mkfifo(path)
+    return "FIFO"
+
+
+def _loop(path: Path) -> str:
+    path.symlink_to(path.name)
+    return "symbolic link loop"
+
+
+def _broken_link(path: Path) -> str:
+    path.symlink_to("nowhere")
+    return "broken symbolic link"
+
+
+ODD_PATHS = [_fifo, _loop, _broken_link]
+
+
+@pytest.mark.parametrize("make", ODD_PATHS)
+@pytest.mark.parametrize("flag", ["--tuned", "--base"])
+def test_sweep_names_what_an_odd_checkpoint_path_is(tmp_path, rng, capsys, make, flag):
+    odd = tmp_path / "odd"
+    kind = make(odd)
+    save(tmp_path / "m", model_tensors(rng, 1, SHAPES))
+    good = ["--tuned", str(tmp_path / "m")] if flag == "--base" else []
+    assert sweep(flag, str(odd), *good, "--out", str(tmp_path / "o")) == 1
+    err = capsys.readouterr().err
+    assert f"{odd}: " in err and kind in err and "does not exist" not in err.replace("which does not exist", "")
+
+
+@pytest.mark.parametrize("make", [_fifo, _loop])  # a broken link's target is named, and does not exist
+def test_a_weight_file_in_a_folder_that_is_odd_is_named(tmp_path, rng, capsys, make):
+    (tmp_path / "m").mkdir()
+    kind = make(tmp_path / "m" / "model.safetensors")
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(tmp_path / "o")) == 1
+    err = capsys.readouterr().err
+    assert kind in err or (make is _loop and "too many levels of symbolic links" in err)  # said by confine
+
+
+@pytest.mark.parametrize("make", ODD_PATHS)
+def test_load_model_names_what_an_odd_model_path_is(tmp_path, make):
+    from artent_fast.integrations.models import resolve
+
+    odd = tmp_path / "model.gguf"
+    kind = make(odd)
+    with pytest.raises(ValueError, match=kind) as info:
+        resolve(odd)
+    assert str(odd) in str(info.value)
+
+
+@pytest.mark.parametrize("make", ODD_PATHS)
+def test_profile_input_names_what_an_odd_path_is(tmp_path, capsys, make):
+    odd = tmp_path / "w.npy"
+    kind = make(odd)
+    assert main(["profile", "--input", str(odd)]) != 0
+    err = capsys.readouterr().err
+    assert kind in err and str(odd) in err and len(err.strip().splitlines()) == 1
+
+
+def test_what_is_a_missing_path_is_still_file_not_found(tmp_path):
+    from artent_fast.integrations.models import resolve
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve(tmp_path / "nothing.gguf")

@@ -13,6 +13,7 @@ import torch
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
 from artent_fast.atomic import atomic_write
 from artent_fast.cli._common import add_command
+from artent_fast.paths import not_usable
 
 EXAMPLES = ("lora", "gaussian", "kronecker")
 
@@ -86,10 +87,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_matrix(path: Path, tensor: str | None) -> torch.Tensor:
-    if not path.exists():
-        raise FileNotFoundError(f"--input {path} does not exist")
     if not path.is_file():
-        raise ValueError(f"--input {path} is not a file")
+        raise not_usable(f"--input {path}", path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".safetensors", ".pt", ".pth"):
         raise ValueError(f"--input {path}: unsupported file type {suffix!r} (use .npy, .pt or .safetensors)")

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from artent_fast.extras import missing_extra, optional_imports, require
+from artent_fast.paths import not_usable
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 SMOLLM2 = "smollm2"
@@ -54,13 +55,10 @@ def smollm2_gguf() -> Path:
 def resolve(path: str | os.PathLike) -> tuple[str, Path, str | None]:
     """(kind, folder, gguf file name or None) for ``path``; kind is ``"hf"`` or ``"gguf"``."""
     p = Path(path).expanduser()
-    if not p.exists():
-        if str(path).lower() == SMOLLM2:
-            p = smollm2_gguf()
-        else:
-            raise FileNotFoundError(
-                f"model path {str(path)!r} does not exist (give a Hugging Face folder, a .gguf file, or 'smollm2')"
-            )
+    if not p.exists() and str(path).lower() == SMOLLM2 and not os.path.lexists(p):
+        p = smollm2_gguf()
+    if not p.is_file() and not p.is_dir():
+        raise not_usable(f"model path {str(path)!r}", p, " (give a Hugging Face folder, a .gguf file, or 'smollm2')")
     if p.is_file():
         if p.suffix.lower() != ".gguf":
             raise ValueError(f"model path {str(p)!r} is a file but not a .gguf file; give a .gguf file or a folder")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from artent_fast.extras import optional_imports
+from artent_fast.paths import what_is
 from artent_fast.sweep.confine import Escape, confine, roots_of
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -129,7 +130,7 @@ class WeightFiles:
 
     def _header(self, file: str) -> dict[str, tuple[int, ...]]:
         if not Path(file).is_file():
-            raise CheckpointError(file, None, "file does not exist")
+            raise CheckpointError(file, None, f"not a readable file: it {what_is(file)}")
         st = os.stat(file)
         self._identity[file] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         if self._safetensors(file):
@@ -279,7 +280,7 @@ def weight_files(
     if path.is_file():
         return {str(path): None}
     if not path.is_dir():
-        raise CheckpointError(path, None, "no such file or folder")
+        raise CheckpointError(path, None, f"not a checkpoint file or folder: it {what_is(path)}")
     roots = roots_of(path)
     folder = roots[0]
     for index_name in (SAFE_INDEX, BIN_INDEX):
