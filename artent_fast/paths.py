@@ -38,6 +38,6 @@ def what_is(path: str | os.PathLike) -> str:
 
 def not_usable(label: str, path: str | os.PathLike, hint: str = "") -> OSError | ValueError:
     """The error for ``label path`` that is not the file or folder wanted: FileNotFoundError when nothing is
-    there, else a ValueError saying what is there (a FIFO, a link loop, ...); ``hint`` follows, e.g. what to give instead."""
+    there, else a ValueError saying what is there (a FIFO, a link loop, ...); ``hint`` follows (what to give)."""
     kind = what_is(path)
     return (FileNotFoundError if kind == "does not exist" else ValueError)(f"{label} {kind}{hint}")
