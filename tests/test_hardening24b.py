@@ -141,3 +141,39 @@ def test_what_is_a_missing_path_is_still_file_not_found(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve(tmp_path / "nothing.gguf")
+
+
+# ---------------------------------------------------------------- a full disk under --out
+
+
+@pytest.mark.parametrize("fail_at", [0, 2, "table"])
+def test_a_full_disk_under_out_is_one_line_exit_1_and_the_parts_are_kept(tmp_path, rng, capsys, monkeypatch, fail_at):
+    import errno
+
+    from artent_fast import atomic
+    from artent_fast.sweep import store
+
+    save(tmp_path / "m", model_tensors(rng, 2, SHAPES))
+    out = tmp_path / "o"
+    real, parts = atomic.atomic_write, []
+
+    def full(path, data):
+        path = Path(path)
+        last = fail_at == "table" and path.name.startswith("sweep.")
+        if last or (path.parent.name == "parts" and len(parts) == fail_at):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if path.parent.name == "parts":
+            parts.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write", full)
+    args = ("--tuned", str(tmp_path / "m"), "--out", str(out), "--batch", "1", "--format", "csv")
+    assert sweep(*args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if "error" in line]) == 1, err
+    assert err[-1].startswith(f"artent sweep: error: --out {out}: ") and "No space left on device" in err[-1]
+    assert sorted(out.glob("parts/*")) == sorted(parts)  # what was written is kept, no temporary left
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    monkeypatch.setattr(store, "atomic_write", real)
+    assert sweep(*args) == 0  # and a rerun resumes from them
+    assert f"skips {len(parts)} finished" in capsys.readouterr().err
