@@ -177,3 +177,24 @@ def test_a_full_disk_under_out_is_one_line_exit_1_and_the_parts_are_kept(tmp_pat
     monkeypatch.setattr(store, "atomic_write", real)
     assert sweep(*args) == 0  # and a rerun resumes from them
     assert f"skips {len(parts)} finished" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a pickle weights_only refuses
+
+
+def test_profile_on_a_refused_pickle_says_what_was_refused_and_why(tmp_path, rng, capsys):
+    refused_pickle(tmp_path / "w.pt", rng)
+    assert main(["profile", "--input", str(tmp_path / "w.pt"), "--tensor", "lm_head.weight"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"artent profile: error: --input {tmp_path / 'w.pt'}: refused by torch.load(weights_only")
+    assert "argparse.Namespace" in line and "not an allowed global" in line
+
+
+def test_sweep_on_a_refused_pickle_says_what_was_refused_in_one_line(tmp_path, rng):
+    (tmp_path / "m").mkdir()
+    refused_pickle(tmp_path / "m" / "pytorch_model.bin", rng)
+    out = tmp_path / "o"
+    assert sweep("--tuned", str(tmp_path / "m"), "--out", str(out), "--allow-pickle") == 1
+    (record,) = json.loads((out / "errors.json").read_text())
+    assert "\n" not in record["error"] and "argparse.Namespace" in record["error"]
+    assert record["error"].startswith("refused by torch.load(weights_only=True)")

@@ -18,6 +18,7 @@ import torch
 
 from artent_fast.extras import optional_imports
 from artent_fast.paths import what_is
+from artent_fast.pickles import PickleRefused, load_weights_only
 from artent_fast.sweep.confine import Escape, confine, roots_of
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -155,9 +156,11 @@ class WeightFiles:
                 )
             try:
                 try:
-                    handle = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                    handle = load_weights_only(file, map_location="cpu", mmap=True)
                 except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-                    handle = torch.load(file, map_location="cpu", weights_only=True)
+                    handle = load_weights_only(file, map_location="cpu")
+            except PickleRefused as exc:
+                raise CheckpointError(file, None, exc.reason) from None
             except Exception as exc:
                 raise CheckpointError(file, None, f"unreadable pickled checkpoint ({exc})") from exc
             if not isinstance(handle, dict):
