@@ -198,3 +198,39 @@ def test_sweep_on_a_refused_pickle_says_what_was_refused_in_one_line(tmp_path, r
     (record,) = json.loads((out / "errors.json").read_text())
     assert "\n" not in record["error"] and "argparse.Namespace" in record["error"]
     assert record["error"].startswith("refused by torch.load(weights_only=True)")
+
+
+# ---------------------------------------------------------------- load_model on files cut short
+
+
+@pytest.mark.parametrize("keep", [0.003, 0.5, 0.999])
+def test_load_model_on_a_gguf_cut_short_names_the_file(tmp_path, keep):
+    pytest.importorskip("gguf")
+    pytest.importorskip("transformers")
+    from artent_fast.integrations.models import load_model
+    from tests.test_models_loader import tiny_llama, write_tiny_gguf
+
+    data = write_tiny_gguf(tmp_path / "full.gguf", tiny_llama()).read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: max(1, int(len(data) * keep))])
+    with pytest.raises(ValueError, match="cut short or corrupt") as info:
+        load_model(cut)
+    assert str(info.value).startswith(f"{cut}: ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [50, 0.5])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_load_model_on_a_truncated_safetensors_file_names_the_file(tmp_path, keep, shards):
+    pytest.importorskip("transformers")
+    from artent_fast.integrations.models import load_model
+    from tests.test_models_loader import tiny_llama
+
+    tiny_llama().save_pretrained(tmp_path / "m", max_shard_size="40KB" if shards > 1 else "5GB")
+    files = sorted((tmp_path / "m").glob("*.safetensors"))
+    assert len(files) >= shards
+    victim = files[-1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    with pytest.raises(ValueError, match="unreadable safetensors file") as info:
+        load_model(tmp_path / "m")
+    assert str(info.value).startswith(f"{victim}: ")
