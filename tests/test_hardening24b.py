@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -234,3 +235,54 @@ def test_load_model_on_a_truncated_safetensors_file_names_the_file(tmp_path, kee
     with pytest.raises(ValueError, match="unreadable safetensors file") as info:
         load_model(tmp_path / "m")
     assert str(info.value).startswith(f"{victim}: ")
+
+
+# ---------------------------------------------------------------- attention statistics on a non-finite forward
+
+
+def test_attention_on_a_nan_forward_records_nan_and_keeps_the_neighbouring_steps(tmp_path):
+    import warnings
+
+    import artent_fast
+    from artent_fast.tracking import read_history
+    from tests.test_tracking import batch, lora, tiny_llama
+
+    attention = pytest.importorskip("artent_fast.attention")
+    model = lora(tiny_llama(layers=2))
+    model.base_model.model.set_attn_implementation(attention.register_attention())
+    embed = model.base_model.model.model.embed_tokens.weight
+    with warnings.catch_warnings(), artent_fast.track(model, attention=True, out=tmp_path) as tracker:
+        warnings.simplefilter("ignore")
+        for step in range(4):
+            saved = embed.detach().clone()
+            if step == 1:  # the forward of the second step is NaN throughout
+                with torch.no_grad():
+                    embed.fill_(float("nan"))
+            with torch.no_grad():
+                model(input_ids=batch(step))
+            with torch.no_grad():
+                embed.copy_(saved)
+            tracker.step()
+    attn = [r for r in read_history(tmp_path) if r["kind"] == "attention"]
+    by_step = {s: [r for r in attn if r["step"] == s] for s in (1, 2, 3, 4)}
+    assert all(len(records) == 2 for records in by_step.values())  # every step's records, both layers
+    for r in by_step[2]:
+        assert r["entropy_mean"] is None and r["lse_mean"] is None  # NaN (null in JSON), not a made-up 0.0
+        assert not r["entropies"]
+    for s in (1, 3, 4):
+        for r in by_step[s]:
+            assert r["entropy_mean"] > 0 and np.isfinite(r["lse_mean"])
+    assert all(r["entropies"] for r in by_step[3] + by_step[4])  # profiles requested after the NaN step
+
+
+def test_cheap_stats_leave_out_masked_rows_and_never_make_up_a_zero():
+    from artent_fast.attention.channel import cheap_stats
+
+    inf = float("inf")
+    got = cheap_stats({"lse": torch.tensor([1.0, -inf, 3.0]), "entropy": torch.tensor([0.5, 0.0, 1.5])})
+    assert got["entropy_mean"].item() == 1.0 and got["lse_mean"].item() == 2.0  # a masked row is left out
+    for lse, ent in [([1.0, float("nan")], [0.5, 0.5]), ([1.0, inf], [0.5, 0.5]), ([1.0, 2.0], [0.5, float("nan")])]:
+        got = cheap_stats({"lse": torch.tensor(lse), "entropy": torch.tensor(ent)})
+        assert torch.isnan(got["entropy_mean"]) and torch.isnan(got["lse_mean"])
+    got = cheap_stats({"lse": torch.tensor([-inf, -inf]), "entropy": torch.zeros(2)})
+    assert torch.isnan(got["entropy_mean"])  # no live row: nothing to average
