@@ -8,6 +8,7 @@ platform allows. A failure removes the temporary file and re-raises.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,3 +77,35 @@ def out_folder(out: str | os.PathLike, flag: str = "--out") -> Path:
     except OSError as exc:
         raise ValueError(f"{flag} {out}: cannot create the folder ({exc.strerror or exc})") from None
     return out
+
+
+# A write that fails for want of room (disk full, quota, read-only, file too large) ends the work: no later
+# write to the same place can succeed, so it is not one unit's error to record and go on from.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+class OutFullError(OSError):
+    """A write under an output folder failed for want of room: one line naming the flag and folder."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def no_room(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write failing for want of room (``NO_ROOM``)."""
+    return isinstance(exc, OSError) and exc.errno in NO_ROOM
+
+
+@contextlib.contextmanager
+def room_under(out: str | os.PathLike, kept: str = "", flag: str = "--out") -> Iterator[None]:
+    """Turn a write failing for want of room under ``out`` into an ``OutFullError`` naming ``flag`` (``kept``
+    says what stays there, for a rerun to resume from)."""
+    try:
+        yield
+    except OutFullError:
+        raise
+    except OSError as exc:
+        if not no_room(exc):
+            raise
+        what = exc.strerror or os.strerror(exc.errno)
+        raise OutFullError(exc.errno, f"{flag} {out}: cannot write there ({what}){kept}") from None

@@ -187,6 +187,15 @@ def run(out: Path, scenario: str) -> None:
             n: m.weight.detach().double().clone() for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))
         }
     model = wrap(model, strategy)
+    if "everydiffers" in flags or "targetsdiffer" in flags:  # ranks that disagree: an error on each, no hang
+        differs = {"every": 1 + rank} if "everydiffers" in flags else {"targets": ("q_proj", "v_proj")[: 1 + rank]}
+        try:
+            artent_fast.track(model, out=None, **differs)
+            error = None
+        except ValueError as exc:
+            error = str(exc)
+        (out / f"{scenario}.rank{rank}.json").write_text(json.dumps({"error": error}))
+        return
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
     explicit = bool(set(flags) - {"r3"})  # fault scenarios step the tracker themselves
     every = 3 if "every3" in flags else 1

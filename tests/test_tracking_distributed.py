@@ -41,6 +41,8 @@ SCENARIOS = [
     "fsdp2-fft-readfail",
     "fsdp2-lora-every3",
     "fsdp2-lora-r3",
+    "ddp-lora-everydiffers",
+    "fsdp2-fft-targetsdiffer",
 ]
 WRAPPER_PARTS = ("module.", "_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
 
@@ -321,3 +323,23 @@ def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
         assert len(single.history()) == 4 and not single.dropped
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "named"),
+    [
+        ("ddp-lora-everydiffers", ["every (rank 0: 1, rank 1: 2)", "dense_every (rank 0: 10, rank 1: 20)"]),
+        (
+            "fsdp2-fft-targetsdiffer",
+            ["rank 0 tracks 2 units, rank 1 4", "rank 1 has layers.0.v_proj", "targets: rank 0 ('q_proj',)"],
+        ),
+    ],
+)
+def test_ranks_that_disagree_get_one_clear_error_each_and_no_hang(runs, scenario, named):
+    """``every`` or ``targets`` differing per rank: checked once when tracking starts, the same error on every rank
+    naming what differs (not a hang until the job's timeout, nor a gloo "collective mismatch" abort)."""
+    rank0, rank1 = runs[scenario]["ranks"]
+    assert rank0["error"] == rank1["error"] and rank0["error"] is not None
+    assert rank0["error"].startswith("artent_fast.track: the ranks disagree on ")
+    for part in named:
+        assert part in rank0["error"], rank0["error"]

@@ -183,11 +183,20 @@ def _wants_profile(module: torch.nn.Module) -> bool:
 
 
 def cheap_stats(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mean row entropy and log-sum-exp over live rows (device tensors: no host sync)."""
+    """Mean row entropy and log-sum-exp over live rows (device tensors: no host sync).
+
+    A fully masked row (lse = -inf) is dead and left out; a live row that is not finite (a NaN or Inf
+    forward) makes both means NaN, as does a forward with no live row: never a made-up 0.
+    """
     lse, ent = stats["lse"].detach(), stats["entropy"].detach()
-    live = torch.isfinite(lse)
-    n = live.sum().clamp_min(1)
-    return {"entropy_mean": torch.where(live, ent, 0).sum() / n, "lse_mean": torch.where(live, lse, 0).sum() / n}
+    live = lse != float("-inf")
+    bad = (live & ~(torch.isfinite(lse) & torch.isfinite(ent))).any()
+    n = live.sum()  # 0 live rows: 0 / 0 = NaN
+    nan = torch.full((), float("nan"), dtype=lse.dtype, device=lse.device)
+    return {
+        "entropy_mean": torch.where(bad, nan, torch.where(live, ent, 0).sum() / n),
+        "lse_mean": torch.where(bad, nan, torch.where(live, lse, 0).sum() / n),
+    }
 
 
 def profile_fields(q, k, *, causal: bool, mask, scale) -> dict[str, Any]:
@@ -225,7 +234,13 @@ def capture(module: torch.nn.Module, q, k, stats: dict[str, torch.Tensor], *, ca
         }
         record.update(cheap_stats(stats))
         if _wants_profile(module):
-            record.update(profile_fields(q, k, causal=causal, mask=mask, scale=scale))
+            try:
+                record.update(profile_fields(q, k, causal=causal, mask=mask, scale=scale))
+            except Exception as exc:  # a non-finite forward, a solver failure: this record stays, unprofiled
+                _warn_once(
+                    f"profile-{type(exc).__name__}",
+                    f"artent_fast attention profile of {name} failed; its record is kept without a profile: {exc}",
+                )
         with _STATE.lock:
             queues = [(sub.records, sub.names[module]) for sub in _STATE.subscriptions if module in sub.names]
             if _STATE.everywhere or module in _STATE.names:

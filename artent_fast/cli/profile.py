@@ -13,6 +13,8 @@ import torch
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
 from artent_fast.atomic import atomic_write
 from artent_fast.cli._common import add_command
+from artent_fast.paths import not_usable
+from artent_fast.pickles import PickleRefused, load_weights_only
 
 EXAMPLES = ("lora", "gaussian", "kronecker")
 
@@ -86,15 +88,15 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_matrix(path: Path, tensor: str | None) -> torch.Tensor:
-    if not path.exists():
-        raise FileNotFoundError(f"--input {path} does not exist")
     if not path.is_file():
-        raise ValueError(f"--input {path} is not a file")
+        raise not_usable(f"--input {path}", path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".safetensors", ".pt", ".pth"):
         raise ValueError(f"--input {path}: unsupported file type {suffix!r} (use .npy, .pt or .safetensors)")
     try:
         obj = _read(path, suffix, tensor)
+    except PickleRefused as exc:
+        raise ValueError(f"--input {path}: {exc.reason}") from None
     except Exception as exc:
         if isinstance(exc, ValueError) and str(path) in str(exc):
             raise  # already names the file; else a truncated file, corrupt header, refused pickle: one line
@@ -124,7 +126,7 @@ def _read(path: Path, suffix: str, tensor: str | None):
             if name not in names:
                 raise ValueError(f"{path}: pass --tensor, one of {names[:10]}{' ...' if len(names) > 10 else ''}")
             return f.get_tensor(name)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_weights_only(path, map_location="cpu")
     if isinstance(obj, dict):
         if tensor not in obj:
             raise ValueError(f"{path} holds a dict: pass --tensor, one of {list(obj)[:10]}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from artent_fast.extras import missing_extra, optional_imports, require
+from artent_fast.paths import not_usable
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 SMOLLM2 = "smollm2"
@@ -54,13 +56,10 @@ def smollm2_gguf() -> Path:
 def resolve(path: str | os.PathLike) -> tuple[str, Path, str | None]:
     """(kind, folder, gguf file name or None) for ``path``; kind is ``"hf"`` or ``"gguf"``."""
     p = Path(path).expanduser()
-    if not p.exists():
-        if str(path).lower() == SMOLLM2:
-            p = smollm2_gguf()
-        else:
-            raise FileNotFoundError(
-                f"model path {str(path)!r} does not exist (give a Hugging Face folder, a .gguf file, or 'smollm2')"
-            )
+    if not p.exists() and str(path).lower() == SMOLLM2 and not os.path.lexists(p):
+        p = smollm2_gguf()
+    if not p.is_file() and not p.is_dir():
+        raise not_usable(f"model path {str(path)!r}", p, " (give a Hugging Face folder, a .gguf file, or 'smollm2')")
     if p.is_file():
         if p.suffix.lower() != ".gguf":
             raise ValueError(f"model path {str(p)!r} is a file but not a .gguf file; give a .gguf file or a folder")
@@ -92,8 +91,29 @@ def gguf_architecture(file: Path) -> str:
         return bytes(field.parts[field.data[0]]).decode("utf-8")
     except KeyError as exc:
         raise ValueError(f"{file}: not a model GGUF file (no general.architecture)") from exc
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{file}: cannot read it as a GGUF file ({exc})") from exc
+    except Exception as exc:  # ValueError, OSError, IndexError, ...: a file cut short or not GGUF at all
+        raise ValueError(f"{file}: cannot read it as a GGUF file: cut short or corrupt ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def check_weight_files(folder: Path) -> None:
+    """Every safetensors weight file of a Hugging Face folder readable (headers only, as the sweep reads them):
+    a file cut short or corrupt is one ValueError naming it, not transformers' error without the file's name."""
+    from artent_fast.sweep.reader import CheckpointError, open_weights
+
+    try:
+        weights = open_weights(folder)
+    except CheckpointError:
+        return  # no safetensors weights here (pickled .bin, none at all): transformers says what it finds
+    problems = {p.file: p for p in [*weights.file_errors, *weights.broken.values()]}
+    if problems:
+        first = next(iter(problems.values()))
+        more = f" (and {len(problems) - 1} more weight files)" if len(problems) > 1 else ""
+        raise ValueError(f"{first.file}: {first.message}{more}")
 
 
 def supported_gguf_architectures() -> list[str]:
@@ -131,6 +151,7 @@ def _load_hf(transformers: Any, folder: Path, kwargs: dict[str, Any]) -> tuple[A
         raise ValueError(f"{folder / 'config.json'}: not a readable JSON config ({exc})") from exc
     if not isinstance(config, dict):
         raise ValueError(f"{folder / 'config.json'}: expected a JSON object")
+    check_weight_files(folder)
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except ValueError as exc:
@@ -154,7 +175,12 @@ def _load_gguf(transformers: Any, folder: Path, name: str, kwargs: dict[str, Any
         raise ValueError(f"{file}: GGUF architecture {arch!r} is not supported (transformers loads {supported})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loaded = transformers.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, **kwargs)
+        try:
+            loaded = transformers.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, **kwargs)
+        except (IndexError, struct.error, EOFError) as exc:  # tensor data cut short after a readable header
+            raise ValueError(
+                f"{file}: cannot read it as a GGUF file: cut short or corrupt ({_first_line(exc)})"
+            ) from None
     # a GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same class
     config = loaded.config
     fresh = type(loaded)(config).to(dtype=next(loaded.parameters()).dtype)

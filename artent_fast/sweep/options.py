@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
+from artent_fast.atomic import OutFullError
 from artent_fast.sweep.names import DEFAULT_TARGETS
 
 DESCRIPTION = (
@@ -116,4 +118,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
     except ImportError as exc:  # a missing optional extra (pyarrow, safetensors): one line, exit 2
         raise ValueError(str(exc)) from None
+    except OutFullError as exc:  # a full disk under --out: one line, exit 1 (a rerun resumes)
+        print(f"artent sweep: error: {exc}", file=sys.stderr)
+        return 1
     return 1 if result.errors else 0

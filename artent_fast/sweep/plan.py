@@ -147,7 +147,7 @@ def _dense_items(
             continue
         base_name = f"{to_base(module)}.weight"
         if base_name not in base:
-            if base_name not in base.broken:
+            if base.unexplained_absence(base_name):  # an unreadable base is reported once, not per tensor
                 errors.append(
                     CheckpointError(base.describe(), base_name, f"missing from the base (present in {ckpt})").record()
                 )
@@ -192,6 +192,8 @@ def _lora_items(
         if base is not None:
             base_tensor = f"{to_base(mod.module)}.weight"
             if base_tensor not in base:
+                if not base.unexplained_absence(base_tensor):  # the base's own error explains it
+                    continue
                 errors.append(
                     CheckpointError(
                         base.describe(),
@@ -250,7 +252,7 @@ def build_plan(
                 found = _lora_items(ckpt, adapter, base_files, targets, plan.errors, plan.name_maps)
             else:
                 if base is not None and base_files is None:
-                    raise CheckpointError(ckpt, None, f"needs the base {base}, which could not be read")
+                    continue  # the base's one error says why no update of it is profiled
                 weights = open_weights(ckpt, allow_pickle)
                 plan.errors += [e.record() for e in weights.file_errors]
                 source = Source(ckpt, weights=weights, base=base_files)
@@ -258,7 +260,8 @@ def build_plan(
         except CheckpointError as exc:
             plan.errors.append(exc.record())
             continue
-        if not found and len(plan.errors) == known_errors:
+        base_broken = base_files is not None and bool(base_files.file_errors)
+        if not found and len(plan.errors) == known_errors and not base_broken:
             plan.errors.append(
                 CheckpointError(ckpt, None, f"no target matrices (targets: {targets or 'all-linear'})").record()
             )

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from artent_fast.extras import optional_imports
+from artent_fast.paths import what_is
+from artent_fast.pickles import PickleRefused, load_weights_only
 from artent_fast.sweep.confine import Escape, confine, roots_of
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -102,6 +104,7 @@ class WeightFiles:
         self.file_errors: list[CheckpointError] = []
         self._handles: dict[str, Any] = {}
         self._identity: dict[str, tuple[int, ...]] = {}
+        self._files = sorted(files)
         for file, names in files.items():
             self._scan(file, names)
 
@@ -128,7 +131,7 @@ class WeightFiles:
 
     def _header(self, file: str) -> dict[str, tuple[int, ...]]:
         if not Path(file).is_file():
-            raise CheckpointError(file, None, "file does not exist")
+            raise CheckpointError(file, None, f"not a readable file: it {what_is(file)}")
         st = os.stat(file)
         self._identity[file] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         if self._safetensors(file):
@@ -153,9 +156,11 @@ class WeightFiles:
                 )
             try:
                 try:
-                    handle = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                    handle = load_weights_only(file, map_location="cpu", mmap=True)
                 except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-                    handle = torch.load(file, map_location="cpu", weights_only=True)
+                    handle = load_weights_only(file, map_location="cpu")
+            except PickleRefused as exc:
+                raise CheckpointError(file, None, exc.reason) from None
             except Exception as exc:
                 raise CheckpointError(file, None, f"unreadable pickled checkpoint ({exc})") from exc
             if not isinstance(handle, dict):
@@ -200,8 +205,13 @@ class WeightFiles:
         return file, self._identity.get(file, ())
 
     def describe(self) -> str:
-        files = sorted({i.file for i in self.infos.values()})
+        files = sorted({i.file for i in self.infos.values()}) or self._files
         return files[0] if len(files) == 1 else str(Path(files[0]).parent) if files else "?"
+
+    def unexplained_absence(self, name: str) -> bool:
+        """Whether ``name`` being absent is news: not when it is listed as broken, nor when a file could not be
+        read at all (that file's one error already explains every name it may hold)."""
+        return name not in self.infos and name not in self.broken and not self.file_errors
 
     def close(self) -> None:
         """Drop open handles (unmaps the files, so touched pages leave the process)."""
@@ -273,7 +283,7 @@ def weight_files(
     if path.is_file():
         return {str(path): None}
     if not path.is_dir():
-        raise CheckpointError(path, None, "no such file or folder")
+        raise CheckpointError(path, None, f"not a checkpoint file or folder: it {what_is(path)}")
     roots = roots_of(path)
     folder = roots[0]
     for index_name in (SAFE_INDEX, BIN_INDEX):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from artent_fast.atomic import atomic_write, out_folder
+from artent_fast.atomic import atomic_write, no_room, out_folder, room_under
 from artent_fast.filelock import InUseError, lock_folder
 from artent_fast.sweep import distributed
 from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
@@ -182,9 +182,20 @@ def run_sweep(
     try:
         if first and not overwrite:
             check_resume(out, identity)
-        return _run_locked(
-            checkpoints, out, identity, batch, device, allow_pickle, table_format, progress, verbose, prefetch, t_start
-        )
+        with room_under(out, "; the parts already finished are kept: make room and rerun the same command to resume"):
+            return _run_locked(
+                checkpoints,
+                out,
+                identity,
+                batch,
+                device,
+                allow_pickle,
+                table_format,
+                progress,
+                verbose,
+                prefetch,
+                t_start,
+            )
     finally:
         if held is not None:
             held.close()
@@ -288,6 +299,8 @@ def _run_locked(
                 res = profile_unit(loaded, alpha=alpha, log_base=log_base)
                 write_part(out, unit.id, res.rows, res.errors)
             except Exception as exc:
+                if no_room(exc):  # a full disk under --out ends the sweep (room_under), the parts written stay
+                    raise
                 res = _write_failed(out, unit, plan.sources.get(unit.checkpoint), exc)
             result.io_s += res.io_s
             result.compute_s += res.compute_s

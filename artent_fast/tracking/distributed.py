@@ -414,3 +414,42 @@ def broadcast(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def check_agreement(settings: dict[str, Any], units: Sequence[tuple[str, str, int]], targets: Sequence[str]) -> None:
+    """Every rank's schedule (``settings``) and unit list (label, kind, width) the same, checked once when
+    tracking starts by one ``all_gather_object``: ranks that disagree would otherwise hang in, or abort, the
+    step's collectives. A ValueError on every rank names what differs, rank by rank."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, {"settings": settings, "units": list(units), "targets": list(targets)})
+    problems = []
+    for key, value in settings.items():
+        values = [g["settings"][key] for g in gathered]
+        if any(v != value for v in values):
+            problems.append(f"{key} ({', '.join(f'rank {r}: {v!r}' for r, v in enumerate(values))})")
+    first = [tuple(u) for u in gathered[0]["units"]]
+    for r, g in enumerate(gathered[1:], 1):
+        theirs = [tuple(u) for u in g["units"]]
+        if theirs == first:
+            continue
+        lacks = [u[0] for u in first if u not in theirs]
+        more = [u[0] for u in theirs if u not in first]
+        detail = f"rank 0 tracks {len(first)} units, rank {r} {len(theirs)}"
+        detail += f"; rank {r} lacks {_few(lacks)}" if lacks else ""
+        detail += f"; rank {r} has {_few(more)} that rank 0 does not" if more else ""
+        if not lacks and not more:
+            detail += " (in another order)"
+        if g["targets"] != gathered[0]["targets"]:
+            detail += f"; targets: rank 0 {tuple(gathered[0]['targets'])}, rank {r} {tuple(g['targets'])}"
+        problems.append(f"the units tracked ({detail})")
+    if problems:
+        raise ValueError(
+            "artent_fast.track: the ranks disagree on " + "; and on ".join(problems) + ": every rank must call "
+            "track() with the same model, targets and schedule"
+        )
+
+
+def _few(labels: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(labels[:shown]) + (f" and {len(labels) - shown} more" if len(labels) > shown else "")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from artent_fast.filelock import InUseError, lock
+from artent_fast.paths import not_usable
 
 
 def valley_depth(entropies: Sequence[float], row_sites: int) -> float:
@@ -172,8 +173,8 @@ def read_history(path: str | Path) -> list[dict]:
     every good record is kept. A bad line anywhere else is a ``ValueError`` naming the file and line.
     """
     path = history_path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"history file {path} does not exist")
+    if not path.is_file():
+        raise not_usable(f"history file {path}", path)
     records = []
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)

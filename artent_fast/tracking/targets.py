@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.paths import not_usable
 from artent_fast.patterns import check_patterns, matches
 from artent_fast.tracking.distributed import full_tensor, unwrapped_name
 from artent_fast.tracking.units import Part, Unit, is_mps_layer, mps_factors
@@ -186,8 +187,8 @@ class CheckpointWeights(Mapping):
         from safetensors import safe_open
 
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"base_weights checkpoint {self.path} does not exist")
+        if not self.path.is_file():
+            raise not_usable(f"base_weights checkpoint {self.path}", self.path)
         self._file = safe_open(str(self.path), framework="pt")
         self._keys = list(self._file.keys())
 

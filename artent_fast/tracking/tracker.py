@@ -124,6 +124,12 @@ class Tracker:
             )
             costs = [dist_support.unit_cost(u) for u in self.units]
             self._widths = [dist_support.profile_width(u) for u in self.units]  # bonds at most, per unit
+        if self.distributed:  # before any error of one rank's own: the others would wait for it in a collective
+            dist_support.check_agreement(
+                {"every": self.every, "dense_every": self.dense_every, "strict": self.strict},
+                [(u.label, u.kind, w) for u, w in zip(self.units, self._widths, strict=True)],
+                self.targets,
+            )
         if not self.units and not attention:
             linear = [
                 n
