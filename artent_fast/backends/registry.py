@@ -15,9 +15,9 @@ Choice of kernel for one call:
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import statistics
-import math
 import time
 import warnings
 from collections.abc import Callable
