@@ -9,7 +9,34 @@ recomputes exactly the forward's tile. These are inlined into the kernels by tri
 
 from __future__ import annotations
 
+import torch
+
 from ._support import device_function, tl
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the attention kernels take (float32 accumulation)
+HEAD_DIM_MAX = 256
+
+
+def head_block(head_dim: int) -> int:
+    """``BLOCK_D``: the head-dim lanes of a tile (the next power of two, at least 16 for ``tl.dot``)."""
+    return max(16, 1 << (head_dim - 1).bit_length())
+
+
+def ieee(dtype: torch.dtype, allow_tf32: bool) -> bool:
+    """The kernels' ``IEEE`` switch: full float32 products for float32 inputs unless TF32 is allowed."""
+    return dtype == torch.float32 and not allow_tf32
+
+
+def check_inputs(q: torch.Tensor, v: torch.Tensor) -> None:
+    """TypeError/ValueError unless q's dtype and head dim (v's equal to it) are ones the kernels take."""
+    if q.dtype not in DTYPES:
+        raise TypeError(f"the Triton attention kernels take {DTYPES}, got {q.dtype}")
+    d = q.shape[-1]
+    if d > HEAD_DIM_MAX or v.shape[-1] != d:
+        raise ValueError(
+            f"the Triton attention kernels support head_dim <= {HEAD_DIM_MAX} with v's equal to q's, got"
+            f" {d} and {v.shape[-1]}"
+        )
 
 
 @device_function

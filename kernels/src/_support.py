@@ -10,7 +10,9 @@ on ``TRITON_INTERPRET``, so importing a kernel module needs no triton. The CPU i
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -102,3 +104,74 @@ def mask_args(mask: torch.Tensor | None, shape: tuple[int, ...]) -> tuple[int, t
     small = mask.view(torch.uint8) if kind == MASK_BOOL else mask
     full = small.expand(*shape)
     return kind, full, tuple(full.stride())
+
+
+def mask_variants(dtype: torch.dtype) -> list[tuple[int, torch.dtype]]:
+    """``(MASK_KIND, element type of the mask pointer)`` of every mask :func:`mask_args` passes to a kernel whose
+    inputs are ``dtype``: additive float masks (widest first), bool masks as uint8, and no mask (the inputs
+    then stand in for the unused pointer)."""
+    return [(MASK_ADD, dt) for dt in reversed(DTYPES)] + [(MASK_BOOL, torch.uint8), (MASK_NONE, dtype)]
+
+
+# triton's names of the element types that kernel arguments point to
+TRITON_TYPES = {
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.float64: "fp64",
+    torch.uint8: "u8",
+    torch.int64: "i64",
+}
+
+
+def ptr(dtype: torch.dtype) -> str:
+    """triton's signature type of a pointer to ``dtype`` (``"*bf16"``)."""
+    return "*" + TRITON_TYPES[dtype]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One configuration a launcher can launch a kernel with, as ``triton.compile`` takes it ahead of time.
+
+    ``types``: the runtime arguments that are not ``i32`` (pointers, floats); ``constexprs`` and ``options``
+    (num_warps, num_stages) as the launcher passes them; ``switches``: the constexprs that select code paths
+    but no tile size, and the pointers those switches choose (the mask's). Each kernel module's
+    ``launch_configs()`` lists every Launch its launcher can choose (on a GPU), switches at their heaviest
+    first (the most loads: masks, causal bounds, entropy).
+    """
+
+    kernel: Callable
+    types: tuple[tuple[str, str], ...]
+    constexprs: tuple[tuple[str, object], ...]
+    options: tuple[tuple[str, int], ...] = ()
+    switches: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, kernel: Callable, types: dict, constexprs: dict, options: dict, switches: tuple[str, ...] = ()):
+        return cls(kernel, tuple(types.items()), tuple(constexprs.items()), tuple(options.items()), switches)
+
+    def signature(self) -> dict[str, str]:
+        """``{argument: triton type}`` of every parameter (``"constexpr"`` for the constexprs)."""
+        types, consts = dict(self.types), dict(self.constexprs)
+        params = inspect.signature(self.kernel).parameters
+        return {p: "constexpr" if p in consts else types.get(p, "i32") for p in params}
+
+    def resources(self) -> tuple:
+        """What sizes the compiled kernel: everything but the switches, pointers by element size (fp16 = bf16)."""
+        size = {"fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8, "u8": 1, "i64": 8}
+        types = tuple((k, size[v[1:]] if v[0] == "*" else v) for k, v in self.types if k not in self.switches)
+        consts = tuple((k, v) for k, v in self.constexprs if k not in self.switches)
+        return self.kernel.__name__, types, consts, self.options
+
+    def name(self) -> str:
+        """A short id: ``_attn_fwd-Q=bf16,...-BLOCK_M=128,...-num_warps=8,...``."""
+        ptrs = [(k, v[1:]) for k, v in self.types if v.startswith("*")]
+        types = ptrs[0][1] + "".join(f",{k}={v}" for k, v in ptrs[1:] if v != ptrs[0][1]) if ptrs else ""
+        consts = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in self.constexprs)
+        opts = ",".join(f"{k}={v}" for k, v in self.options)
+        return "-".join(x for x in (self.kernel.__name__, types, consts, opts) if x)
+
+
+def unique(launches) -> list[Launch]:
+    """``launches`` without repeats, in order (choosers map many sizes to one configuration)."""
+    return list(dict.fromkeys(launches))

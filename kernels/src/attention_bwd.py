@@ -13,10 +13,47 @@ from __future__ import annotations
 
 import torch
 
-from ._attention_tiles import dot, key_end, load_tile, probs_and_dscores, program_rows, row_stats, store_tile
-from ._support import MASK_ADD, MASK_BOOL, MASK_NONE, available, interpreting, jit, mask_args, require, tl, triton
+from ._attention_tiles import (
+    DTYPES,
+    HEAD_DIM_MAX,
+    check_inputs,
+    dot,
+    head_block,
+    ieee,
+    key_end,
+    load_tile,
+    probs_and_dscores,
+    program_rows,
+    row_stats,
+    store_tile,
+)
+from ._support import (
+    MASK_ADD,
+    MASK_BOOL,
+    MASK_NONE,
+    Launch,
+    available,
+    interpreting,
+    jit,
+    mask_args,
+    mask_variants,
+    ptr,
+    require,
+    tl,
+    triton,
+    unique,
+)
 
-__all__ = ["MASK_ADD", "MASK_BOOL", "MASK_NONE", "attention_bwd", "available", "backward_blocks"]
+__all__ = [
+    "MASK_ADD",
+    "MASK_BOOL",
+    "MASK_NONE",
+    "attention_bwd",
+    "available",
+    "backward_blocks",
+    "backward_options",
+    "launch_configs",
+]
 
 
 # parameters grouped by kind: tensors, their strides (DO: so*), sizes, compile-time switches
@@ -114,6 +151,42 @@ def backward_blocks(head_dim: int, dtype: torch.dtype, interpret: bool = False) 
     return (64, 64) if head_dim > 64 else (128, 64)
 
 
+def backward_options(head_dim: int) -> dict[str, int]:
+    return {"num_warps": 8 if head_dim > 64 else 4, "num_stages": 2}
+
+
+def launch_configs() -> list[Launch]:
+    """Every configuration :func:`attention_bwd` launches ``_dkdv`` and ``_dq`` with on a GPU (default blocks),
+    for ahead-of-time compiling: dtype, TF32 or not, head dim (as BLOCK_D), and the switches causal, mask kind
+    and mask dtype (heaviest first)."""
+    return unique(
+        Launch.of(
+            kernel,
+            {
+                **dict.fromkeys(("Q", "K", "V", "DO", "DK", "DV", "DQ"), ptr(dt)),
+                **dict.fromkeys(("LSE", "DELTA"), "*fp32"),
+                "M": ptr(mask_dt),
+                "scale": "fp32",
+            },
+            {
+                "CAUSAL": causal,
+                "MASK_KIND": kind,
+                "IEEE": ieee(dt, tf32),
+                **dict(zip(("BLOCK_M", "BLOCK_N"), backward_blocks(d, dt), strict=True)),
+                "BLOCK_D": head_block(d),
+            },
+            backward_options(d),
+            switches=("M", "CAUSAL", "MASK_KIND"),
+        )
+        for kernel in (_dkdv, _dq)
+        for dt in DTYPES
+        for tf32 in (False, True)
+        for d in range(1, HEAD_DIM_MAX + 1)
+        for causal in (True, False)
+        for kind, mask_dt in mask_variants(dt)
+    )
+
+
 def attention_bwd(
     q,
     k,
@@ -132,10 +205,9 @@ def attention_bwd(
     """``(dq, dk, dv)`` for the forward ``out = attention(q, k, v)`` with row log-sum-exp ``lse``."""
     require("attention_bwd")
     q, k, v, dout = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous()
+    check_inputs(q, v)
     b, h, t, d = q.shape
     hk, s_len = k.shape[1], k.shape[2]
-    if v.shape[-1] != d:
-        raise ValueError(f"the Triton attention backward needs v's head_dim equal to q's, got {v.shape[-1]} vs {d}")
     delta = (dout.float() * out.float()).sum(-1).contiguous()
     lse = lse.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -144,12 +216,11 @@ def attention_bwd(
     interp = interpreting()
     bm, bn = backward_blocks(d, q.dtype, interp)
     bm, bn = block_m or bm, block_n or bn
-    bd = max(16, triton.next_power_of_2(d))
-    ieee = q.dtype == torch.float32 and not allow_tf32
     inputs = (q, k, v, dout, lse, delta)
     strides = (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *mstr)
-    consts = {"CAUSAL": causal, "MASK_KIND": kind, "IEEE": ieee, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": bd}
-    launch = {"num_warps": 8 if d > 64 else 4, "num_stages": 2}
+    consts = {"CAUSAL": causal, "MASK_KIND": kind, "IEEE": ieee(q.dtype, allow_tf32), "BLOCK_M": bm, "BLOCK_N": bn}
+    consts["BLOCK_D"] = head_block(d)
+    launch = backward_options(d)
     jit(_dkdv)[(triton.cdiv(s_len, bn), b * hk)](
         *inputs, dk, dv, mptr, *strides, h, hk, t, s_len, d, h // hk, scale, **consts, **launch
     )

@@ -18,10 +18,46 @@ from __future__ import annotations
 
 import torch
 
-from ._attention_tiles import dot, key_end, load_tile, logits, program_rows, store_tile
-from ._support import MASK_ADD, MASK_BOOL, MASK_NONE, available, interpreting, jit, mask_args, require, tl, triton
+from ._attention_tiles import (
+    DTYPES,
+    HEAD_DIM_MAX,
+    check_inputs,
+    dot,
+    head_block,
+    ieee,
+    key_end,
+    load_tile,
+    logits,
+    program_rows,
+    store_tile,
+)
+from ._support import (
+    MASK_ADD,
+    MASK_BOOL,
+    MASK_NONE,
+    Launch,
+    available,
+    interpreting,
+    jit,
+    mask_args,
+    mask_variants,
+    ptr,
+    require,
+    tl,
+    triton,
+    unique,
+)
 
-__all__ = ["MASK_ADD", "MASK_BOOL", "MASK_NONE", "attention_fwd", "available", "default_blocks", "launch_options"]
+__all__ = [
+    "MASK_ADD",
+    "MASK_BOOL",
+    "MASK_NONE",
+    "attention_fwd",
+    "available",
+    "default_blocks",
+    "launch_configs",
+    "launch_options",
+]
 
 
 # parameters grouped by kind: tensors, their strides, sizes, compile-time switches
@@ -84,6 +120,34 @@ def launch_options(head_dim: int) -> dict[str, int]:
     return {"num_warps": 8 if head_dim > 64 else 4, "num_stages": 3 if head_dim <= 128 else 2}
 
 
+def launch_configs() -> list[Launch]:
+    """Every configuration :func:`attention_fwd` launches with on a GPU (default blocks), for ahead-of-time
+    compiling: dtype, TF32 or not, head dim (as BLOCK_D), and the switches causal, mask kind and mask dtype,
+    entropy (heaviest first)."""
+    return unique(
+        Launch.of(
+            _attn_fwd,
+            {**dict.fromkeys("QKVO", ptr(dt)), "LSE": "*fp32", "ENT": "*fp32", "M": ptr(mask_dt), "scale": "fp32"},
+            {
+                "CAUSAL": causal,
+                "MASK_KIND": kind,
+                "IEEE": ieee(dt, tf32),
+                "ENTROPY": entropy,
+                **dict(zip(("BLOCK_M", "BLOCK_N"), default_blocks(d, dt, interpret=False), strict=True)),
+                "BLOCK_D": head_block(d),
+            },
+            launch_options(d),
+            switches=("M", "CAUSAL", "MASK_KIND", "ENTROPY"),
+        )
+        for dt in DTYPES
+        for tf32 in (False, True)
+        for d in range(1, HEAD_DIM_MAX + 1)
+        for causal in (True, False)
+        for kind, mask_dt in mask_variants(dt)
+        for entropy in (True, False)
+    )
+
+
 def attention_fwd(
     q,
     k,
@@ -104,10 +168,9 @@ def attention_fwd(
     None): the "same kernel without capture" of the benchmarks. The lse is always written (the backward needs it).
     """
     require("attention_fwd")
+    check_inputs(q, v)
     b, h, t, d = q.shape
     s_len = k.shape[2]
-    if d > 256 or v.shape[-1] != d:
-        raise ValueError(f"the Triton attention kernel supports head_dim <= 256 with v's equal to q's, got {d}")
     out = torch.empty_like(q)
     lse = torch.empty(b, h, t, device=q.device, dtype=torch.float32)
     ent = torch.empty(b, h, t, device=q.device, dtype=torch.float32) if entropy else lse
@@ -137,11 +200,11 @@ def attention_fwd(
         scale,
         CAUSAL=causal,
         MASK_KIND=kind,
-        IEEE=(q.dtype == torch.float32 and not allow_tf32),
+        IEEE=ieee(q.dtype, allow_tf32),
         ENTROPY=entropy,
         BLOCK_M=bm,
         BLOCK_N=bn,
-        BLOCK_D=max(16, triton.next_power_of_2(d)),
+        BLOCK_D=head_block(d),
         **launch_options(d),
     )
     return out, lse, (ent if entropy else None)

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ._support import DTYPES, check_runnable, interpreting, jit, tl
+from ._support import DTYPES, Launch, check_runnable, interpreting, jit, ptr, tl, unique
 
 
 def entropy_reference(
@@ -101,7 +101,7 @@ def entropy(
     if n == 0:  # empty spectrum: NaN, like the reference (0 / 0)
         return out.fill_(float("nan")).reshape(lead)
     mode = MODE_VN if alpha == 1 else (MODE_MIN if math.isinf(alpha) else MODE_RENYI)
-    block = 16 if interpreting() else min(1024, max(16, 1 << (n - 1).bit_length()))
+    block = _block(n, interpreting())
     jit(_entropy_kernel)[(rows,)](
         v2,
         total if total is not None else v2,
@@ -116,3 +116,26 @@ def entropy(
         BLOCK=block,
     )
     return out.reshape(lead)
+
+
+def _block(n: int, interpret: bool) -> int:
+    """Values per step of a spectrum of ``n``: the next power of two, 16 to 1024."""
+    return 16 if interpret else min(1024, max(16, 1 << (n - 1).bit_length()))
+
+
+def launch_configs() -> list[Launch]:
+    """Every configuration :func:`entropy` launches with on a GPU (dtype, mode, given total, block; default
+    warps and stages), for ahead-of-time compiling. Switches: the mode and whether the total is given."""
+    return unique(
+        Launch.of(
+            _entropy_kernel,
+            {"V": ptr(dt), "TOTAL": ptr(dt), "OUT": ptr(dt), "alpha": "fp32", "inv_log_base": "fp32"},
+            {"MODE": mode, "HAS_TOTAL": has_total, "BLOCK": _block(n, False)},
+            {},
+            switches=("MODE", "HAS_TOTAL"),
+        )
+        for dt in DTYPES
+        for n in range(1, 2049)
+        for has_total in (False, True)
+        for mode in (MODE_RENYI, MODE_VN, MODE_MIN)
+    )

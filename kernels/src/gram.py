@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ._support import DTYPES, check_runnable, interpreting, jit, tl
+from ._support import DTYPES, Launch, check_runnable, interpreting, jit, ptr, tl
 
 
 def gram_reference(x: torch.Tensor, side: str) -> torch.Tensor:
@@ -90,11 +90,9 @@ def gram(x: torch.Tensor, side: str, *, block: int | None = None) -> torch.Tenso
     out = torch.empty(batch, n_out, n_out, dtype=x.dtype, device=x.device)
     if batch == 0 or n_out == 0:
         return out.reshape(*lead, n_out, n_out)
-    use_dot = x.dtype != torch.float64
-    if block is None:
-        block = 16 if interpreting() else (64 if use_dot else 32)
-    block_k = 16 if (use_dot or interpreting()) else 8
-    tiles = -(-n_out // block)
+    consts = launch_constexprs(x.dtype, interpreting())
+    consts["BLOCK"] = block or consts["BLOCK"]
+    tiles = -(-n_out // consts["BLOCK"])
     jit(_gram_kernel)[(batch * tiles * tiles,)](
         x3,
         out,
@@ -107,8 +105,18 @@ def gram(x: torch.Tensor, side: str, *, block: int | None = None) -> torch.Tenso
         out.stride(0),
         out.stride(1),
         out.stride(2),
-        BLOCK=block,
-        BLOCK_K=block_k,
-        USE_DOT=use_dot,
+        **consts,
     )
     return out.reshape(*lead, n_out, n_out)
+
+
+def launch_constexprs(dtype: torch.dtype, interpret: bool) -> dict:
+    """The kernel's ``BLOCK``, ``BLOCK_K`` and ``USE_DOT`` for ``dtype`` (float64: FMAs; default warps and stages)."""
+    use_dot = dtype != torch.float64
+    block = 16 if interpret else (64 if use_dot else 32)
+    return {"BLOCK": block, "BLOCK_K": 16 if (use_dot or interpret) else 8, "USE_DOT": use_dot}
+
+
+def launch_configs() -> list[Launch]:
+    """Every configuration :func:`gram` launches with on a GPU (one per dtype), for ahead-of-time compiling."""
+    return [Launch.of(_gram_kernel, {"X": ptr(dt), "OUT": ptr(dt)}, launch_constexprs(dt, False), {}) for dt in DTYPES]

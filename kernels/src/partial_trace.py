@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._support import DTYPES, check_runnable, interpreting, jit, tl
+from ._support import DTYPES, Launch, check_runnable, interpreting, jit, ptr, tl, unique
 
 
 def partial_trace_reference(rho: torch.Tensor, keep: int, traced: int, side: str) -> torch.Tensor:
@@ -84,10 +84,36 @@ def _trace_kernel(
     )
 
 
-def _block(keep_max: int) -> int:
-    if interpreting():
+MAX_CHAIN_LEVELS = 32  # a chain of 33+ sites of dim >= 2 has a root of 2^33+ rows: never in memory
+
+
+def _block(keep_max: int, interpret: bool) -> int:
+    if interpret:
         return 16
     return 32 if keep_max >= 32 else max(8, 1 << (max(keep_max, 1) - 1).bit_length())
+
+
+def _max_levels(n_levels: int) -> int:
+    """The level table's padded length (a power of two: few distinct compiles)."""
+    return 1 << (n_levels - 1).bit_length()
+
+
+def launch_configs() -> list[Launch]:
+    """Every configuration :func:`partial_trace_chain` launches with on a GPU (dtype, side, block, padded level
+    count; default warps and stages), for ahead-of-time compiling. Switches: the side and the level count."""
+    return unique(
+        Launch.of(
+            _trace_kernel,
+            {"RHO": ptr(dt), "OUT": ptr(dt), "LEVELS": ptr(torch.int64)},
+            {"SIDE_LAST": side_last, "BLOCK": _block(keep, False), "MAX_LEVELS": _max_levels(n)},
+            {},
+            switches=("SIDE_LAST", "MAX_LEVELS"),
+        )
+        for dt in DTYPES
+        for keep in range(1, 65)
+        for side_last in (True, False)
+        for n in range(MAX_CHAIN_LEVELS, 0, -1)
+    )
 
 
 def partial_trace_chain(
@@ -105,8 +131,10 @@ def partial_trace_chain(
     if rho.ndim < 2 or rho.shape[-1] != rho.shape[-2]:
         raise ValueError(f"rho must be (..., S, S), got shape {tuple(rho.shape)}")
     keeps, traced = [int(k) for k in keeps], [int(t) for t in traced]
-    if len(keeps) != len(traced) or not keeps:
-        raise ValueError(f"keeps {keeps} and traced {traced} must be non-empty and of equal length")
+    if len(keeps) != len(traced) or not 0 < len(keeps) <= MAX_CHAIN_LEVELS:
+        raise ValueError(
+            f"keeps {keeps} and traced {traced} must be of equal length, from 1 to {MAX_CHAIN_LEVELS} levels"
+        )
     size = rho.shape[-1]
     for k, t in zip(keeps, traced, strict=True):
         if k < 1 or t < 1 or k * t != size:
@@ -115,7 +143,7 @@ def partial_trace_chain(
     lead = rho.shape[:-2]
     r3 = rho.reshape(-1, size, size)
     batch = r3.shape[0]
-    block = block or _block(max(keeps))
+    block = block or _block(max(keeps), interpreting())
     rows, tile, offset = [], 0, 0
     for k, t in zip(keeps, traced, strict=True):
         rows.append((k, t, tile, offset))
@@ -123,7 +151,7 @@ def partial_trace_chain(
         offset += k * k
     out = torch.empty(batch, offset, dtype=rho.dtype, device=rho.device)
     if batch > 0:
-        max_levels = 1 << (len(rows) - 1).bit_length()
+        max_levels = _max_levels(len(rows))
         table = torch.tensor(rows + [rows[-1]] * (max_levels - len(rows)), dtype=torch.int64).to(rho.device)
         jit(_trace_kernel)[(batch * tile,)](
             r3,
