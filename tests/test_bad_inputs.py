@@ -1,4 +1,4 @@
-"""Issue 24: hub-cache snapshots, one odd tensor, sweeps sharing an --out, bench arguments, tensor kinds the
+"""Hub-cache snapshots, one odd tensor, sweeps sharing an --out, bench arguments, tensor kinds the
 profile functions refuse by name, non-finite inputs named."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 24, second part: an unreadable base reported once, FIFOs and link loops named, a full disk under
+"""An unreadable base reported once, FIFOs and link loops named, a full disk under
 --out, pickles weights_only refuses, cut-short model files, attention on a non-finite forward."""
 
 from __future__ import annotations
