@@ -96,9 +96,11 @@ def find_units(
             continue
         if any(name.startswith(owner + ".") for owner in owners):
             continue
-        weight = base_weight(module)
         fifo = is_fan_in_fan_out(module)
-        if is_lora_layer(module) or is_peft_tuner_layer(module):
+        tuner = is_lora_layer(module) or is_peft_tuner_layer(module)
+        # an adapter's base weight is never read (QLoRA: a packed 4-bit tensor, see docs/tracking.md)
+        weight = None if tuner else base_weight(module)
+        if tuner:
             owners.append(name)
             new = adapter_units(name, module, fifo, zero_init)
         elif weight is not None and weight.requires_grad:
@@ -108,9 +110,12 @@ def find_units(
             continue
         spec = split_for(name, split)
         if spec is not None:
-            if weight is None:
-                raise ValueError(f"split for {name}: the module has no 2-D weight to split")
-            out_features = weight.shape[1] if fifo else weight.shape[0]
+            out_features = getattr(module, "out_features", None) if tuner else None
+            weight = base_weight(module) if out_features is None else weight
+            if out_features is None and weight is not None:
+                out_features = weight.shape[1] if fifo else weight.shape[0]
+            if not isinstance(out_features, int):
+                raise ValueError(f"split for {name}: the module has no 2-D weight (or out_features) to split")
             new = [replace_part(u, p) for u in new for p in parse_parts(spec, out_features, name)]
         for unit in new:
             unit.path = path
