@@ -97,14 +97,17 @@ def find_units(
             continue
         if any(name.startswith(owner + ".") for owner in owners):
             continue
-        weight = base_weight(module)
         fifo = is_fan_in_fan_out(module)
-        if is_mps_layer(module):  # MPS Adaptation: factored, B @ A_mps (B = 0 at start unless init="random")
+        tuner = is_lora_layer(module) or is_peft_tuner_layer(module)
+        mps = is_mps_layer(module)
+        # an adapter's base weight is never read (QLoRA: a packed 4-bit tensor, see docs/tracking.md)
+        weight = None if tuner or mps else base_weight(module)
+        if mps:  # MPS Adaptation: factored, B @ A_mps (B = 0 at start unless init="random")
             owners.append(name)
             B, A = mps_factors(module)
             started = bool((B != 0).any())
             new = [Unit(name, module, "lora", "mps", b0=B.clone() if started else None, a0=A if started else None)]
-        elif is_lora_layer(module) or is_peft_tuner_layer(module):
+        elif tuner:
             owners.append(name)
             new = adapter_units(name, module, fifo, zero_init)
         elif weight is not None and weight.requires_grad:
@@ -113,10 +116,15 @@ def find_units(
         else:
             continue
         spec = split_for(name, split)
+        if spec is not None and mps:
+            raise ValueError(f"split for {name}: an MPS Adaptation layer is measured whole (no fused parts)")
         if spec is not None:
-            if weight is None:
-                raise ValueError(f"split for {name}: the module has no 2-D weight to split")
-            out_features = weight.shape[1] if fifo else weight.shape[0]
+            out_features = getattr(module, "out_features", None) if tuner else None
+            weight = base_weight(module) if out_features is None else weight
+            if out_features is None and weight is not None:
+                out_features = weight.shape[1] if fifo else weight.shape[0]
+            if not isinstance(out_features, int):
+                raise ValueError(f"split for {name}: the module has no 2-D weight (or out_features) to split")
             new = [replace_part(u, p) for u in new for p in parse_parts(spec, out_features, name)]
         for unit in new:
             unit.path = path

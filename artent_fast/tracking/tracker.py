@@ -38,6 +38,29 @@ def is_compiling() -> bool:
     return bool(check()) if check is not None else False
 
 
+def hookable_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The optimizer whose post-step hooks fire at each real optimizer step.
+
+    A wrapper that does not run its own hooks (accelerate's ``AcceleratedOptimizer``, Lightning's
+    ``LightningOptimizer``) holds the torch optimizer as ``.optimizer`` or ``._optimizer``; its
+    ``step()`` calls that one's only on real steps (not while accumulating gradients, not on a
+    step the gradient scaler skips), so the hook goes there.
+    """
+    seen = optimizer
+    for _ in range(8):  # wrappers of wrappers, never a cycle
+        if isinstance(seen, torch.optim.Optimizer) and hasattr(seen, "_optimizer_step_post_hooks"):
+            return seen
+        inner = getattr(seen, "optimizer", None) or getattr(seen, "_optimizer", None)
+        if inner is None or inner is seen:
+            break
+        seen = inner
+    raise TypeError(
+        f"optimizer= must be a torch.optim.Optimizer or a wrapper holding one as .optimizer "
+        f"(e.g. accelerate's AcceleratedOptimizer), got {type(optimizer).__name__}; "
+        f"or leave it out and call tracker.step() after each optimizer step"
+    )
+
+
 class Tracker:
     """Measures the entanglement profile of each tracked update every ``every`` optimizer steps.
 
@@ -73,7 +96,8 @@ class Tracker:
     ) -> None:
         """Arguments (all keywords but ``model``):
 
-        optimizer: register a post-step hook, so every ``optimizer.step()`` is a step.
+        optimizer: register a post-step hook, so every ``optimizer.step()`` is a step (a wrapper such as
+            accelerate's ``AcceleratedOptimizer``: on the optimizer it wraps, see :func:`hookable_optimizer`).
         targets: module-name patterns (last name component, dotted suffix, glob, or ``"re:<regex>"``).
         every: measure LoRA (factored) updates every N steps. dense_every: dense updates (default 10 * every).
         out: folder (gets ``history.jsonl``) or ``.jsonl`` path, locked while the tracker writes; None: memory only.
@@ -96,6 +120,7 @@ class Tracker:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        hooked = hookable_optimizer(optimizer) if optimizer is not None else None
         dist_support.refuse_unsupported(model)
         group_info = dist_support.process_group(distributed)
         self.rank, self.world = group_info if group_info is not None else (0, 1)
@@ -177,8 +202,8 @@ class Tracker:
             self._tb, self._tb_owned = None, False
         self._channel = open_attention_channel(model) if attention and self.rank == 0 else None
         self._hook = None
-        if optimizer is not None:
-            self._hook = optimizer.register_step_post_hook(lambda *_args, **_kwargs: self.step())
+        if hooked is not None:
+            self._hook = hooked.register_step_post_hook(lambda *_args, **_kwargs: self.step())
         # a program that ends without close(): still record (and write) what the worker thread measured
         self._at_exit = functools.partial(_wait_at_exit, weakref.ref(self))
         atexit.register(self._at_exit)
