@@ -838,3 +838,33 @@ def test_mps_adaptation_is_tracked_on_the_factored_path(init):
         assert r["kind"] == "lora" and r["update"] == ("BA" if init == "lora" else "BA-B0A0")
         assert r["entropies"] == pytest.approx(reference(change), abs=1e-6)
     tracker.close()
+
+
+def test_a_tracker_dropped_without_close_writes_every_measured_step(tmp_path, monkeypatch):
+    """Garbage collected while its worker thread still measures: every due step is written, the history
+    file is released (a new tracker can open it), nothing is lost silently."""
+    import gc
+
+    from artent_fast.tracking import compute
+
+    slow = compute._measure_on_host
+
+    def slower(measure, inputs):  # keep jobs pending when the tracker is dropped
+        import time
+
+        time.sleep(0.05)
+        return slow(measure, inputs)
+
+    monkeypatch.setattr(compute, "_measure_on_host", slower)
+    model = lora(tiny_llama(layers=2))
+    path = tmp_path / "history.jsonl"
+    tracker = artent_fast.track(model, out=path, background=True)
+    moved(model)
+    for _ in range(3):
+        tracker.step()
+    units = len(tracker.units)
+    del tracker
+    gc.collect()
+    records = [r for r in read_history(path) if r.get("kind") == "lora"]
+    assert sorted(r["step"] for r in records) == sorted([1, 2, 3] * units)
+    artent_fast.track(model, out=path, resume=True).close()  # the lock was released

@@ -313,6 +313,15 @@ class Tracker:
             raise ValueError(f"what must be 'profile', 'heatmap' or 'valley', got {what!r}")
         return draw(self.history(), path=path, **kwargs)
 
+    def __del__(self) -> None:
+        # A tracker dropped without close() (garbage collected while measuring in the background): finish and
+        # write what was measured, as close() does, rather than lose it. Never raises (a finaliser).
+        try:
+            if not getattr(self, "_closed", True):
+                self.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
         """Finish pending measurements, drain attention records, flush and close the outputs. Idempotent.
 
