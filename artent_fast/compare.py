@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.patterns import module_name
+
 __all__ = [
     "CompareResult",
     "attention_modules",
@@ -35,13 +37,6 @@ __all__ = [
     "external_profile",
     "internal_profile",
 ]
-
-PEFT_PREFIX = "base_model.model."
-
-
-def canonical_name(name: str) -> str:
-    """A module's name with peft's wrapper prefix removed, so wrapped and plain models line up."""
-    return name[len(PEFT_PREFIX) :] if name.startswith(PEFT_PREFIX) else name
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -93,11 +88,11 @@ def _effective_weight(module: nn.Module) -> torch.Tensor | None:
 def _base_weight(base: nn.Module | Mapping[str, torch.Tensor] | None, name: str) -> torch.Tensor | None:
     if base is None:
         return None
-    key = canonical_name(name)
+    key = module_name(name)
     if isinstance(base, Mapping):
         w = base.get(key + ".weight", base.get(key))
         return None if w is None else torch.as_tensor(w)
-    modules = dict((canonical_name(n), m) for n, m in base.named_modules())
+    modules = dict((module_name(n), m) for n, m in base.named_modules())
     module = modules.get(key)
     return None if module is None else _effective_weight(module)
 
@@ -383,7 +378,7 @@ def compare_models(
         norm_a = float(oa.norm())
         row: dict[str, Any] = {
             "layer": i % len(all_a),
-            "module": canonical_name(na),
+            "module": module_name(na),
             "rel_distance": float((oa - ob).norm()) / norm_a if norm_a > 0 else float("nan"),
             "cosine": float(torch.nn.functional.cosine_similarity(oa.reshape(1, -1), ob.reshape(1, -1)).item()),
         }

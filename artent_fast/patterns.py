@@ -20,6 +20,24 @@ from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
 REGEX_PREFIX = "re:"
+# Name components that wrappers insert into ``named_modules()`` (DDP, FSDP1, torch.compile, checkpointing),
+# and peft's wrapping prefix: none of them is part of a module's name in the base model.
+WRAPPER_COMPONENTS = ("module", "_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
+PEFT_PREFIX = "base_model.model."
+
+
+def module_name(path: str) -> str:
+    """The canonical name of a module: its name in the base model, as a checkpoint stores it.
+
+    ``path`` (a ``named_modules()`` name, a record's label) without the components DDP, FSDP1,
+    ``torch.compile`` and activation checkpointing insert, and without peft's ``base_model.model.``:
+    ``base_model.model.module.model.layers.0.self_attn.q_proj`` -> ``model.layers.0.self_attn.q_proj``.
+    Tracker histories, sweep tables and model comparisons all name modules so, and join on it.
+    """
+    name = ".".join(p for p in path.split(".") if p not in WRAPPER_COMPONENTS)
+    return name.removeprefix(PEFT_PREFIX)
+
+
 GLOB_CHARS = "*?["
 
 

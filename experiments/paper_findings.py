@@ -196,9 +196,9 @@ def adapt(base, run: Run, seed: int):
 # -- measurements ----------------------------------------------------------------------------------
 def target_modules(model) -> dict[str, torch.nn.Module]:
     from artent_fast.adapters.mps import matches
-    from artent_fast.compare import canonical_name
+    from artent_fast.patterns import module_name
 
-    return {canonical_name(n): m for n, m in model.named_modules() if n and matches(n, TARGETS)}
+    return {module_name(n): m for n, m in model.named_modules() if n and matches(n, TARGETS)}
 
 
 def internal_profiles(model, base) -> dict[str, list[float]]:
@@ -266,13 +266,13 @@ def tracker_agreement(tracker, direct: dict[str, list[float]], step: int) -> flo
     """Largest |difference| between the tracker's and the direct profiles at ``step``."""
     if tracker is None:
         return None
-    from artent_fast.compare import canonical_name
+    from artent_fast.patterns import module_name
 
     worst = None
     for rec in tracker.history(as_frame=False):
         if rec.get("step") != step:
             continue
-        mine = direct.get(canonical_name(rec["module"]))
+        mine = direct.get(module_name(rec["module"]))
         if mine is None or rec.get("entropies") is None:
             continue
         diffs = [abs(a - b) for a, b in zip(rec["entropies"], mine, strict=False) if a is not None and b == b]

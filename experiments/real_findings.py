@@ -303,11 +303,11 @@ def adapt(base, run: Run, pattern: str, seed: int):
 
 # -- measurements ------------------------------------------------------------------------------------
 def modules_of(model, pattern: str) -> dict[str, Any]:
-    from artent_fast.compare import canonical_name
+    from artent_fast.patterns import module_name
 
     out = {}
     for n, m in model.named_modules():
-        cn = canonical_name(n)
+        cn = module_name(n)
         if cn and named(cn, pattern) and not cn.endswith(("base_layer", ".base")):
             out.setdefault(cn, m)
     return out

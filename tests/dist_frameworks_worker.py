@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from artent_fast.patterns import module_name
+
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_tracking_worker as base  # noqa: E402
 
@@ -60,15 +62,14 @@ def whole(t: torch.Tensor) -> torch.Tensor:
 def references(model: nn.Module) -> dict[str, list[float]]:
     """Float64 profiles of the LoRA updates from the whole factors; call on every rank (gathers DTensors)."""
     import artent_fast
-    from artent_fast.tracking.distributed import unwrapped_name
 
     out = {}
     for path, module in model.named_modules():
-        if unwrapped_name(path).endswith(("q_proj", "v_proj")) and hasattr(module, "lora_A"):
+        if module_name(path).endswith(("q_proj", "v_proj")) and hasattr(module, "lora_A"):
             b = whole(module.lora_B["default"].weight).double()
             a = whole(module.lora_A["default"].weight).double()
             delta = module.scaling["default"] * b @ a
-            out[unwrapped_name(path)] = artent_fast.entanglement_profile(delta, method="naive").tolist()
+            out[module_name(path)] = artent_fast.entanglement_profile(delta, method="naive").tolist()
     return out
 
 
@@ -224,7 +225,7 @@ def run_attention(out: Path, mode: str) -> None:
         "history": tracker.history(),
         "file": read_history(out / mode) if rank == 0 else None,
         "refs": refs,
-        "attention_modules": [n for n, m in model.named_modules() if n.endswith("self_attn")],
+        "attention_modules": [module_name(n) for n, m in model.named_modules() if n.endswith("self_attn")],
     }
     (out / f"{mode}.rank{rank}.json").write_text(json.dumps(report))
 

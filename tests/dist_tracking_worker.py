@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from artent_fast.patterns import module_name
+
 STEPS = 4
 D = 24
 
@@ -95,7 +97,7 @@ def wrap(model: nn.Module, strategy: str) -> nn.Module:
 
 def whole_updates(model: nn.Module, w0: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """The whole float64 update of every q/v module (every rank calls this: it may gather)."""
-    from artent_fast.tracking.distributed import full_tensor, unwrapped_name
+    from artent_fast.tracking.distributed import full_tensor
 
     fsdp1 = any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
     if fsdp1:
@@ -109,7 +111,7 @@ def whole_updates(model: nn.Module, w0: dict[str, torch.Tensor] | None) -> dict[
     out = {}
     with context:
         for path, module in model.named_modules():
-            name = unwrapped_name(path)
+            name = module_name(path)
             if not name.endswith(("q_proj", "v_proj")):
                 continue
             if hasattr(module, "lora_A"):
@@ -184,7 +186,9 @@ def run(out: Path, scenario: str) -> None:
     w0 = None
     if kind == "fft":
         w0 = {
-            n: m.weight.detach().double().clone() for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))
+            module_name(n): m.weight.detach().double().clone()
+            for n, m in model.named_modules()
+            if n.endswith(("q_proj", "v_proj"))
         }
     model = wrap(model, strategy)
     if "everydiffers" in flags or "targetsdiffer" in flags:  # ranks that disagree: an error on each, no hang

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import artent_fast
+from artent_fast.patterns import module_name
 from artent_fast.tracking import read_history
 from tests.models import tiny_llama_config
 
@@ -64,7 +65,7 @@ def test_hf_trainer_callback(tmp_path):
     tracker = callback.tracker
     history = tracker.history(as_frame=False)
     assert sorted({r["step"] for r in history}) == [2, 4]  # peft's B = 0 at init: nothing before training
-    layers = {n: m for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}
+    layers = {module_name(n): m for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}
     last = {r["module"]: r for r in history if r["step"] == 4}
     assert set(last) == set(layers)
     for name, layer in layers.items():
@@ -180,7 +181,7 @@ def test_lightning_callback(tmp_path):
 
     torch.manual_seed(0)
     module = Module()
-    w0 = {n: m.weight.detach().double().clone() for n, m in module.named_modules() if n.endswith("proj")}
+    w0 = {module_name(n): m.weight.detach().double().clone() for n, m in module.named_modules() if n.endswith("proj")}
     data = torch.utils.data.TensorDataset(torch.randn(32, 12), torch.randn(32, 8))
     callback = ArtentCallback(dense_every=1)
     trainer = lightning.Trainer(
@@ -199,7 +200,8 @@ def test_lightning_callback(tmp_path):
     assert sorted({r["step"] for r in history}) == [1, 2, 3]  # optimizer steps, not micro-batches
     last = {r["module"]: r for r in history if r["step"] == 3}
     assert set(last) == set(w0)
-    for name, layer in module.named_modules():
+    for path, layer in module.named_modules():
+        name = module_name(path)
         if name in w0:
             assert last[name]["entropies"] == pytest.approx(reference(layer.weight.double() - w0[name]), abs=1e-5)
     assert any(k.startswith("artent/net.q_proj/") for k in trainer.callback_metrics)

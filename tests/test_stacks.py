@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import artent_fast
+from artent_fast.patterns import module_name
 from tests.models import moved, tiny_llama_config
 
 
@@ -31,7 +32,7 @@ def lora_llama(layers: int = 1):
 
 
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}
+    return {module_name(n): m for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}
 
 
 def check_last_step(history: list[dict], model: nn.Module) -> None:

@@ -571,3 +571,29 @@ def test_valley_figure_is_bars_for_one_checkpoint_and_lines_with_a_layer_band_ov
             "v_proj (lora)",
         }
     plt.close(fig)
+
+
+def test_a_tracked_run_and_a_sweep_of_its_adapter_name_modules_alike(tmp_path):
+    """One canonical module name (the base model's, artent_fast.patterns.module_name) in tracker histories
+    and sweep tables, so the two join on ``module``, with the same profiles."""
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    import artent_fast
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(tiny_llama_config(intermediate_size=48))
+    model.save_pretrained(tmp_path / "base")
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    tracker = artent_fast.track(pm, out=None, background=False)
+    moved(pm)
+    tracker.step()
+    tracked = {r["module"]: r["entropies"] for r in tracker.history(as_frame=False)}
+    tracker.close()
+    pm.save_pretrained(tmp_path / "adapter")
+    assert (
+        sweep("--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "adapter"), "--out", str(tmp_path / "o")) == 0
+    )
+    swept = rows_by_module(read_table(tmp_path / "o"))
+    assert set(tracked) == set(swept) and all(m.startswith("model.layers.") for m in tracked)
+    for module, profile in tracked.items():
+        np.testing.assert_allclose(swept[module], profile, atol=1e-6)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import artent_fast
+from artent_fast.patterns import module_name
 from artent_fast.tracking import read_history, valley_depth
 from tests.models import moved, tiny_llama_config
 
@@ -74,7 +75,7 @@ def by_label(records, step=None):
 
 
 def modules(model, suffix):
-    return {n: m for n, m in model.named_modules() if n.endswith(suffix)}
+    return {module_name(n): m for n, m in model.named_modules() if n.endswith(suffix)}
 
 
 @pytest.mark.parametrize("hidden,heads,kv", [(32, 4, 2), (24, 4, 2)])
@@ -118,7 +119,11 @@ def test_full_finetuning_says_its_schedule_once():
 
 def test_full_finetuning_tracks_w_minus_w0(tmp_path, rng):
     model = tiny_llama(24, 4, 2, seed=int(rng.integers(1 << 30)))
-    w0 = {n: m.weight.detach().double().clone() for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}
+    w0 = {
+        module_name(n): m.weight.detach().double().clone()
+        for n, m in model.named_modules()
+        if n.endswith(("q_proj", "v_proj"))
+    }
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     tracker = artent_fast.track(model, optimizer=opt, dense_every=2, out=tmp_path / "run.jsonl")
     assert tracker.snapshot_bytes == sum(w.numel() * 4 for w in w0.values())
@@ -194,7 +199,7 @@ def test_rslora_and_rank_alpha_patterns(tmp_path):
     for r in tracker.history(as_frame=False):
         rank, alpha = (2, 5) if r["module"].endswith("v_proj") else (4, 8)
         assert r["rank"] == rank and r["scaling"] == pytest.approx(alpha / math.sqrt(rank))
-        layer = dict(model.named_modules())[r["module"]]
+        layer = {module_name(n): m for n, m in model.named_modules()}[r["module"]]
         assert r["entropies"] == pytest.approx(reference(layer.get_delta_weight("default")), abs=1e-5)
 
 
@@ -272,7 +277,9 @@ def test_many_shapes_lora_and_fft_batched(rng):
     shapes = [(16, 16), (16, 16), (12, 18), (30, 7), (64, 8), (9, 25), (12, 18)]
     rng_shapes = [(int(rng.integers(2, 40)), int(rng.integers(2, 40))) for _ in range(3)]
     model = Ragged(shapes + rng_shapes)
-    w0 = {n: m.weight.detach().double().clone() for n, m in model.named_modules() if n.startswith("layers.")}
+    w0 = {
+        module_name(n): m.weight.detach().double().clone() for n, m in model.named_modules() if n.startswith("layers.")
+    }
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     tracker = artent_fast.track(model, optimizer=opt, targets="proj*", dense_every=1, out=None)
     x = torch.randn(4, 64, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30))))
@@ -283,7 +290,8 @@ def test_many_shapes_lora_and_fft_batched(rng):
     opt.step()
     recs = by_label(tracker.history(as_frame=False))
     assert set(recs) == set(w0)
-    for name, layer in model.named_modules():
+    for path, layer in model.named_modules():
+        name = module_name(path)
         if name in w0:
             assert recs[name]["entropies"] == pytest.approx(reference(layer.weight.double() - w0[name]), abs=1e-5)
 
@@ -292,13 +300,18 @@ def test_many_shapes_lora_and_fft_batched(rng):
         peft.LoraConfig(r=3, target_modules=[f"proj{i}" for i in range(len(shapes) + 3)], init_lora_weights=False),
     )
     # B0 != 0: each update is the change since start, rank 2r = 6, all shapes still in one measurement
-    start = {n: m.get_delta_weight("default").double() for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    start = {
+        module_name(n): m.get_delta_weight("default").double()
+        for n, m in peft_model.named_modules()
+        if hasattr(m, "lora_A")
+    }
     tracker = artent_fast.track(peft_model, targets="re:.*proj\\d+", out=None)
     moved(peft_model)
     tracker.step()
     recs = by_label(tracker.history(as_frame=False))
     assert len(recs) == len(shapes) + 3
-    for name, layer in peft_model.named_modules():
+    for path, layer in peft_model.named_modules():
+        name = module_name(path)
         if f"{name}@default" in recs:
             rec = recs[f"{name}@default"]
             want = reference(layer.get_delta_weight("default").double() - start[name])
@@ -668,7 +681,7 @@ def test_attention_records_from_the_real_channel(tmp_path):
     records = read_history(tmp_path)
     attn = [r for r in records if r["kind"] == "attention"]
     assert {r["step"] for r in attn} == {1, 2, 3}
-    assert {r["module"] for r in attn} == {n for n, _ in model.named_modules() if n.endswith("self_attn")}
+    assert {r["module"] for r in attn} == {module_name(n) for n, _ in model.named_modules() if n.endswith("self_attn")}
     profiled = [r for r in attn if r.get("entropies")]
     assert profiled and {r["step"] for r in profiled} == {2, 3}  # profiles requested at each tracked step
     assert len([r for r in records if r["kind"] == "lora"]) == 3 * 4
@@ -689,7 +702,7 @@ def test_two_trackers_with_attention_keep_their_own_records():
     for model, tracker in zip(models, trackers, strict=True):
         tracker.close()
         attn = [r for r in tracker.history() if r["kind"] == "attention"]
-        own = {n for n, _ in model.named_modules() if n.endswith("self_attn")}
+        own = {module_name(n) for n, _ in model.named_modules() if n.endswith("self_attn")}
         assert {r["module"] for r in attn} == own  # all of its own modules, none of the other model's
         assert len(attn) == 2 * len(own) and any(r.get("entropies") for r in attn)
 
@@ -704,7 +717,7 @@ def test_base_weights_snapshot_device_and_resume(tmp_path, rng):
     tracker.step()
     tracker.close()
     for r in tracker.history(as_frame=False):
-        layer = dict(model.named_modules())[r["module"]]
+        layer = {module_name(n): m for n, m in model.named_modules()}[r["module"]]
         want = reference(layer.weight.double() - base[r["module"] + ".weight"].double())
         assert r["entropies"] == pytest.approx(want, abs=1e-5)
     with artent_fast.track(model, targets="q_proj", dense_every=1, base_weights=base, out=path, resume=True) as t2:
@@ -755,7 +768,8 @@ def test_cuda_side_stream_matches_reference(tmp_path):
 def effective_weights(model, suffixes=("q_proj", "v_proj")) -> dict[str, torch.Tensor]:
     """Each LoRA layer's weight as its forward uses it, ``W_base + s B A``, in float64 (peft's own parts)."""
     out = {}
-    for name, layer in model.named_modules():
+    for path, layer in model.named_modules():
+        name = module_name(path)
         if name.endswith(suffixes) and hasattr(layer, "lora_A"):
             B, A = layer.lora_B["default"].weight.double(), layer.lora_A["default"].weight.double()
             W = layer.get_base_layer().weight.double() + layer.scaling["default"] * (B @ A)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from artent_fast.patterns import module_name
 from artent_fast.plotting import (
     integer_ticks,
     legend_outside,
@@ -19,13 +20,11 @@ from artent_fast.plotting.profile import plot_profile
 from artent_fast.tracking.records import record_label
 
 UPDATE_KINDS = ("lora", "dense")
-WRAPPER_PREFIXES = ("base_model.model.",)  # peft's wrapping, dropped from figure labels only
 
 
 def display(label: str) -> str:
-    for prefix in WRAPPER_PREFIXES:
-        label = label.removeprefix(prefix)
-    return label
+    """A record's label with wrapper components and peft's prefix dropped (:func:`artent_fast.patterns.module_name`)."""
+    return module_name(label)
 
 
 def projection(label: str) -> str:

@@ -33,15 +33,6 @@ from torch import nn
 from artent_fast.core.layout import default_sites
 from artent_fast.tracking.units import Unit, same
 
-# Name components that wrappers insert into ``named_modules()`` (DDP, FSDP1, torch.compile, checkpointing).
-WRAPPER_COMPONENTS = ("module", "_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
-
-
-def unwrapped_name(name: str) -> str:
-    """``name`` without the components that DDP, FSDP1, ``torch.compile`` and activation checkpointing insert."""
-    parts = [p for p in name.split(".") if p not in WRAPPER_COMPONENTS]
-    return ".".join(parts)
-
 
 def process_group(distributed: bool | None) -> tuple[int, int] | None:
     """``(rank, world)`` when the tracker works across ranks, else None.

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from artent_fast.paths import not_usable
-from artent_fast.patterns import check_patterns, matches
-from artent_fast.tracking.distributed import full_tensor, unwrapped_name
+from artent_fast.patterns import check_patterns, matches, module_name
+from artent_fast.tracking.distributed import full_tensor
 from artent_fast.tracking.units import Part, Unit, is_mps_layer, mps_factors
 
 SplitSpec = int | Sequence[str] | Mapping[str, int]
@@ -92,7 +92,7 @@ def find_units(
     zero_init = zero_initialised_adapters(model) if resume else set()
     owners: list[str] = []  # peft layers already taken: their sub-modules are not separate targets
     for path, module in model.named_modules():
-        name = unwrapped_name(path)
+        name = module_name(path)
         if not any(matches(name, p) for p in patterns):
             continue
         if any(name.startswith(owner + ".") for owner in owners):

@@ -19,6 +19,7 @@ from torch import nn
 
 from artent_fast.core.layout import default_sites
 from artent_fast.extras import optional_imports
+from artent_fast.patterns import module_name
 from artent_fast.tracking import compute
 from artent_fast.tracking import distributed as dist_support
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
@@ -564,7 +565,7 @@ class Tracker:
             record["step"] = self._step
             record.setdefault("kind", "attention")
             if isinstance(record.get("module"), str):  # the names of the unwrapped model, as for updates
-                record["module"] = dist_support.unwrapped_name(record["module"])
+                record["module"] = module_name(record["module"])
             records.append(record)
         self._emit(records)
 
