@@ -104,9 +104,8 @@ def find_units(
         weight = None if tuner or mps else base_weight(module)
         if mps:  # MPS Adaptation: factored, B @ A_mps (B = 0 at start unless init="random")
             owners.append(name)
-            B, A = mps_factors(module)
-            started = bool((B != 0).any())
-            new = [Unit(name, module, "lora", "mps", b0=B.clone() if started else None, a0=A if started else None)]
+            b0, a0 = mps_factors(module) if bool((module.B != 0).any()) else (None, None)
+            new = [Unit(name, module, "lora", "mps", b0=None if b0 is None else b0.clone(), a0=a0)]
         elif tuner:
             owners.append(name)
             new = adapter_units(name, module, fifo, zero_init)
@@ -116,13 +115,13 @@ def find_units(
         else:
             continue
         spec = split_for(name, split)
-        if spec is not None and mps:
-            raise ValueError(f"split for {name}: an MPS Adaptation layer is measured whole (no fused parts)")
         if spec is not None:
+            if mps:
+                raise ValueError(f"split for {name}: an MPS Adaptation layer is measured whole (no fused parts)")
             out_features = getattr(module, "out_features", None) if tuner else None
-            weight = base_weight(module) if out_features is None else weight
-            if out_features is None and weight is not None:
-                out_features = weight.shape[1] if fifo else weight.shape[0]
+            if out_features is None:  # a plain layer (or an adapter that does not say): its weight's shape
+                weight = base_weight(module)
+                out_features = None if weight is None else weight.shape[1] if fifo else weight.shape[0]
             if not isinstance(out_features, int):
                 raise ValueError(f"split for {name}: the module has no 2-D weight (or out_features) to split")
             new = [replace_part(u, p) for u in new for p in parse_parts(spec, out_features, name)]

@@ -96,19 +96,16 @@ class Unit:
         if self.source == "mps":  # MPS Adaptation: B (out, r) and A_mps (r, in), contracted from the cores
             B, A = mps_factors(layer, full)
             scale, merged = float(layer.scale), bool(layer.merged)
-            if self.b0 is not None:
-                B, A = change_factors(B, A, self.b0, self.a0)
-            return B, A, scale, merged
-        B = full(layer.lora_B[name].weight.detach())  # (out, r)
-        A = full(layer.lora_A[name].weight.detach())  # (r, in)
+        else:
+            B = full(layer.lora_B[name].weight.detach())  # (out, r)
+            A = full(layer.lora_A[name].weight.detach())  # (r, in)
+            scale, merged = float(layer.scaling[name]), name in getattr(layer, "merged_adapters", ())
         B0 = self.b0
         if self.part is not None:
             B = B[self.part.start : self.part.stop]
             B0 = B0[self.part.start : self.part.stop] if B0 is not None else None
         if B0 is not None:
             B, A = change_factors(B, A, B0, self.a0)
-        scale = float(layer.scaling[name])
-        merged = name in getattr(layer, "merged_adapters", ())
         if self.fan_in_fan_out:  # the base weight is (in, out): the update is (B @ A)^T
             return A.mT, B.mT, scale, merged
         return B, A, scale, merged
