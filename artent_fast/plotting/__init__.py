@@ -75,6 +75,17 @@ def line_style(kind_index: int, many_points: bool = False) -> dict[str, Any]:
     return style
 
 
+def mean_with_band(ax: Any, per_step: dict[int, list[float]], label: str, **style: Any) -> Any:
+    """One line of the mean of ``per_step[step]`` (the values of several modules, e.g. layers) against step,
+    in a band from the lowest to the highest value where there are several; returns the line."""
+    steps = sorted(per_step)
+    line = ax.plot(steps, [sum(per_step[s]) / len(per_step[s]) for s in steps], label=label, **style)[0]
+    if any(len(per_step[s]) > 1 for s in steps):
+        lo, hi = [min(per_step[s]) for s in steps], [max(per_step[s]) for s in steps]
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    return line
+
+
 def save_figure(fig: Any, plt: Any, path: str | Path | None, **savefig_kwargs: Any) -> Any:
     """Lay out ``fig`` and, given a ``path``, write it atomically at :data:`DPI` and close it.
 

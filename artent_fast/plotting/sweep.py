@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from artent_fast.plotting import require_matplotlib, save_figure
+from artent_fast.plotting import mean_with_band, require_matplotlib, save_figure
 
 
 def family(module: str) -> str:
@@ -166,11 +166,7 @@ def _valley_figure(plt, depths: dict[tuple, dict[int, list[float]]]):
         )
     else:
         for (fam, kind), per in sorted(depths.items()):
-            xs = sorted(per)
-            line = ax.plot(xs, [_mean(per[x]) for x in xs], marker="o", label=f"{fam} ({kind})")[0]
-            if any(len(per[x]) > 1 for x in xs):
-                lo, hi = [min(per[x]) for x in xs], [max(per[x]) for x in xs]
-                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+            mean_with_band(ax, per, f"{fam} ({kind})", marker="o")
         ax.set_xlabel("step")
         ax.set_title("Entanglement valley depth at the row/column bond\nmean over layers; band: min-max", fontsize=10)
         ax.legend(fontsize=8)

@@ -12,6 +12,7 @@ from artent_fast.plotting import (
     integer_ticks,
     legend_outside,
     line_style,
+    mean_with_band,
     new_figure,
     require_matplotlib,
     save_figure,
@@ -20,11 +21,6 @@ from artent_fast.plotting.profile import plot_profile
 from artent_fast.tracking.records import record_label
 
 UPDATE_KINDS = ("lora", "dense")
-
-
-def display(label: str) -> str:
-    """A record's label with wrapper components and peft's prefix dropped (:func:`artent_fast.patterns.module_name`)."""
-    return module_name(label)
 
 
 def projection(label: str) -> str:
@@ -102,7 +98,7 @@ def plot_tracked_profile(
     bonds = {bond: ", ".join(shapes) for bond, shapes in shapes_at.items()}
     ranks = sorted({int(r["rank"]) for r in curves.values() if r.get("rank")})
     return plot_profile(
-        {display(label): r["entropies"] for label, r in curves.items()},
+        {module_name(label): r["entropies"] for label, r in curves.items()},
         overlays=overlays,
         row_col_bond=next(iter(bonds)) if len(bonds) == 1 else bonds,
         bounds={f"ln {k}: the most a rank-{k} update holds at its row/column bond": math.log(k) for k in ranks},
@@ -166,7 +162,7 @@ def plot_bond_heatmap(
     ax.set_ylabel("step")
     integer_ticks(ax.xaxis)
     integer_ticks(ax.yaxis)
-    ax.set_title(title or f"Entropy per bond and step: {display(label)}", fontsize=10, pad=14)
+    ax.set_title(title or f"Entropy per bond and step: {module_name(label)}", fontsize=10, pad=14)
     return save_figure(fig, plt, path)
 
 
@@ -198,7 +194,7 @@ def plot_valley_depth(
             records = sorted(records, key=lambda r: r["step"])
             kind = kinds.setdefault(projection(label), len(kinds))
             style = line_style(kind, many_points=len(records) > 30)
-            ax.plot([r["step"] for r in records], [depth(r) for r in records], label=display(label), **style)
+            ax.plot([r["step"] for r in records], [depth(r) for r in records], label=module_name(label), **style)
         note = ""
     else:
         by_kind: dict[str, dict[int, list[float]]] = {}
@@ -210,12 +206,7 @@ def plot_valley_depth(
                 if depth(r) == depth(r):  # NaN (a skipped step) does not count
                     by_kind.setdefault(kind, {}).setdefault(r["step"], []).append(depth(r))
         for i, (kind, per) in enumerate(sorted(by_kind.items())):
-            steps = sorted(per)
-            mean = [sum(per[s]) / len(per[s]) for s in steps]
-            style = line_style(i, many_points=len(steps) > 30)
-            line = ax.plot(steps, mean, label=f"{kind}: mean of {counts[kind]}", **style)[0]
-            lo, hi = [min(per[s]) for s in steps], [max(per[s]) for s in steps]
-            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+            mean_with_band(ax, per, f"{kind}: mean of {counts[kind]}", **line_style(i, many_points=len(per) > 30))
         note = f"\n{len(groups)} modules: mean per kind over layers, band min-max"
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("step")
