@@ -60,11 +60,12 @@ def check_sections(only: Sequence[str] | None) -> list[str]:
 def run_sections(
     plan: Plan, device: str, sections: list[str], echo: bool, after_each=None
 ) -> tuple[list[Table], dict[str, str]]:
-    """Run each section (a failing one is reported, the others go on); ``after_each(tables, errors)``
-    is called after every section, so that a run killed later keeps what it measured."""
+    """Run each section (a failing one is reported, the others go on); ``after_each(tables, errors, done)``
+    (``done``: the sections run so far) is called after every section, so that a run killed later keeps
+    what it measured."""
     tables: list[Table] = []
     errors: dict[str, str] = {}
-    for section in sections:
+    for i, section in enumerate(sections):
         t0 = time.perf_counter()
         try:
             tables += SECTION_RUNNERS[section](plan, device, echo)
@@ -75,7 +76,7 @@ def run_sections(
         if echo:
             print(f"_({section}: {time.perf_counter() - t0:.1f} s)_", flush=True)
         if after_each is not None:
-            after_each(tables, errors)
+            after_each(tables, errors, sections[: i + 1])
     return tables, errors
 
 
@@ -239,7 +240,7 @@ def run_bench(
             print(f"_{note}_", flush=True)
     title = f"{(info['gpu'] or {}).get('name', info['cpu'])}; torch {torch.__version__}; {device}; {mode}"
 
-    def write(tables: list[Table], errors: dict[str, str], final: bool) -> dict[str, Any]:
+    def write(tables: list[Table], errors: dict[str, str], done: list[str], final: bool) -> dict[str, Any]:
         """results.json and report.md of the sections done so far (figures only at the end)."""
         by_name = {t.name: t for t in tables}
         selfcheck_ok = None
@@ -248,7 +249,6 @@ def run_bench(
 
             selfcheck_ok = passed(by_name["selfcheck"]) and "selfcheck" not in errors
         figs, fig_note = figures(by_name, out, title) if final else ([], None)
-        done = [s for s in sections if s in errors or any(t.name.split("_")[0] == s for t in tables)]
         results = {
             "schema": SCHEMA,
             "command": command or f"artent bench --device {device}" + ("" if mode == "full" else f" --{mode}"),
@@ -272,8 +272,8 @@ def run_bench(
         atomic_write(out / "report.md", report_markdown(results, tables))
         return results
 
-    tables, errors = run_sections(plan, device, sections, echo, lambda t, e: write(t, e, final=False))
-    results = write(tables, errors, final=True)
+    tables, errors = run_sections(plan, device, sections, echo, lambda t, e, done: write(t, e, done, final=False))
+    results = write(tables, errors, sections, final=True)
     figs = results["figures"]
     if echo:
         print(
