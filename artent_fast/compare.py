@@ -27,7 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.core.lowrank import lowrank_profile
+from artent_fast.core.profile import entanglement_profile
 from artent_fast.patterns import module_name
+from artent_fast.updates import Unit, adapter_units
+from artent_fast.updates.types import base_weight
 
 __all__ = [
     "CompareResult",
@@ -53,36 +57,21 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 # -- internal profiles ---------------------------------------------------------------------------
-def _lora_factors(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, float] | None:
-    lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
-    if not isinstance(lora_a, nn.ModuleDict) or not isinstance(lora_b, nn.ModuleDict):
-        return None
-    active = getattr(module, "active_adapters", None) or list(lora_a.keys())
-    names = [a for a in active if a in lora_a and a in lora_b]
-    if len(names) != 1 or not hasattr(lora_a[names[0]], "weight"):
-        return None  # several adapters or a non-Linear LoRA: dense path
-    name = names[0]
-    return lora_b[name].weight.detach(), lora_a[name].weight.detach(), float(module.scaling[name])
-
-
 def _effective_weight(module: nn.Module) -> torch.Tensor | None:
-    """The layer's weight as the forward pass uses it (base plus an unmerged adapter update)."""
-    from artent_fast.adapters.mps import MPSLinear
-
-    if isinstance(module, MPSLinear):
-        w = module.base.weight.detach()
-        return w if module.merged else w + module.delta_weight().detach().to(w.dtype)
-    base_layer = getattr(module, "base_layer", None)
-    if base_layer is not None and hasattr(module, "get_delta_weight"):
-        w = base_layer.weight.detach()
-        if getattr(module, "merged", False):
-            return w
-        for name in getattr(module, "active_adapters", []):
-            if name in getattr(module, "lora_A", {}):
-                w = w + module.get_delta_weight(name).detach().to(w.dtype)
-        return w
-    weight = getattr(module, "weight", None)
-    return weight.detach() if isinstance(weight, torch.Tensor) else None
+    """The layer's weight as the forward pass uses it (base plus its unmerged adapters' updates)."""
+    units = adapter_units("", module, keep_start=False)
+    weight = base_weight(module)
+    if weight is None:
+        return None
+    w = weight.detach()
+    for unit in units:
+        if unit.kind == "lora":
+            B, A, scale, merged = unit.whole_factors()
+            if not merged:
+                w = w + (scale * (B @ A)).to(w.dtype)
+        elif not unit.reader.merged(module, unit.adapter):
+            w = w + unit.whole_dense().to(w.dtype)
+    return w
 
 
 def _base_weight(base: nn.Module | Mapping[str, torch.Tensor] | None, name: str) -> torch.Tensor | None:
@@ -97,6 +86,33 @@ def _base_weight(base: nn.Module | Mapping[str, torch.Tensor] | None, name: str)
     return None if module is None else _effective_weight(module)
 
 
+def _update(
+    module: nn.Module, name: str, base: nn.Module | Mapping[str, torch.Tensor] | None
+) -> tuple[str, tuple[torch.Tensor, torch.Tensor, float] | torch.Tensor]:
+    """``(kind, update)``: the factors ``(B, A, scale)`` of a layer with one factored adapter (kinds ``lora``,
+    ``mps``), else a dense float64 update: ``W - W0`` against ``base`` (``fft``), the adapters' dense
+    updates (``delta``), or the weight itself (``weight``)."""
+    units = adapter_units(name, module, keep_start=False)  # the adapters' whole updates (read by artent_fast.updates)
+    if len(units) == 1 and units[0].kind == "lora":
+        B, A, scale, _ = units[0].whole_factors()
+        return ("mps" if units[0].source == "mps" else "lora"), (B.double(), A.double(), scale)
+    w, w0 = _effective_weight(module), _base_weight(base, name)
+    if w is None:
+        raise ValueError(f"module {name!r} ({type(module).__name__}) has no weight to profile")
+    if w0 is not None:
+        if w0.shape != w.shape:
+            raise ValueError(f"module {name!r}: weight {tuple(w.shape)} but base weight {tuple(w0.shape)}")
+        return "fft", w.double() - w0.to(w.device).double()
+    if units:
+        return "delta", sum(u.whole_dense().double() if u.kind == "dense" else _product(u) for u in units)
+    return "weight", w.double()
+
+
+def _product(unit: Unit) -> torch.Tensor:
+    B, A, scale, _ = unit.whole_factors()
+    return scale * (B.double() @ A.double())
+
+
 def internal_profile(
     module: nn.Module,
     *,
@@ -105,32 +121,17 @@ def internal_profile(
 ) -> tuple[str, torch.Tensor]:
     """``(kind, profile)`` of one layer's weight update; kinds ``lora``, ``mps``, ``fft``, ``delta``, ``weight``.
 
-    LoRA and MPS use their factors (never ``dW``); FFT is ``W - W0`` with ``W0`` from ``base`` (a
-    model or a state dict, matched by name); ``delta`` is peft's dense ``get_delta_weight``;
-    without any of these the weight itself is profiled. A zero update gives NaN.
+    LoRA, MPS and the other factored adapters use their factors (never ``dW``); FFT is ``W - W0``
+    with ``W0`` from ``base`` (a model or a state dict, matched by name); ``delta`` is the sum of
+    the adapters' dense updates (DoRA, IA3, ...); without any of these the weight itself is
+    profiled. A zero update gives NaN.
     """
-    from artent_fast.adapters.mps import MPSLinear, mps_update_profile
-    from artent_fast.core.lowrank import lowrank_profile
-    from artent_fast.core.profile import entanglement_profile
-
     with torch.no_grad():
-        if isinstance(module, MPSLinear):
-            return "mps", mps_update_profile(module).to(torch.float64)
-        factors = _lora_factors(module)
-        if factors is not None:
-            b, a, scale = factors
-            return "lora", lowrank_profile(b.double(), a.double(), scale=scale, on_zero="nan")
-        w, w0 = _effective_weight(module), _base_weight(base, name)
-        if w is None:
-            raise ValueError(f"module {name!r} ({type(module).__name__}) has no weight to profile")
-        if w0 is not None:
-            if w0.shape != w.shape:
-                raise ValueError(f"module {name!r}: weight {tuple(w.shape)} but base weight {tuple(w0.shape)}")
-            return "fft", entanglement_profile(w.double() - w0.to(w.device).double(), on_zero="nan")
-        if hasattr(module, "get_delta_weight") and getattr(module, "active_adapters", None):
-            dw = sum(module.get_delta_weight(n).detach().double() for n in module.active_adapters)
-            return "delta", entanglement_profile(dw, on_zero="nan")
-        return "weight", entanglement_profile(w.double(), on_zero="nan")
+        kind, update = _update(module, name, base)
+        if isinstance(update, tuple):
+            B, A, scale = update
+            return kind, lowrank_profile(B, A, scale=scale, on_zero="nan")
+        return kind, entanglement_profile(update, on_zero="nan")
 
 
 def update_matrix(
@@ -139,22 +140,17 @@ def update_matrix(
     name: str = "",
     base: nn.Module | Mapping[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The dense weight update whose profile :func:`internal_profile` measures (float64): LoRA's
-    ``scaling * B @ A``, MPS Adaptation's ``delta_weight()``, or ``W - W0`` with ``W0`` from ``base``.
+    """The dense weight update whose profile :func:`internal_profile` measures (float64): a factored
+    adapter's ``scale * B @ A``, or ``W - W0`` with ``W0`` from ``base``.
     For spectra and null models of one layer; the profiles themselves never form it."""
-    from artent_fast.adapters.mps import MPSLinear
-
     with torch.no_grad():
-        if isinstance(module, MPSLinear):
-            return module.delta_weight().detach().double()
-        factors = _lora_factors(module)
-        if factors is not None:
-            b, a, scale = factors
-            return scale * (b.double() @ a.double())
-        w, w0 = _effective_weight(module), _base_weight(base, name)
-        if w is None or w0 is None or w0.shape != w.shape:
+        kind, update = _update(module, name, base)
+        if isinstance(update, tuple):
+            B, A, scale = update
+            return scale * (B @ A)
+        if kind != "fft":
             raise ValueError(f"module {name!r} ({type(module).__name__}): no adapter, and no base weight of its shape")
-        return w.double() - w0.to(w.device).double()
+        return update
 
 
 # -- capture ---------------------------------------------------------------------------------------
@@ -176,8 +172,6 @@ def _probs(out: Any) -> torch.Tensor | None:
 
 def external_profile(probs: torch.Tensor) -> torch.Tensor:
     """Mean entanglement profile (float64, CPU) over batch and heads of attention matrices ``(B, H, T, S)``."""
-    from artent_fast.core.profile import entanglement_profile
-
     prof = entanglement_profile(probs.double(), on_zero="nan", check_finite=False)
     return prof.reshape(-1, prof.shape[-1]).nanmean(0).cpu()
 

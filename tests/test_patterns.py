@@ -48,7 +48,7 @@ def test_bad_patterns_are_refused_naming_the_argument(patterns, error, text):
 
 def test_track_refuses_a_bad_pattern():
     torch = pytest.importorskip("torch")
-    from artent_fast.tracking.targets import find_units
+    from artent_fast.updates import find_units
 
     with pytest.raises(ValueError, match="targets"):
         find_units(torch.nn.Linear(4, 4), ["re:("])

@@ -241,24 +241,47 @@ def test_fft_of_conv1d_fused_qkv_with_sizes(tmp_path):
         assert recs[f"{name}[kv]"]["entropies"] == pytest.approx(reference(delta[:, 24:]), abs=1e-5)
 
 
-def test_dora_uses_dense_path(tmp_path):
+@pytest.mark.parametrize("moved_before", [False, True])
+def test_dora_uses_dense_path(tmp_path, moved_before):
+    """DoRA's change of the weight, dense; magnitudes moved before track() are its start (``dora-D0``)."""
     model = lora(tiny_llama(), use_dora=True, target_modules=["q_proj"])
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_magnitude_vector" in name:
-                p.mul_(torch.linspace(0.5, 1.5, p.numel()))  # move the magnitudes off their initial norms
+
+    def move_magnitudes():
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_magnitude_vector" in name:
+                    p.mul_(torch.linspace(0.5, 1.5, p.numel()))  # move the magnitudes off their initial norms
+
+    if moved_before:
+        move_magnitudes()
+        start = {
+            name: layer.get_base_layer().weight.detach().double().clone()
+            for name, layer in modules(model, "q_proj").items()
+        }
+        for name, layer in modules(model, "q_proj").items():
+            merged = copy.deepcopy(layer)
+            merged.merge(safe_merge=True)
+            start[name] = merged.get_base_layer().weight.double()
+    tracker = artent_fast.track(model, targets="q_proj", dense_every=1, out=None)
+    if moved_before:
+        move_magnitudes()
+    else:
+        move_magnitudes()
+        start = {
+            name: layer.get_base_layer().weight.detach().double().clone()
+            for name, layer in modules(model, "q_proj").items()
+        }
     expected = {}
     for name, layer in modules(model, "q_proj").items():
-        W = layer.get_base_layer().weight.detach().double().clone()
         merged = copy.deepcopy(layer)
         merged.merge(safe_merge=True)
-        expected[name] = reference(merged.get_base_layer().weight.double() - W)
-    tracker = artent_fast.track(model, targets="q_proj", dense_every=1, out=None)
+        expected[name] = reference(merged.get_base_layer().weight.double() - start[name])
     tracker.step()
     recs = tracker.history(as_frame=False)
     assert {r["module"] for r in recs} == set(expected)
     for r in recs:
         assert r["kind"] == "dense" and r["adapter"] == "default"
+        assert r["update"] == ("dora-D0" if moved_before else "dora")
         assert r["entropies"] == pytest.approx(expected[r["module"]], abs=1e-5)
 
 

@@ -30,7 +30,7 @@ import torch
 
 from artent_fast.api import entanglement_profile
 from artent_fast.core.lowrank_mixed import lowrank_profiles, pad_factors
-from artent_fast.tracking.units import Unit
+from artent_fast.updates import Unit
 
 # Largest stack of dense updates measured in one call (elements); bigger groups are chunked.
 DENSE_CHUNK_ELEMENTS = 1 << 25

@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from artent_fast.core.layout import default_sites
-from artent_fast.tracking.units import Unit, same
+from artent_fast.parallel import full_tensor, is_dtensor
+from artent_fast.updates import Unit
+from artent_fast.updates.types import same
 
 
 def process_group(distributed: bool | None) -> tuple[int, int] | None:
@@ -89,19 +91,6 @@ def refuse_unsupported(model: nn.Module) -> None:
             )
 
 
-def is_dtensor(tensor: Any) -> bool:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - torch builds without distributed
-        return False
-    return isinstance(tensor, DTensor)
-
-
-def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor: ``DTensor.full_tensor()`` (a collective: every rank must call it), else itself."""
-    return tensor.full_tensor() if is_dtensor(tensor) else tensor
-
-
 def fsdp1_owner(model: nn.Module, module_name: str) -> str | None:
     """The name of the innermost FSDP1 module around ``module_name`` (None: not under FSDP1)."""
     best = None
@@ -115,13 +104,7 @@ def fsdp1_owner(model: nn.Module, module_name: str) -> str | None:
 
 
 def unit_tensors(unit: Unit) -> list[torch.Tensor]:
-    layer = unit.layer
-    if unit.source == "mps":
-        return [layer.B, *layer.cores]
-    if unit.kind == "lora":
-        return [layer.lora_B[unit.adapter].weight, layer.lora_A[unit.adapter].weight]
-    weight = getattr(layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer, "weight", None)
-    return [weight] if isinstance(weight, torch.Tensor) else []
+    return unit.tensors()
 
 
 def unit_cost(unit: Unit) -> float:

@@ -24,8 +24,9 @@ from artent_fast.tracking import compute
 from artent_fast.tracking import distributed as dist_support
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
 from artent_fast.tracking.records import HistoryFile, history_path, record_label, summary_fields
-from artent_fast.tracking.targets import SplitSpec, find_units
-from artent_fast.tracking.units import Unit, same
+from artent_fast.updates import Unit
+from artent_fast.updates.find import SplitSpec, find_units
+from artent_fast.updates.types import same
 
 SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")
 MAX_PENDING_JOBS = 256  # CUDA: measurements queued and not yet read back; beyond this, steps are skipped
