@@ -12,9 +12,8 @@ from typing import Any
 import torch
 
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
-from artent_fast.sweep.names import parse_layer
+from artent_fast.checkpoints import CheckpointError, parse_layer
 from artent_fast.sweep.plan import Item, Source, WorkUnit
-from artent_fast.sweep.reader import CheckpointError
 
 COLUMNS = (
     "checkpoint",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from artent_fast.atomic import OutFullError
-from artent_fast.sweep.names import DEFAULT_TARGETS
+from artent_fast.checkpoints.names import DEFAULT_TARGETS
 
 DESCRIPTION = (
     "Entanglement profiles of every target matrix of Hugging Face checkpoints, peft LoRA adapters, or "

@@ -5,15 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from artent_fast.sweep.adapter import AdapterFolder
-from artent_fast.sweep.confine import Escape, confine, roots_of
-from artent_fast.sweep.names import NameMap, choose_name_map, is_target, module_name, parse_step
-from artent_fast.sweep.reader import CheckpointError, WeightFiles, has_weights, is_adapter, open_weights
+from artent_fast.checkpoints import (
+    AdapterFolder,
+    CheckpointError,
+    NameMap,
+    WeightFiles,
+    choose_name_map,
+    expand_checkpoints,
+    is_adapter,
+    is_target,
+    module_name,
+    open_weights,
+    parse_step,
+)
 
 
 @dataclass(frozen=True)
@@ -79,48 +87,6 @@ def natural_key(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-def _children(run: Path, errors: list[dict[str, Any]]) -> list[Path]:
-    """A run folder's ``checkpoint-*`` sub-folders; one that is a link leaving the run folder is refused."""
-    roots = roots_of(run)
-    out = []
-    for child in run.iterdir():
-        if parse_step(child.name) is None:
-            continue
-        if child.is_symlink():
-            try:
-                target = confine(roots[0], child.name, roots)
-            except Escape as exc:
-                errors.append(CheckpointError(run, child.name, f"{exc}; refused, not read").record())
-                continue
-            if target.is_dir():
-                out.append(child)
-        elif child.is_dir():
-            out.append(child)
-    return out
-
-
-def expand_checkpoints(paths: list[str], errors: list[dict[str, Any]] | None = None) -> list[str]:
-    """Each path as given; a run folder without weights expands to its ``checkpoint-*`` children by step."""
-    errors = [] if errors is None else errors
-    out: list[str] = []
-    for path in paths:
-        p = Path(path)
-        children = _children(p, errors) if p.is_dir() and not has_weights(p) else []
-        if children:
-            out += [str(c) for c in sorted(children, key=lambda c: (parse_step(c.name), c.name))]
-        else:
-            out.append(str(path))
-    return list(dict.fromkeys(out))  # a checkpoint given twice is swept once
-
-
-def _has(files: WeightFiles) -> Callable[[str], bool]:
-    return lambda module: f"{module}.weight" in files
-
-
-def _base_modules(base: WeightFiles) -> list[str]:
-    return [module_name(n) for n in base.names() if n.endswith(".weight")]
-
-
 def _dense_items(
     ckpt: str, weights: WeightFiles, base: WeightFiles | None, targets, errors, maps: dict[str, str]
 ) -> list[tuple]:
@@ -132,7 +98,7 @@ def _dense_items(
             for n in weights.names()
             if n.endswith(".weight") and len(weights.shape(n)) == 2 and is_target(module_name(n), targets)
         ]
-        to_base = choose_name_map(mine, _has(base), _base_modules(base))
+        to_base = choose_name_map(mine, base.names())
         maps[ckpt] = to_base.describe()
     for name in list(weights.broken) + (list(base.broken) if base else []):
         if name.endswith(".weight") and is_target(module_name(name), targets):
@@ -183,7 +149,7 @@ def _lora_items(
     mods = [mod for mod in mods if is_target(mod.module, targets)]
     to_base = NameMap()
     if base is not None:
-        to_base = choose_name_map([mod.module for mod in mods], _has(base), _base_modules(base))
+        to_base = choose_name_map([mod.module for mod in mods], base.names())
         maps[ckpt] = to_base.describe()
     items = []
     for mod in mods:

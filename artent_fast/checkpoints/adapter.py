@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from artent_fast.sweep.confine import Escape, confine, roots_of
-from artent_fast.sweep.reader import ADAPTER_CONFIG, CheckpointError, WeightFiles
+from artent_fast.checkpoints.confine import Escape, confine, roots_of
+from artent_fast.checkpoints.reader import ADAPTER_CONFIG, CheckpointError, WeightFiles
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
