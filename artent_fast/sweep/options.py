@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "themselves are swept)",
     )
     p.add_argument(
+        "--initial-adapter",
+        metavar="DIR",
+        help="the adapter as saved before training, for adapters that did not start at zero (PiSSA, OLoRA, "
+        "LoftQ, init_lora_weights=false): their update s (B A - B0 A0) is swept (default: none, such adapters "
+        "are refused)",
+    )
+    p.add_argument(
         "--out",
         required=True,
         type=Path,
@@ -105,6 +112,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             [*args.checkpoints, *args.tuned],
             args.out,
             base=args.base,
+            initial_adapter=args.initial_adapter,
             targets=targets,
             batch=args.batch,
             device=args.device,

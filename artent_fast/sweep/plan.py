@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,13 @@ from artent_fast.checkpoints import (
     open_weights,
     parse_step,
 )
+from artent_fast.sweep.store import OLD_UPDATES
 
 
 @dataclass(frozen=True)
 class Item:
-    """One matrix to profile: a weight, a dense update ``tuned - base``, or a LoRA factor pair."""
+    """One matrix to profile: a weight, a dense update ``tuned - base`` (or a DoRA adapter's ``W_dora - W``),
+    or a LoRA factor pair (less its initial pair, for an adapter that did not start at zero)."""
 
     module: str
     tensor: str  # tensor name in the tuned/model folder (lora_A's name for adapters)
@@ -35,6 +37,9 @@ class Item:
     rank: int | None = None
     scale: float = 1.0
     fan_in_fan_out: bool = False
+    magnitude: str | None = None  # DoRA's magnitude vector
+    a0_tensor: str | None = None  # the initial adapter's lora_A, lora_B
+    b0_tensor: str | None = None
 
 
 @dataclass
@@ -70,7 +75,7 @@ class Source:
     base: WeightFiles | None = None
 
     def close(self) -> None:
-        for files in (self.weights, self.base, self.adapter.weights if self.adapter else None):
+        for files in (self.weights, self.base, self.adapter):
             if files is not None:
                 files.close()
 
@@ -81,6 +86,17 @@ class Plan:
     sources: dict[str, Source] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     name_maps: dict[str, str] = field(default_factory=dict)  # checkpoint -> how its names map to the base's
+
+
+def update_of(kind: str, item: Item) -> str:
+    """The ``update`` column (the tracker's records' ``update`` field): ``W`` (a weight), ``W-W0`` (a dense
+    update), ``dora`` (a DoRA adapter's ``W_dora - W``), ``BA`` (a LoRA adapter's ``s B A``) or ``BA-B0A0``
+    (its change since its initial adapter, ``s (B A - B0 A0)``)."""
+    if item.magnitude is not None:
+        return "dora"
+    if item.a0_tensor is not None:
+        return "BA-B0A0"
+    return OLD_UPDATES[kind]
 
 
 def natural_key(text: str) -> list[Any]:
@@ -179,13 +195,24 @@ def _lora_items(
                     ).record()
                 )
                 continue
-        items.append(
-            (
-                "lora",
-                (*shape, mod.rank),
-                Item(mod.module, mod.a_name, base_tensor, mod.b_name, mod.rank, mod.scale, mod.fan_in_fan_out),
-            )
+        item = Item(
+            mod.module,
+            mod.a_name,
+            base_tensor,
+            mod.b_name,
+            mod.rank,
+            mod.scale,
+            mod.fan_in_fan_out,
+            mod.magnitude,
+            mod.a0_name,
+            mod.b0_name,
         )
+        if mod.magnitude is not None:  # DoRA: not low rank, profiled dense (rank: none)
+            items.append(("dW", shape, replace(item, rank=None)))
+        elif mod.a0_name is not None:  # s (B A - B0 A0): factored with rank 2r
+            items.append(("lora", (*shape, 2 * mod.rank), replace(item, rank=2 * mod.rank)))
+        else:
+            items.append(("lora", (*shape, mod.rank), item))
     return items
 
 
@@ -198,9 +225,18 @@ def unit_cost(kind: str, shape: tuple[int, int], rank: int | None, count: int) -
 
 
 def build_plan(
-    checkpoints: list[str], *, base: str | None, targets, batch: int, allow_pickle: bool, settings: dict[str, Any]
+    checkpoints: list[str],
+    *,
+    base: str | None,
+    targets,
+    batch: int,
+    allow_pickle: bool,
+    settings: dict[str, Any],
+    initial_adapter: str | None = None,
 ) -> Plan:
-    """Open every checkpoint's headers, pick target matrices, group them by shape into units of ``batch``."""
+    """Open every checkpoint's headers, pick target matrices, group them by shape into units of ``batch``.
+
+    ``initial_adapter``: the folder of the adapters' initial adapter (for adapters that did not start at zero)."""
     plan = Plan()
     base_files = None
     if base is not None:
@@ -213,7 +249,17 @@ def build_plan(
         known_errors = len(plan.errors)
         try:
             if is_adapter(ckpt):
-                adapter = AdapterFolder(ckpt, allow_pickle)
+                adapter = AdapterFolder(ckpt, allow_pickle, initial_adapter)
+                if adapter.dora and base is None:
+                    adapter.close()
+                    raise CheckpointError(
+                        ckpt,
+                        None,
+                        "a DoRA adapter (use_dora): its update m / ||W + s B A||_row (W + s B A) - W needs the base "
+                        "weight W: pass the model it was trained on with --base DIR (base=...)",
+                    )
+                if adapter.dora and base_files is None:
+                    continue  # the base's one error says why no update of it is profiled
                 source = Source(ckpt, adapter=adapter, base=base_files)
                 found = _lora_items(ckpt, adapter, base_files, targets, plan.errors, plan.name_maps)
             else:
@@ -250,17 +296,18 @@ def build_plan(
 def read_by(unit: WorkUnit, source: Source) -> list[Any]:
     """The identity (file, size, mtime, ctime, inode) of everything a unit reads, as planned."""
     seen: list[Any] = []
+    adapter = source.adapter
     for item in unit.items:
-        if source.adapter is not None:
-            seen += [
-                source.adapter.identity,
-                source.adapter.weights.identity(item.tensor),
-                source.adapter.weights.identity(item.b_tensor or item.tensor),
-            ]
+        if adapter is not None:
+            seen.append(adapter.identity)
+            seen += [adapter.weights.identity(t) for t in (item.tensor, item.b_tensor, item.magnitude) if t]
+            if adapter.initial is not None and item.a0_tensor is not None:
+                seen.append(adapter.initial.identity)
+                seen += [adapter.initial.weights.identity(t) for t in (item.a0_tensor, item.b0_tensor) if t]
         else:
             seen.append(source.weights.identity(item.tensor))  # type: ignore[union-attr]
-            if item.base_tensor is not None and unit.kind == "dW":
-                seen.append(source.base.identity(item.base_tensor))  # type: ignore[union-attr]
+        if item.base_tensor is not None and unit.kind == "dW":
+            seen.append(source.base.identity(item.base_tensor))  # type: ignore[union-attr]
     return list({json.dumps(s, default=str): s for s in seen}.values())
 
 
