@@ -84,7 +84,7 @@ def test_hub_snapshot_pickle_is_still_refused_without_allow_pickle(tmp_path, rng
 
 
 def test_a_file_whose_name_says_nothing_is_read_by_its_header(tmp_path, rng):
-    from artent_fast.sweep.reader import open_weights
+    from artent_fast.checkpoints.reader import open_weights
 
     tensors = model_tensors(rng, 1, SHAPES)
     save(tmp_path, tensors)

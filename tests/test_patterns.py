@@ -3,8 +3,8 @@
 import pytest
 
 from artent_fast.adapters.mps import matches as mps_matches
+from artent_fast.checkpoints.names import check_targets, is_target
 from artent_fast.patterns import check_patterns, matches
-from artent_fast.sweep.names import check_targets, is_target
 
 NAME = "model.layers.10.self_attn.q_proj"
 CASES = [

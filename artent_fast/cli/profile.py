@@ -12,9 +12,9 @@ import torch
 
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
 from artent_fast.atomic import atomic_write
+from artent_fast.checkpoints.pickles import PickleRefused, load_weights_only
 from artent_fast.cli._common import add_command
 from artent_fast.paths import not_usable
-from artent_fast.pickles import PickleRefused, load_weights_only
 
 EXAMPLES = ("lora", "gaussian", "kronecker")
 

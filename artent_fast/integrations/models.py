@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from artent_fast.checkpoints import CheckpointError, open_weights
 from artent_fast.extras import missing_extra, optional_imports, require
 from artent_fast.paths import not_usable
 
@@ -103,8 +104,6 @@ def _first_line(exc: BaseException) -> str:
 def check_weight_files(folder: Path) -> None:
     """Every safetensors weight file of a Hugging Face folder readable (headers only, as the sweep reads them):
     a file cut short or corrupt is one ValueError naming it, not transformers' error without the file's name."""
-    from artent_fast.sweep.reader import CheckpointError, open_weights
-
     try:
         weights = open_weights(folder)
     except CheckpointError:

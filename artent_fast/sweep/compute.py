@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
-from artent_fast.sweep.names import parse_layer
-from artent_fast.sweep.plan import Item, Source, WorkUnit
-from artent_fast.sweep.reader import CheckpointError
+from artent_fast.checkpoints import CheckpointError, parse_layer
+from artent_fast.sweep.plan import Item, Source, WorkUnit, update_of
+from artent_fast.tracking.units import change_factors
 
 COLUMNS = (
     "checkpoint",
@@ -22,6 +22,7 @@ COLUMNS = (
     "module",
     "layer",
     "kind",
+    "update",
     "rows",
     "cols",
     "rank",
@@ -52,13 +53,16 @@ def theory_curve(m: int, n: int, rank: int | None) -> tuple[tuple[float, ...], s
     return tuple(random_lowrank_profile(m, n, rank, method="analytic").tolist()), "random-lowrank"
 
 
-def _load(files, name: str, device: torch.device, result: UnitResult) -> torch.Tensor:
+def _load(
+    files, name: str, device: torch.device, result: UnitResult, dtype: torch.dtype = torch.float32, ndim: int = 2
+) -> torch.Tensor:
     t0 = time.perf_counter()
     host = files.load(name)
     result.largest_bytes = max(result.largest_bytes, host.numel() * host.element_size())
-    if host.ndim != 2:
-        raise CheckpointError(files.file_of(name), name, f"expected a matrix, found shape {tuple(host.shape)}")
-    out = host.to(device=device).to(torch.float32)  # copy in the stored dtype (bf16: half the bytes), then upcast
+    if host.ndim != ndim:
+        found = "a matrix" if ndim == 2 else "a vector"
+        raise CheckpointError(files.file_of(name), name, f"expected {found}, found shape {tuple(host.shape)}")
+    out = host.to(device=device).to(dtype)  # copy in the stored dtype (bf16: half the bytes), then upcast
     result.io_s += time.perf_counter() - t0
     return out
 
@@ -107,14 +111,59 @@ def _dense_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: L
     loaded.tensors = [batch[: len(loaded.kept)]]
 
 
+def dora_update(
+    W: torch.Tensor, B: torch.Tensor, A: torch.Tensor, magnitude: torch.Tensor, scale: float, fan_in_fan_out: bool
+) -> torch.Tensor:
+    """A DoRA adapter's ``W_dora - W = m / ||W + s B A||_row * (W + s B A) - W`` in float64, as peft merges it.
+
+    ``W`` is in its stored layout (``(in, out)`` under ``fan_in_fan_out``); the norm is over each output
+    feature's row of the ``(out, in)`` matrix (peft's ``get_weight_norm``); the update is in ``W``'s layout."""
+    wide = torch.float64
+    W64 = W.to(wide).mT if fan_in_fan_out else W.to(wide)  # (out, in)
+    V = W64 + scale * (B.to(wide) @ A.to(wide))
+    delta = (magnitude.to(wide) / torch.linalg.vector_norm(V, dim=1)).unsqueeze(1) * V - W64
+    return delta.mT if fan_in_fan_out else delta
+
+
+def _dora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Loaded) -> None:
+    """DoRA updates, dense, in float64 (``W_dora - W`` is the small difference of two weight-sized matrices)."""
+    files, result = source.adapter.weights, loaded.result
+    batch = torch.empty((len(unit.items), *unit.shape), dtype=torch.float64, device=device)
+    for item in unit.items:
+        try:
+            w0 = _load(source.base, item.base_tensor, device, result, torch.float64)
+            a = _load(files, item.tensor, device, result, torch.float64)
+            b = _load(files, item.b_tensor, device, result, torch.float64)
+            m = _load(files, item.magnitude, device, result, torch.float64, ndim=1)
+            if tuple(w0.shape) != unit.shape:
+                raise CheckpointError(
+                    source.base.file_of(item.base_tensor),
+                    item.base_tensor,
+                    f"shape {tuple(w0.shape)} differs from its header {unit.shape}",
+                )
+            batch[len(loaded.kept)].copy_(dora_update(w0, b, a, m, item.scale, item.fan_in_fan_out))
+            loaded.kept.append(item)
+            loaded.files.append(files.file_of(item.tensor))
+        except CheckpointError as exc:
+            result.errors.append(exc.record())
+    loaded.tensors = [batch[: len(loaded.kept)]]
+
+
 def _lora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Loaded) -> None:
-    """Stacks of factors (B: (b, m, r), A: (b, r, n)) of the update in the base weight's layout, scale folded in."""
+    """Stacks of factors (B: (b, m, r), A: (b, r, n)) of the update in the base weight's layout, scale folded in;
+    with an initial adapter, of ``s (B A - B0 A0)`` (float64, rank 2r: :func:`change_factors`)."""
     files = source.adapter.weights
     bs, as_ = [], []
     for item in unit.items:
         try:
             a = _load(files, item.tensor, device, loaded.result)
-            b = _load(files, item.b_tensor, device, loaded.result) * item.scale
+            b = _load(files, item.b_tensor, device, loaded.result)
+            if item.a0_tensor is not None:
+                start = source.adapter.initial.weights
+                a0 = _load(start, item.a0_tensor, device, loaded.result)
+                b0 = _load(start, item.b0_tensor, device, loaded.result)
+                b, a = change_factors(b, a, b0, a0)
+            b = b * item.scale
             if item.fan_in_fan_out:  # stored layout is (in, out): the update is (B A)^T = A^T B^T
                 a, b = b.mT, a.mT
             bs.append(b)
@@ -135,7 +184,12 @@ def load_unit(unit: WorkUnit, source: Source, device: torch.device) -> Loaded:
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
     try:
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            (_lora_batch if unit.kind == "lora" else _dense_batch)(unit, source, device, loaded)
+            if unit.kind == "lora":
+                _lora_batch(unit, source, device, loaded)
+            elif source.adapter is not None:  # an adapter's dense update: DoRA
+                _dora_batch(unit, source, device, loaded)
+            else:
+                _dense_batch(unit, source, device, loaded)
         if stream is not None:
             stream.synchronize()
     finally:
@@ -202,6 +256,7 @@ def _append_rows(
     for item, profile in zip(kept, values, strict=True):
         theory, theory_kind = theory_curve(m, n, item.rank)
         layer = parse_layer(item.module)
+        update = update_of(unit.kind, item)
         for k, (entropy, (left, right)) in enumerate(zip(profile, bonds, strict=True)):
             for col, value in (
                 ("checkpoint", unit.checkpoint),
@@ -209,6 +264,7 @@ def _append_rows(
                 ("module", item.module),
                 ("layer", layer),
                 ("kind", unit.kind),
+                ("update", update),
                 ("rows", m),
                 ("cols", n),
                 ("rank", item.rank),

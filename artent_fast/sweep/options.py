@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from artent_fast.atomic import OutFullError
-from artent_fast.sweep.names import DEFAULT_TARGETS
+from artent_fast.checkpoints.names import DEFAULT_TARGETS
 
 DESCRIPTION = (
     "Entanglement profiles of every target matrix of Hugging Face checkpoints, peft LoRA adapters, or "
@@ -35,6 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="base model: dense checkpoints are swept as dW = W_tuned - W_base; "
         "adapters are checked against it (default: none, the weights "
         "themselves are swept)",
+    )
+    p.add_argument(
+        "--initial-adapter",
+        metavar="DIR",
+        help="the adapter as saved before training, for adapters that did not start at zero (PiSSA, OLoRA, "
+        "LoftQ, init_lora_weights=false): their update s (B A - B0 A0) is swept (default: none, such adapters "
+        "are refused)",
     )
     p.add_argument(
         "--out",
@@ -105,6 +112,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             [*args.checkpoints, *args.tuned],
             args.out,
             base=args.base,
+            initial_adapter=args.initial_adapter,
             targets=targets,
             batch=args.batch,
             device=args.device,

@@ -5,20 +5,30 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from artent_fast.sweep.adapter import AdapterFolder
-from artent_fast.sweep.confine import Escape, confine, roots_of
-from artent_fast.sweep.names import NameMap, choose_name_map, is_target, module_name, parse_step
-from artent_fast.sweep.reader import CheckpointError, WeightFiles, has_weights, is_adapter, open_weights
+from artent_fast.checkpoints import (
+    AdapterFolder,
+    CheckpointError,
+    NameMap,
+    WeightFiles,
+    choose_name_map,
+    expand_checkpoints,
+    is_adapter,
+    is_target,
+    module_name,
+    open_weights,
+    parse_step,
+)
+from artent_fast.sweep.store import OLD_UPDATES
 
 
 @dataclass(frozen=True)
 class Item:
-    """One matrix to profile: a weight, a dense update ``tuned - base``, or a LoRA factor pair."""
+    """One matrix to profile: a weight, a dense update ``tuned - base`` (or a DoRA adapter's ``W_dora - W``),
+    or a LoRA factor pair (less its initial pair, for an adapter that did not start at zero)."""
 
     module: str
     tensor: str  # tensor name in the tuned/model folder (lora_A's name for adapters)
@@ -27,6 +37,9 @@ class Item:
     rank: int | None = None
     scale: float = 1.0
     fan_in_fan_out: bool = False
+    magnitude: str | None = None  # DoRA's magnitude vector
+    a0_tensor: str | None = None  # the initial adapter's lora_A, lora_B
+    b0_tensor: str | None = None
 
 
 @dataclass
@@ -62,7 +75,7 @@ class Source:
     base: WeightFiles | None = None
 
     def close(self) -> None:
-        for files in (self.weights, self.base, self.adapter.weights if self.adapter else None):
+        for files in (self.weights, self.base, self.adapter):
             if files is not None:
                 files.close()
 
@@ -75,50 +88,19 @@ class Plan:
     name_maps: dict[str, str] = field(default_factory=dict)  # checkpoint -> how its names map to the base's
 
 
+def update_of(kind: str, item: Item) -> str:
+    """The ``update`` column (the tracker's records' ``update`` field): ``W`` (a weight), ``W-W0`` (a dense
+    update), ``dora`` (a DoRA adapter's ``W_dora - W``), ``BA`` (a LoRA adapter's ``s B A``) or ``BA-B0A0``
+    (its change since its initial adapter, ``s (B A - B0 A0)``)."""
+    if item.magnitude is not None:
+        return "dora"
+    if item.a0_tensor is not None:
+        return "BA-B0A0"
+    return OLD_UPDATES[kind]
+
+
 def natural_key(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def _children(run: Path, errors: list[dict[str, Any]]) -> list[Path]:
-    """A run folder's ``checkpoint-*`` sub-folders; one that is a link leaving the run folder is refused."""
-    roots = roots_of(run)
-    out = []
-    for child in run.iterdir():
-        if parse_step(child.name) is None:
-            continue
-        if child.is_symlink():
-            try:
-                target = confine(roots[0], child.name, roots)
-            except Escape as exc:
-                errors.append(CheckpointError(run, child.name, f"{exc}; refused, not read").record())
-                continue
-            if target.is_dir():
-                out.append(child)
-        elif child.is_dir():
-            out.append(child)
-    return out
-
-
-def expand_checkpoints(paths: list[str], errors: list[dict[str, Any]] | None = None) -> list[str]:
-    """Each path as given; a run folder without weights expands to its ``checkpoint-*`` children by step."""
-    errors = [] if errors is None else errors
-    out: list[str] = []
-    for path in paths:
-        p = Path(path)
-        children = _children(p, errors) if p.is_dir() and not has_weights(p) else []
-        if children:
-            out += [str(c) for c in sorted(children, key=lambda c: (parse_step(c.name), c.name))]
-        else:
-            out.append(str(path))
-    return list(dict.fromkeys(out))  # a checkpoint given twice is swept once
-
-
-def _has(files: WeightFiles) -> Callable[[str], bool]:
-    return lambda module: f"{module}.weight" in files
-
-
-def _base_modules(base: WeightFiles) -> list[str]:
-    return [module_name(n) for n in base.names() if n.endswith(".weight")]
 
 
 def _dense_items(
@@ -132,7 +114,7 @@ def _dense_items(
             for n in weights.names()
             if n.endswith(".weight") and len(weights.shape(n)) == 2 and is_target(module_name(n), targets)
         ]
-        to_base = choose_name_map(mine, _has(base), _base_modules(base))
+        to_base = choose_name_map(mine, base.names())
         maps[ckpt] = to_base.describe()
     for name in list(weights.broken) + (list(base.broken) if base else []):
         if name.endswith(".weight") and is_target(module_name(name), targets):
@@ -183,7 +165,7 @@ def _lora_items(
     mods = [mod for mod in mods if is_target(mod.module, targets)]
     to_base = NameMap()
     if base is not None:
-        to_base = choose_name_map([mod.module for mod in mods], _has(base), _base_modules(base))
+        to_base = choose_name_map([mod.module for mod in mods], base.names())
         maps[ckpt] = to_base.describe()
     items = []
     for mod in mods:
@@ -213,13 +195,24 @@ def _lora_items(
                     ).record()
                 )
                 continue
-        items.append(
-            (
-                "lora",
-                (*shape, mod.rank),
-                Item(mod.module, mod.a_name, base_tensor, mod.b_name, mod.rank, mod.scale, mod.fan_in_fan_out),
-            )
+        item = Item(
+            mod.module,
+            mod.a_name,
+            base_tensor,
+            mod.b_name,
+            mod.rank,
+            mod.scale,
+            mod.fan_in_fan_out,
+            mod.magnitude,
+            mod.a0_name,
+            mod.b0_name,
         )
+        if mod.magnitude is not None:  # DoRA: not low rank, profiled dense (rank: none)
+            items.append(("dW", shape, replace(item, rank=None)))
+        elif mod.a0_name is not None:  # s (B A - B0 A0): factored with rank 2r
+            items.append(("lora", (*shape, 2 * mod.rank), replace(item, rank=2 * mod.rank)))
+        else:
+            items.append(("lora", (*shape, mod.rank), item))
     return items
 
 
@@ -232,9 +225,18 @@ def unit_cost(kind: str, shape: tuple[int, int], rank: int | None, count: int) -
 
 
 def build_plan(
-    checkpoints: list[str], *, base: str | None, targets, batch: int, allow_pickle: bool, settings: dict[str, Any]
+    checkpoints: list[str],
+    *,
+    base: str | None,
+    targets,
+    batch: int,
+    allow_pickle: bool,
+    settings: dict[str, Any],
+    initial_adapter: str | None = None,
 ) -> Plan:
-    """Open every checkpoint's headers, pick target matrices, group them by shape into units of ``batch``."""
+    """Open every checkpoint's headers, pick target matrices, group them by shape into units of ``batch``.
+
+    ``initial_adapter``: the folder of the adapters' initial adapter (for adapters that did not start at zero)."""
     plan = Plan()
     base_files = None
     if base is not None:
@@ -247,7 +249,17 @@ def build_plan(
         known_errors = len(plan.errors)
         try:
             if is_adapter(ckpt):
-                adapter = AdapterFolder(ckpt, allow_pickle)
+                adapter = AdapterFolder(ckpt, allow_pickle, initial_adapter)
+                if adapter.dora and base is None:
+                    adapter.close()
+                    raise CheckpointError(
+                        ckpt,
+                        None,
+                        "a DoRA adapter (use_dora): its update m / ||W + s B A||_row (W + s B A) - W needs the base "
+                        "weight W: pass the model it was trained on with --base DIR (base=...)",
+                    )
+                if adapter.dora and base_files is None:
+                    continue  # the base's one error says why no update of it is profiled
                 source = Source(ckpt, adapter=adapter, base=base_files)
                 found = _lora_items(ckpt, adapter, base_files, targets, plan.errors, plan.name_maps)
             else:
@@ -284,17 +296,18 @@ def build_plan(
 def read_by(unit: WorkUnit, source: Source) -> list[Any]:
     """The identity (file, size, mtime, ctime, inode) of everything a unit reads, as planned."""
     seen: list[Any] = []
+    adapter = source.adapter
     for item in unit.items:
-        if source.adapter is not None:
-            seen += [
-                source.adapter.identity,
-                source.adapter.weights.identity(item.tensor),
-                source.adapter.weights.identity(item.b_tensor or item.tensor),
-            ]
+        if adapter is not None:
+            seen.append(adapter.identity)
+            seen += [adapter.weights.identity(t) for t in (item.tensor, item.b_tensor, item.magnitude) if t]
+            if adapter.initial is not None and item.a0_tensor is not None:
+                seen.append(adapter.initial.identity)
+                seen += [adapter.initial.weights.identity(t) for t in (item.a0_tensor, item.b0_tensor) if t]
         else:
             seen.append(source.weights.identity(item.tensor))  # type: ignore[union-attr]
-            if item.base_tensor is not None and unit.kind == "dW":
-                seen.append(source.base.identity(item.base_tensor))  # type: ignore[union-attr]
+        if item.base_tensor is not None and unit.kind == "dW":
+            seen.append(source.base.identity(item.base_tensor))  # type: ignore[union-attr]
     return list({json.dumps(s, default=str): s for s in seen}.values())
 
 

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from artent_fast.atomic import atomic_write, no_room, out_folder, room_under
+from artent_fast.checkpoints import DEFAULT_TARGETS, check_targets
 from artent_fast.filelock import InUseError, lock_folder
 from artent_fast.sweep import distributed
 from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
 from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
-from artent_fast.sweep.names import DEFAULT_TARGETS, check_targets
 from artent_fast.sweep.plan import WorkUnit, build_plan
 from artent_fast.sweep.progress import Progress
 from artent_fast.sweep.store import (
@@ -42,6 +42,7 @@ _SETTING_FLAGS = {
     "log_base": "log_base (--log-base)",
     "version": "table version",
     "base": "base (--base)",
+    "initial_adapter": "initial adapter (--initial-adapter)",
     "targets": "targets (--target / --all-linear)",
     "checkpoints": "checkpoints (--tuned)",
 }
@@ -129,6 +130,7 @@ def run_sweep(
     out: str | Path,
     *,
     base: str | Path | None = None,
+    initial_adapter: str | Path | None = None,
     targets: Sequence[str] | None = DEFAULT_TARGETS,
     batch: int = 4,
     device: str | None = None,
@@ -142,6 +144,10 @@ def run_sweep(
     overwrite: bool = False,
 ) -> SweepResult:
     """Profile every target matrix of ``checkpoints`` (dW against ``base`` when given) into ``out``.
+
+    ``base`` is needed for DoRA adapters (their update depends on the base weight). ``initial_adapter``: the
+    folder of the adapter as saved before training, for adapters that did not start at zero (PiSSA, OLoRA,
+    ...: their update is then ``s (B A - B0 A0)``; without it they are refused).
 
     ``targets``: regex patterns searched in module names (``None``: every linear weight). Resumable:
     finished units are skipped on a rerun with the same arguments. Under torchrun the units are
@@ -165,6 +171,7 @@ def run_sweep(
     identity = {
         "settings": settings,
         "base": str(base) if base else None,
+        "initial_adapter": str(initial_adapter) if initial_adapter else None,
         "targets": targets,
         "checkpoints": [str(c) for c in checkpoints],
     }
@@ -210,8 +217,9 @@ def check_resume(out: Path, identity: dict[str, Any]) -> None:
     if not isinstance(old, dict):
         return
     now = json.loads(json.dumps(identity))  # tuples as lists, as the manifest holds them
-    was = {**(old.get("settings") or {}), **{k: old.get(k) for k in ("base", "targets", "checkpoints")}}
-    now = {**now["settings"], **{k: now[k] for k in ("base", "targets", "checkpoints")}}
+    keys = ("base", "initial_adapter", "targets", "checkpoints")
+    was = {**(old.get("settings") or {}), **{k: old.get(k) for k in keys}}
+    now = {**now["settings"], **{k: now[k] for k in keys}}
     differ = [
         f"{_SETTING_FLAGS.get(key, key)} {_short(was.get(key))} there, {_short(value)} now"
         for key, value in now.items()
@@ -246,6 +254,7 @@ def _run_locked(
             batch=batch,
             allow_pickle=allow_pickle,
             settings=settings,
+            initial_adapter=identity["initial_adapter"],
         )
         if rank.rank == 0:
             for path in remove_stale_temps(out):  # a crashed run's leftovers; no rank writes before the barrier

@@ -18,6 +18,8 @@ PARTS = "parts"
 MANIFEST = "manifest.json"
 ERRORS = "errors.json"
 TABLE_STEM = "sweep"
+# the ``update`` of each ``kind`` in tables written before the column (no DoRA, no initial adapters then)
+OLD_UPDATES = {"weight": "W", "dW": "W-W0", "lora": "BA"}
 _INT = ("step", "layer", "rows", "cols", "rank", "bond", "left_dim", "right_dim")
 _FLOAT = ("entropy", "theory")
 
@@ -236,6 +238,8 @@ def read_table(path: str | Path) -> dict[str, list]:
         raise
     except Exception as exc:  # pyarrow's ArrowInvalid, csv.Error, UnicodeDecodeError, ValueError
         raise ValueError(f"{path} is not a readable sweep table ({type(exc).__name__}: {exc})") from None
+    if "update" not in table and "kind" in table:  # a table written before the column: W, W-W0 or BA by kind
+        table["update"] = [OLD_UPDATES.get(kind, "") for kind in table["kind"]]
     missing = [c for c in COLUMNS if c not in table]
     if missing:
         raise ValueError(f"{path} is not a sweep table: missing columns {', '.join(missing)}")

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from artent_fast.checkpoints.confine import Escape, confine, roots_of
+from artent_fast.checkpoints.names import parse_step
+from artent_fast.checkpoints.pickles import PickleRefused, load_weights_only
 from artent_fast.extras import optional_imports
 from artent_fast.paths import what_is
-from artent_fast.pickles import PickleRefused, load_weights_only
-from artent_fast.sweep.confine import Escape, confine, roots_of
 
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -82,8 +84,9 @@ def file_format(shown: str, opened: str) -> str:
     return _sniff(opened)
 
 
-class WeightFiles:
-    """Name -> tensor map over a set of weight files (safetensors, or pickled .bin when allowed).
+class WeightFiles(Mapping):
+    """Read-only, lazy name -> tensor mapping over a set of weight files (safetensors, or pickled .bin when
+    allowed): ``files[name]`` reads one tensor (:meth:`load`), ``name in files`` and iteration look at headers only.
 
     ``infos`` holds readable tensors; ``broken`` maps names that cannot be read to the reason,
     and ``file_errors`` lists files whose header could not be read at all. ``shown`` maps a file opened to
@@ -168,8 +171,19 @@ class WeightFiles:
         self._handles[file] = handle
         return handle
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: object) -> bool:
         return name in self.infos
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.infos and name not in self.broken:
+            raise KeyError(name)
+        return self.load(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.infos)
+
+    def __len__(self) -> int:
+        return len(self.infos)
 
     def names(self) -> list[str]:
         return list(self.infos)
@@ -315,6 +329,40 @@ def open_weights(path: str | Path, allow_pickle: bool = False) -> WeightFiles:
     shown: dict[str, str] = {}
     files = weight_files(path, allow_pickle, shown)
     return WeightFiles(files, allow_pickle, shown)
+
+
+def _children(run: Path, errors: list[dict[str, Any]]) -> list[Path]:
+    """A run folder's ``checkpoint-*`` sub-folders; one that is a link leaving the run folder is refused."""
+    roots = roots_of(run)
+    out = []
+    for child in run.iterdir():
+        if parse_step(child.name) is None:
+            continue
+        if child.is_symlink():
+            try:
+                target = confine(roots[0], child.name, roots)
+            except Escape as exc:
+                errors.append(CheckpointError(run, child.name, f"{exc}; refused, not read").record())
+                continue
+            if target.is_dir():
+                out.append(child)
+        elif child.is_dir():
+            out.append(child)
+    return out
+
+
+def expand_checkpoints(paths: list[str], errors: list[dict[str, Any]] | None = None) -> list[str]:
+    """Each path as given; a run folder without weights expands to its ``checkpoint-*`` children by step."""
+    errors = [] if errors is None else errors
+    out: list[str] = []
+    for path in paths:
+        p = Path(path)
+        children = _children(p, errors) if p.is_dir() and not has_weights(p) else []
+        if children:
+            out += [str(c) for c in sorted(children, key=lambda c: (parse_step(c.name), c.name))]
+        else:
+            out.append(str(path))
+    return list(dict.fromkeys(out))  # a checkpoint given twice is swept once
 
 
 def is_adapter(path: str | Path) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +85,17 @@ class NameMap:
         return f"add prefix '{self.add}.'" if self.add else "same names"
 
 
-def choose_name_map(
-    modules: Sequence[str], base_has: Callable[[str], bool], base_modules: Sequence[str] = ()
-) -> NameMap:
+def choose_name_map(modules: Sequence[str], base_tensors: Collection[str]) -> NameMap:
     """The mapping (as transformers does when it loads a checkpoint into a model with or without a task head:
-    add or strip the ``base_model_prefix``) under which most ``modules`` exist in the base; names unchanged
-    when that is as good. Prefixes tried: the known ones and the first name part of either side."""
+    add or strip the ``base_model_prefix``) under which most ``modules`` have a ``.weight`` among the base's
+    ``base_tensors``; names unchanged when that is as good. Prefixes tried: the known ones and the first name
+    part of either side."""
+    base_tensors = set(base_tensors)
+    base_modules = [module_name(n) for n in base_tensors if n.endswith(".weight")]
+
+    def base_has(module: str) -> bool:
+        return f"{module}.weight" in base_tensors
+
     firsts = {m.split(".", 1)[0] for m in [*modules, *base_modules] if "." in m}
     prefixes = sorted(set(KNOWN_PREFIXES) | firsts)
     candidates = [NameMap()] + [NameMap(strip=p) for p in prefixes] + [NameMap(add=p) for p in prefixes]
