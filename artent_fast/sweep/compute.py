@@ -14,7 +14,7 @@ import torch
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
 from artent_fast.checkpoints import CheckpointError, parse_layer
 from artent_fast.sweep.plan import Item, Source, WorkUnit, update_of
-from artent_fast.tracking.units import change_factors
+from artent_fast.updates.algebra import change_factors, dora_change
 
 COLUMNS = (
     "checkpoint",
@@ -111,20 +111,6 @@ def _dense_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: L
     loaded.tensors = [batch[: len(loaded.kept)]]
 
 
-def dora_update(
-    W: torch.Tensor, B: torch.Tensor, A: torch.Tensor, magnitude: torch.Tensor, scale: float, fan_in_fan_out: bool
-) -> torch.Tensor:
-    """A DoRA adapter's ``W_dora - W = m / ||W + s B A||_row * (W + s B A) - W`` in float64, as peft merges it.
-
-    ``W`` is in its stored layout (``(in, out)`` under ``fan_in_fan_out``); the norm is over each output
-    feature's row of the ``(out, in)`` matrix (peft's ``get_weight_norm``); the update is in ``W``'s layout."""
-    wide = torch.float64
-    W64 = W.to(wide).mT if fan_in_fan_out else W.to(wide)  # (out, in)
-    V = W64 + scale * (B.to(wide) @ A.to(wide))
-    delta = (magnitude.to(wide) / torch.linalg.vector_norm(V, dim=1)).unsqueeze(1) * V - W64
-    return delta.mT if fan_in_fan_out else delta
-
-
 def _dora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Loaded) -> None:
     """DoRA updates, dense, in float64 (``W_dora - W`` is the small difference of two weight-sized matrices)."""
     files, result = source.adapter.weights, loaded.result
@@ -141,7 +127,10 @@ def _dora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Lo
                     item.base_tensor,
                     f"shape {tuple(w0.shape)} differs from its header {unit.shape}",
                 )
-            batch[len(loaded.kept)].copy_(dora_update(w0, b, a, m, item.scale, item.fan_in_fan_out))
+            delta = item.scale * (b @ a)  # (out, in): in the stored layout below
+            batch[len(loaded.kept)].copy_(
+                dora_change(w0, delta.mT if item.fan_in_fan_out else delta, m, item.fan_in_fan_out)
+            )
             loaded.kept.append(item)
             loaded.files.append(files.file_of(item.tensor))
         except CheckpointError as exc:

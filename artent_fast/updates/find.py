@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.checkpoints import open_weights
 from artent_fast.parallel import full_tensor
 from artent_fast.paths import not_usable
 from artent_fast.patterns import check_patterns, matches, module_name
@@ -190,37 +191,16 @@ def zero_initialised_adapters(model: nn.Module) -> set[str]:
     return set()
 
 
-class CheckpointWeights(Mapping):
-    """Read-only, lazy view of a ``.safetensors`` file (tensors are read one at a time, when asked for)."""
-
-    def __init__(self, path: str | Path) -> None:
-        from safetensors import safe_open
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise not_usable(f"base_weights checkpoint {self.path}", self.path)
-        self._file = safe_open(str(self.path), framework="pt")
-        self._keys = list(self._file.keys())
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys:
-            raise KeyError(key)
-        return self._file.get_tensor(key)
-
-    def __iter__(self):
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
 def as_base_weights(base_weights: Mapping[str, torch.Tensor] | str | Path | None) -> Mapping | None:
-    """A mapping as given, or a lazy view of a ``.safetensors`` checkpoint path."""
+    """A mapping as given, or a lazy, read-only view of a ``.safetensors`` checkpoint path."""
     if base_weights is None or isinstance(base_weights, Mapping):
         return base_weights
-    if Path(base_weights).suffix != ".safetensors":
+    path = Path(base_weights)
+    if path.suffix != ".safetensors":
         raise ValueError(f"base_weights: expected a mapping or a .safetensors path, got {base_weights!r}")
-    return CheckpointWeights(base_weights)
+    if not path.is_file():
+        raise not_usable(f"base_weights checkpoint {path}", path)
+    return open_weights(path)
 
 
 def initial_weight(
