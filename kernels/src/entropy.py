@@ -15,7 +15,6 @@ import torch
 
 from ._support import DTYPES, Launch, check_runnable, interpreting, jit, ptr, tl, unique
 
-
 MODE_VN, MODE_RENYI, MODE_MIN = 0, 1, 2
 
 
