@@ -454,6 +454,28 @@ def test_torch_attention_is_the_default_on_cpu(rng):
     assert torch.equal(out, got) and torch.equal(ent, stats["entropy"])
 
 
+def test_attention_is_dispatched_through_the_op_registry(rng, monkeypatch):
+    """backend='auto' goes through backends.registry like every op: a forced backend with no attention
+    kernel falls back to torch with the registry's one-time warning; one that cannot load fails loudly."""
+    from artent_fast.backends import BackendUnavailable, registry
+
+    assert registry.kernels_of("attention")["torch"] is torch_attention
+    q, k, v = qkv(rng, 1, 2, 1, 5, 5, 8)
+    want, _ = fused_attention(q, k, v, causal=True)
+    monkeypatch.setattr(registry, "_LOADED", {**registry._LOADED, "cuda": True, "cupy": False})
+    monkeypatch.setattr(registry, "_ERRORS", {**registry._ERRORS, "cupy": "ImportError: no cupy"})
+    monkeypatch.setattr(registry, "_WARNED", set())
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "cuda")
+    with pytest.warns(UserWarning, match="no usable cuda kernel for 'attention'"):
+        got, _ = fused_attention(q, k, v, causal=True)
+    assert torch.equal(got, want)
+    monkeypatch.setenv("ARTENT_FAST_BACKEND", "cupy")
+    with pytest.raises(BackendUnavailable, match="no cupy"):
+        fused_attention(q, k, v, causal=True)
+    got, _ = fused_attention(q, k, v, causal=True, backend="torch")  # explicit: the variable is not read
+    assert torch.equal(got, want)
+
+
 def test_without_triton_the_kernels_decline(rng, monkeypatch):
     """No triton: the kernel modules still import, report unavailable, and attention runs on torch."""
     from artent_fast.attention import triton_path

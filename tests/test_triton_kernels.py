@@ -1,4 +1,4 @@
-"""The engine's Triton kernels (kernels/src/gram.py, partial_trace.py, entropy.py) against float64 torch twins.
+"""The engine's Triton kernels (kernels/src/gram.py, partial_trace.py, entropy.py) against the torch ops, float64.
 
 On CPU they run under Triton's interpreter at small sizes with 16 x 16 tiles, so ragged edges,
 several tiles and batches are all exercised. TRITON_INTERPRET=1 must be set before triton is
@@ -27,6 +27,7 @@ from artent_fast.kernels import entropy as kent  # noqa: E402
 from artent_fast.kernels import gram as kgram  # noqa: E402
 from artent_fast.kernels import partial_trace as ktrace  # noqa: E402
 
+from artent_fast.backends import torch_ops  # noqa: E402
 from artent_fast.core.gram import bond_densities, split_point  # noqa: E402
 
 INTERPRETED = IN_INTERPRETER_CHILD
@@ -66,7 +67,7 @@ def test_gram_matches_float64(rng, dtype, batch, shape):
     x = tensor(rng, (*batch, *shape), dtype)
     for side in ("left", "right"):
         got = kgram.gram(x, side)
-        ref = kgram.gram_reference(x.double(), side)
+        ref = torch_ops.gram(x.double(), side)
         assert got.shape == ref.shape and got.dtype == dtype
         assert rel_err(got, ref) < tol(dtype), (side, shape, batch)
         assert torch.equal(got, got.mT), "the kernel stores each off-diagonal tile twice: exactly symmetric"
@@ -108,11 +109,11 @@ def test_partial_trace_chain_matches_float64(rng, dtype, batch, dims):
         outs = ktrace.partial_trace_chain(rho, keeps, traced, side)
         assert len(outs) == len(dims) - 1
         for out, keep, t in zip(outs, keeps, traced, strict=True):
-            ref = ktrace.partial_trace_reference(rho.double(), keep, t, side)
+            ref = torch_ops.partial_trace(rho.double(), keep, t, side)
             assert out.shape == (*batch, keep, keep)
             assert rel_err(out, ref) < tol(dtype), (dims, side, keep)
         one = ktrace.partial_trace(rho, keeps[0], traced[0], side)
-        assert rel_err(one, ktrace.partial_trace_reference(rho.double(), keeps[0], traced[0], side)) < tol(dtype)
+        assert rel_err(one, torch_ops.partial_trace(rho.double(), keeps[0], traced[0], side)) < tol(dtype)
 
 
 @in_child
@@ -174,25 +175,23 @@ def test_entropy_matches_float64(rng, dtype, shape, alpha):
         values[..., 1] = -1e-12  # round-off below zero is clamped
     for base in (math.e, 2.0):
         got = kent.entropy(values, alpha=alpha, base=base)
-        ref = kent.entropy_reference(values.double(), alpha=alpha, base=base)
+        ref = torch_ops.entropy(values.double(), alpha=alpha, base=base)
         assert got.shape == shape[:-1] and got.dtype == dtype
         assert torch.allclose(got.double(), ref, rtol=tol(dtype) * 10, atol=tol(dtype)), (alpha, base)
         total = values.clamp_min(0).sum(-1) * 1.25  # an explicit normaliser (e.g. the state's norm)
         got_t = kent.entropy(values, total, alpha=alpha, base=base)
-        ref_t = kent.entropy_reference(values.double(), total.double(), alpha=alpha, base=base)
+        ref_t = torch_ops.entropy(values.double(), total.double(), alpha=alpha, base=base)
         assert torch.allclose(got_t.double(), ref_t, rtol=tol(dtype) * 10, atol=tol(dtype))
 
 
 @in_child
 def test_entropy_matches_core_and_nan_rows():
-    from artent_fast.core.entropy import entropy_from_spectrum
-
     values = torch.tensor(
         [[0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, float("nan"), 0.0, 0.0]], dtype=torch.float64
     )
     for alpha in ALPHAS:
         got = kent.entropy(values, alpha=alpha)
-        ref = entropy_from_spectrum(values, alpha=alpha)
+        ref = torch_ops.entropy(values, alpha=alpha)
         assert torch.allclose(got, ref, equal_nan=True), alpha
         assert got[1].isnan() and got[2].isnan()  # zero spectrum and NaN input stay NaN: no silent zeros
     assert abs(float(kent.entropy(values[0], base=2.0)) - 1.5) < 1e-12
@@ -240,9 +239,9 @@ def test_compiled_kernels_on_gpu(dtype):
     rng = np.random.default_rng(0)
     x = tensor(rng, (8, 96, 130), dtype, "cuda")
     for side in ("left", "right"):
-        ref = kgram.gram_reference(x.double(), side)
+        ref = torch_ops.gram(x.double(), side)
         if x.element_size() == 2:  # FlashAttention's rule: at most 2x the error of torch's own low-precision Gram
-            low = kgram.gram_reference(x, side)
+            low = torch_ops.gram(x, side)
             assert rel_err(kgram.gram(x, side), ref) <= 2 * rel_err(low, ref) + 1e-6
         else:
             assert rel_err(kgram.gram(x, side), ref) < tol(dtype)
@@ -250,7 +249,7 @@ def test_compiled_kernels_on_gpu(dtype):
     rho = kgram.gram(tensor(rng, (5, math.prod(dims), 50), torch.float64, "cuda"), "left")
     keeps, traced = ktrace.chain_levels(dims, "last")
     for out, k, t in zip(ktrace.partial_trace_chain(rho, keeps, traced, "last"), keeps, traced, strict=True):
-        assert rel_err(out, ktrace.partial_trace_reference(rho, k, t, "last")) < 1e-12
+        assert rel_err(out, torch_ops.partial_trace(rho, k, t, "last")) < 1e-12
     values = torch.rand(64, 300, device="cuda", dtype=torch.float64)
     for alpha in ALPHAS:
-        assert torch.allclose(kent.entropy(values, alpha=alpha), kent.entropy_reference(values, alpha=alpha))
+        assert torch.allclose(kent.entropy(values, alpha=alpha), torch_ops.entropy(values, alpha=alpha))

@@ -12,37 +12,21 @@ from artent_fast.backends import registry
 ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
 
-def resolve_backend(backend: str, q: torch.Tensor, v: torch.Tensor, dropout_p: float) -> str:
-    """The path for one call: the ``backend`` argument, else ``ARTENT_FAST_BACKEND`` through the registry,
-    else Triton on CUDA when usable, torch otherwise.
+def check_backend(backend: str, q: torch.Tensor, v: torch.Tensor, dropout_p: float) -> None:
+    """ValueError unless ``backend`` is one of :data:`ATTENTION_BACKENDS` and, named explicitly, can run this call.
 
-    ``ARTENT_FAST_BACKEND`` means what it means for every op: ``torch`` forces torch; ``triton``
-    runs the Triton kernel where it can (CUDA, or CPU under ``TRITON_INTERPRET=1``) and torch with
-    a warning once where it cannot; ``cuda``/``cupy`` have no attention kernel (torch, warned once);
-    a forced backend that cannot load raises :class:`~artent_fast.backends.registry.BackendUnavailable`.
+    An explicit ``backend`` fails loudly; ``"auto"`` leaves the choice to the registry (see
+    :func:`fused_attention`), which falls back.
     """
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
-    if backend != "auto":
-        if backend == "triton" and dropout_p > 0:
-            raise ValueError("backend='triton' has no dropout: use dropout_p=0 or backend='torch'")
-        if backend == "triton" and not triton_usable(q, q.shape[-1], v.shape[-1], dropout_p, interpreted=True):
-            raise ValueError(
-                "backend='triton' cannot run this call (it needs a CUDA tensor, triton installed, "
-                "head_dim <= 256 equal to v's, not float64): use backend='torch' or 'auto'"
-            )
-        return backend
-    usable = triton_usable(q, q.shape[-1], v.shape[-1], dropout_p)
-    forced = registry.selected_backend()
-    if forced is None:
-        return "triton" if usable else "torch"
-    registry.require_loaded(forced)
-    if forced == "torch":
-        return "torch"
-    if forced == "triton" and (usable or triton_usable(q, q.shape[-1], v.shape[-1], dropout_p, interpreted=True)):
-        return "triton"
-    registry.warn_fallback(forced, "attention")
-    return "torch"
+    if backend == "triton" and dropout_p > 0:
+        raise ValueError("backend='triton' has no dropout: use dropout_p=0 or backend='torch'")
+    if backend == "triton" and not triton_usable(q, q.shape[-1], v.shape[-1], dropout_p, interpreted=True):
+        raise ValueError(
+            "backend='triton' cannot run this call (it needs a CUDA tensor, triton installed, "
+            "head_dim <= 256 equal to v's, not float64): use backend='torch' or 'auto'"
+        )
 
 
 def fused_attention(
@@ -65,7 +49,12 @@ def fused_attention(
     ``scale``: default ``1/sqrt(d)``. ``capture``: which of "lse", "entropy" to return, each
     ``(B, Hq, T)`` float32 (float64 for float64 input), detached; ``H_i = -sum_j P_ij ln P_ij``.
     Fully masked rows: out 0, lse -inf, entropy 0. ``dropout_p`` (torch path only) drops
-    attention weights after the statistics are taken. ``backend``: "auto", "torch", "triton".
+    attention weights after the statistics are taken. ``backend``: "torch" or "triton" runs that
+    path (a ValueError where it cannot); "auto" dispatches the op ``attention`` through the one
+    op registry (:mod:`artent_fast.backends.registry`), like every engine op: Triton on CUDA where
+    it runs the call, torch otherwise; ``ARTENT_FAST_BACKEND`` forces a backend (``triton`` also
+    runs on CPU under ``TRITON_INTERPRET=1``; ``cuda``/``cupy`` have no attention kernel: torch,
+    warned once; one that cannot load raises :class:`~artent_fast.backends.registry.BackendUnavailable`).
     """
     p = check_qk(q, k, scale)
     check_v(v, q, k)
@@ -73,10 +62,14 @@ def fused_attention(
     mask = check_mask(mask, p, q.device)
     if not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
+    check_backend(backend, q, v, dropout_p)
     want_entropy = "entropy" in names
-    if resolve_backend(backend, q, v, dropout_p) == "triton":
+    if backend == "triton":
         out, lse, ent = triton_attention(q, k, v, p, mask, bool(causal), want_entropy)
-    else:
+    elif backend == "torch":
         out, lse, ent = torch_attention(q, k, v, p, mask, bool(causal), float(dropout_p), entropy=want_entropy)
+    else:
+        args = (q, k, v, p, mask, bool(causal), float(dropout_p))
+        out, lse, ent = registry.dispatch("attention", *args, entropy=want_entropy)
     stats = {"lse": lse, "entropy": ent}
     return out, {name: stats[name] for name in names}

@@ -1,5 +1,8 @@
 """The torch attention path (CPU, and GPUs without Triton): exact softmax over query blocks.
 
+:func:`torch_attention` is the registry's torch kernel of the op ``attention``
+(:mod:`artent_fast.backends.registry`), the one that every other backend falls back to.
+
 Each block of query rows sees all keys at once (a ``(rows, S)`` tile per head), so the softmax
 needs no online rescaling; the block height keeps the tile under ``tile_bytes``. For small
 ``T`` this is one block, i.e. plain materialising attention. Gradients flow through autograd.
@@ -13,6 +16,7 @@ import torch.nn.functional as F
 
 from artent_fast.attention.masking import apply_mask
 from artent_fast.attention.validate import Problem
+from artent_fast.backends.registry import register_kernel
 
 TILE_BYTES = 64 * 2**20
 
@@ -64,6 +68,7 @@ def mask_rows(mask: torch.Tensor | None, r0: int, r1: int) -> torch.Tensor | Non
     return mask if mask.shape[-2] == 1 else mask[..., r0:r1, :]
 
 
+@register_kernel("attention", "torch")
 def torch_attention(
     q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True, entropy: bool = True
 ):

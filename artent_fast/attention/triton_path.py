@@ -4,6 +4,10 @@ The backward is FlashAttention-2's recurrence from the saved log-sum-exp: the Tr
 ``kernels/src/attention_bwd.py``, or, with ``BACKWARD = "torch"`` or when that module cannot load,
 the same recurrence in torch over query blocks (``torch_path.backward_from_lse``). Neither stores
 the attention matrix.
+
+:func:`attention` is the registry's triton kernel of the op ``attention``: it runs where
+:func:`triton_usable` says so and declines (``NotImplemented``) elsewhere, so the registry falls
+back to the torch kernel (docs/backends.md).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 
 from artent_fast.attention.torch_path import backward_from_lse
 from artent_fast.attention.validate import Problem
+from artent_fast.backends.registry import register_kernel, selected_backend
 
 BACKWARD = "triton"  # or "torch": the fallback recurrence (for comparisons)
 
@@ -82,3 +87,17 @@ def triton_attention(q, k, v, p: Problem, mask, causal: bool, entropy: bool = Tr
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         return TritonAttention.apply(q, k, v, mask, p, causal, entropy)
     return kernel_module().attention_fwd(q, k, v, mask, causal=causal, scale=p.scale, entropy=entropy)
+
+
+@register_kernel("attention", "triton")
+def attention(
+    q, k, v, p: Problem, mask, causal: bool, dropout_p: float = 0.0, training: bool = True, entropy: bool = True
+):
+    """The fused kernel where it can run this call; declines the rest (the torch kernel's signature).
+
+    On CUDA when :func:`triton_usable`; on CPU only when the backend is forced
+    (``ARTENT_FAST_BACKEND=triton``) and triton's interpreter is on.
+    """
+    if not triton_usable(q, q.shape[-1], v.shape[-1], dropout_p, interpreted=selected_backend() == "triton"):
+        return NotImplemented
+    return triton_attention(q, k, v, p, mask, causal, entropy)

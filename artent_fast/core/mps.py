@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from artent_fast.core.entropy import check_alpha_base, entropy_from_spectrum
+from artent_fast.backends.torch_ops import entropy as entropy_from_spectrum
+from artent_fast.core.entropy import check_alpha_base
 from artent_fast.core.layout import Sites, sites
 from artent_fast.core.profile import normalised_chain
 from artent_fast.core.ttsvd import tt_svd

@@ -1,6 +1,6 @@
 """Entropies of batched spectra, fused: clamp, normalise, xlogy / power / max and sum in one pass pair.
 
-Plain reference: :func:`entropy_reference` (the definitions, written out in torch).
+Torch reference: the registry's torch kernel ``artent_fast.backends.torch_ops.entropy`` (the one definition).
 
 One program per spectrum (row of ``values``): the first pass sums the clamped values (skipped when
 ``total`` is given), the second accumulates ``-p ln p`` (alpha = 1), ``p^alpha`` (Renyi) or the
@@ -14,23 +14,6 @@ import math
 import torch
 
 from ._support import DTYPES, Launch, check_runnable, interpreting, jit, ptr, tl, unique
-
-
-def entropy_reference(
-    values: torch.Tensor, total: torch.Tensor | None = None, *, alpha: float = 1.0, base: float = math.e
-) -> torch.Tensor:
-    """The plain twin: ``p = max(values, 0) / total`` (default: their sum), then ``-sum p ln p`` (alpha 1),
-    ``ln(sum p^alpha) / (1 - alpha)`` (Renyi) or ``-ln max p`` (alpha inf), divided by ``ln base``."""
-    v = values.clamp_min(0)
-    p = v / (v.sum(-1) if total is None else total).unsqueeze(-1)
-    if alpha == 1:
-        s = -torch.special.xlogy(p, p).sum(-1)
-    elif math.isinf(alpha):
-        s = -torch.log(p.amax(-1))
-    else:
-        s = torch.log(p.pow(alpha).sum(-1)) / (1 - alpha)
-    return s / math.log(base)
-
 
 MODE_VN, MODE_RENYI, MODE_MIN = 0, 1, 2
 

@@ -1,4 +1,6 @@
-"""Batched Gram products ``x @ x^T`` / ``x^T @ x`` in one launch (torch reference: :func:`gram_reference`).
+"""Batched Gram products ``x @ x^T`` / ``x^T @ x`` in one launch.
+
+Torch reference: the registry's torch kernel ``artent_fast.backends.torch_ops.gram``.
 
 The densities at the middle bonds of a chain are Grams of reshapes of the state (docs/definitions.md §6). One
 program computes one output tile of one matrix of the batch; only tiles on or above the diagonal
@@ -13,11 +15,6 @@ from __future__ import annotations
 import torch
 
 from ._support import DTYPES, Launch, check_runnable, interpreting, jit, ptr, tl
-
-
-def gram_reference(x: torch.Tensor, side: str) -> torch.Tensor:
-    """The plain twin: ``x @ x^T`` (side='left') or ``x^T @ x`` (side='right')."""
-    return x @ x.mT if side == "left" else x.mT @ x
 
 
 def _gram_kernel(

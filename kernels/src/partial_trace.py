@@ -1,6 +1,7 @@
 """Partial traces of batched density matrices: one site, or a whole nested chain in one launch.
 
-Plain reference: :func:`partial_trace_reference` (an ``einsum`` over the reshaped factors).
+Torch reference: the registry's torch kernels ``artent_fast.backends.torch_ops.partial_trace`` and
+``partial_trace_chain``.
 
 Side 'last' traces the trailing factor (left-block densities, ``rho`` over ``keep x traced``):
 ``out[i, j] = sum_t rho[i*T + t, j*T + t]``; side 'first' traces the leading factor (right-block
@@ -18,14 +19,6 @@ from collections.abc import Sequence
 import torch
 
 from ._support import DTYPES, Launch, check_runnable, interpreting, jit, ptr, tl, unique
-
-
-def partial_trace_reference(rho: torch.Tensor, keep: int, traced: int, side: str) -> torch.Tensor:
-    """The plain twin: ``sum_t rho[i, t, j, t]`` (side 'last') or ``sum_t rho[t, i, t, j]`` (side 'first')."""
-    b = rho.shape[:-2]
-    if side == "last":
-        return torch.einsum("...itjt->...ij", rho.reshape(*b, keep, traced, keep, traced))
-    return torch.einsum("...titj->...ij", rho.reshape(*b, traced, keep, traced, keep))
 
 
 def _trace_kernel(
