@@ -10,8 +10,8 @@ import torch
 import artent_fast
 from artent_fast.cli import main
 from artent_fast.extras import missing_extra
+from artent_fast.testing.models import tiny_llama_config
 from artent_fast.tracking import read_history
-from tests.models import tiny_llama_config
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")

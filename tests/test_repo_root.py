@@ -122,7 +122,7 @@ def test_transformers_loads_a_tiny_llama_from_the_root():
     need("transformers")
     code = (
         "import transformers\n"
-        "from tests.models import tiny_llama_config\n"
+        "from artent_fast.testing.models import tiny_llama_config\n"
         "model = transformers.LlamaForCausalLM(tiny_llama_config())\n"
         "print(type(model).__name__, sum(p.numel() for p in model.parameters()))\n"
     )

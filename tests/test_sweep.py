@@ -22,8 +22,8 @@ from artent_fast.sweep import parse_layer, parse_step, read_table, run_sweep  # 
 from artent_fast.sweep.adapter import lora_scale  # noqa: E402
 from artent_fast.sweep.distributed import shard  # noqa: E402
 from artent_fast.sweep.names import is_target  # noqa: E402
-from artent_fast.sweep.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
-from tests.models import moved, tiny_llama_config  # noqa: E402
+from artent_fast.testing.models import moved, tiny_llama_config  # noqa: E402
+from artent_fast.testing.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
