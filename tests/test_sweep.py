@@ -180,7 +180,7 @@ def slow(*args, **kwargs):
     real(*args, **kwargs)
     time.sleep(delay)
 runner.write_part = slow
-from artent_fast.sweep.__main__ import main
+from artent_fast.cli.sweep import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -512,7 +512,7 @@ def test_without_pyarrow_or_tqdm_the_table_is_csv(tmp_path, rng):
     script = (
         "import sys\nfor name in ('pyarrow', 'pyarrow.parquet', 'tqdm', 'tqdm.auto', 'pandas'):\n"
         "    sys.modules[name] = None\n"
-        "from artent_fast.sweep.__main__ import main\n"
+        "from artent_fast.cli.sweep import main\n"
         f"sys.exit(main(['--tuned', {str(tmp_path / 'm')!r}, '--out', {str(tmp_path / 'o')!r}]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
