@@ -56,8 +56,6 @@ def timed_sweep(
 
 def sweep_table(dev: str, cases: list[dict], *, batch: int = 8, echo: bool = True, progress=iter) -> Table:
     """``cases``: dicts with ``label``, ``scale`` (of the 8B shapes), ``layers``, ``modules`` (short names)."""
-    from artent_fast.sweep.synthetic import make_synthetic
-
     table = Table(
         "sweep",
         "Checkpoint sweep of 8B-shaped synthetic checkpoints (I/O share of the sweep time)",
