@@ -1,17 +1,11 @@
-"""Host cost of one due ``tracker.step()`` on a small LoRA model, and of its measurement alone.
-
-The case of issue 12: a 4-layer LLaMA with hidden 256 (8 heads), LoRA r=8 on q_proj and v_proj:
-8 tracked updates, q 256x256 and v (kv_heads * 32)x256 (``--kv-heads 2``: 64x256, the issue's
-shapes; 4: 128x256, benchmarks/bench_tracking.py's preset). Between timed calls the LoRA factors
-are nudged (as an optimizer step would), so nothing can be served from a cache of old results.
+"""Host cost of one due ``tracker.step()`` on a small LoRA model (issue 12's case), and of its measurement alone.
 
     python benchmarks/bench_step_cost.py                 # median of 300 due steps, 2 kv heads
     python benchmarks/bench_step_cost.py --kv-heads 4 --profile   # also a cProfile of 100 steps
     python benchmarks/bench_step_cost.py --measure-only --threads 1   # the measurement alone, no model
 
-The tracker runs with ``background=False`` here (the whole due step on the calling thread); what
-the default worker thread saves inside real training is measured by ``bench_tracking.py --background``.
-The measuring code is :mod:`artent_fast.bench.step_cost`.
+What the default worker thread saves inside real training is measured by ``bench_tracking.py --background``.
+The measuring code (and what it measures) is :mod:`artent_fast.bench.step_cost`.
 """
 
 from __future__ import annotations
