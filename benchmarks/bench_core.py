@@ -6,17 +6,11 @@ Compare within one run: naive (one svdvals per bond), one svdvals of the matrix 
 and the exact methods.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 import artent_fast as af
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: benchmarks/ is not a package
-
-from core_ratios import naive_profile
+from artent_fast.bench.core import naive_profile
 
 SHAPES = [(1024, 1024), (2048, 512)]
 

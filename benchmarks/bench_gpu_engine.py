@@ -6,7 +6,8 @@ On CUDA: eigenvalues of 1024 symmetric matrices of size 64/128/256 (torch.linalg
 Jacobi extension where built, cupy where installed, and the dispatcher's measured choice), the exact
 profile of a 4096x4096 matrix against one svdvals of it (torch and triton backends), and factored
 LoRA r=16 profiles of every q/v of an 8B model per step. Without CUDA the same tables run at reduced
-sizes on CPU. A thin wrapper over :mod:`artent_fast.bench` (also run by ``artent bench``).
+sizes on CPU. A thin wrapper over :func:`artent_fast.bench.core.engine_tables` (the tables are also run by
+``artent bench``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ import argparse
 
 import torch
 
-from artent_fast.backends import available_backends
-from artent_fast.bench.core import backend_table, lora_step_table
-from artent_fast.bench.eigvalsh import eig_table
-from artent_fast.bench.timing import machine
+from artent_fast.bench.core import engine_tables
 
 
 def main() -> None:
@@ -26,16 +24,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
     args = ap.parse_args()
-    dev, quick = args.device, args.quick
-    print(f"# machine: {machine()}; device {dev}; backends available: {available_backends()}")
-    eig_table(
-        dev,
-        [64, 128] if quick and dev != "cuda" else [64, 128, 256],
-        1024 if dev == "cuda" else (16 if quick else 64),
-        [torch.float32, torch.float64],
-    )
-    backend_table(dev, 4096 if dev == "cuda" else (512 if quick else 1024), ["torch", "triton", None])
-    lora_step_table(dev, 32 if dev == "cuda" else 2 if quick else 4)
+    engine_tables(args.device, args.quick)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python benchmarks/make_synthetic_checkpoints.py --out /tmp/llama8b --scale 1/16 --steps 100 200
     python benchmarks/make_synthetic_checkpoints.py --out /data/llama8b --scale 1 --modules q_proj v_proj --shards 4
 
-The logic lives in artent_fast.sweep.synthetic; this is its command line.
+The logic lives in artent_fast.testing.synthetic; this is its command line.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from artent_fast.sweep.synthetic import LAYERS, LLAMA_8B, make_synthetic
+from artent_fast.testing.synthetic import LAYERS, LLAMA_8B, make_synthetic
 
 
 def main() -> None:

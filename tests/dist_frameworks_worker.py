@@ -190,10 +190,10 @@ def run_attention(out: Path, mode: str) -> None:
     import peft
     import torch.distributed as dist
     import transformers
-    from models import tiny_llama_config
 
     import artent_fast
     from artent_fast.attention import register_attention
+    from artent_fast.testing.models import tiny_llama_config
     from artent_fast.tracking import read_history
 
     if not dist.is_initialized():  # run alone: the frameworks modes initialise it otherwise

@@ -8,7 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from artent_fast.attention import channel, register_attention  # noqa: E402
-from tests.models import tiny_llama_config  # noqa: E402
+from artent_fast.testing.models import tiny_llama_config  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

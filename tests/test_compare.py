@@ -12,7 +12,7 @@ import torch
 import artent_fast
 from artent_fast.adapters import mps
 from artent_fast.core.reference import reference_profiles
-from tests.models import tiny_llama_config
+from artent_fast.testing.models import tiny_llama_config
 
 transformers = pytest.importorskip("transformers")
 

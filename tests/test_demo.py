@@ -10,8 +10,8 @@ import torch
 import artent_fast
 from artent_fast.cli import main
 from artent_fast.extras import missing_extra
+from artent_fast.testing.models import tiny_llama_config
 from artent_fast.tracking import read_history
-from tests.models import tiny_llama_config
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -119,7 +119,7 @@ def test_without_the_hf_extra_the_extra_is_named(tmp_path, capsys, monkeypatch):
 
 def test_ctrl_c_writes_the_report_of_the_steps_done_and_exits_130(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
-    from artent_fast.cli import demo
+    from artent_fast import demo
 
     real = demo.batches
 
@@ -143,7 +143,7 @@ def test_ctrl_c_writes_the_report_of_the_steps_done_and_exits_130(tmp_path, caps
 
 
 def test_without_matplotlib_figures_are_skipped_with_the_reason(tmp_path, capsys, monkeypatch):
-    from artent_fast.cli import demo
+    from artent_fast import demo
 
     def no_matplotlib():
         raise missing_extra("matplotlib", "figures", extra="plot")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models import tiny_llama_config
+from artent_fast.testing.models import tiny_llama_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "paper_findings.py"
 

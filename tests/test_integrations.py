@@ -11,8 +11,8 @@ from torch import nn
 
 import artent_fast
 from artent_fast.patterns import module_name
+from artent_fast.testing.models import tiny_llama_config
 from artent_fast.tracking import read_history
-from tests.models import tiny_llama_config
 
 
 def reference(matrix: torch.Tensor) -> list[float]:

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 from artent_fast.extras import MissingExtraError  # noqa: E402
 from artent_fast.integrations import models  # noqa: E402
-from tests.models import tiny_llama_config
+from artent_fast.testing.models import tiny_llama_config
 
 VOCAB = [chr(i) for i in range(97, 123)] + [" ", ".", "?", "!", ",", "<s>", "</s>", "<unk>"]  # 34 tokens
 

@@ -11,7 +11,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.adapters import mps
-from tests.models import tiny_llama_config
+from artent_fast.testing.models import tiny_llama_config
 
 
 def _tiny(d_in: int, d_out: int, *, bias: bool = True, dtype=torch.float64, seed: int = 0) -> nn.Sequential:

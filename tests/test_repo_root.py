@@ -122,7 +122,7 @@ def test_transformers_loads_a_tiny_llama_from_the_root():
     need("transformers")
     code = (
         "import transformers\n"
-        "from tests.models import tiny_llama_config\n"
+        "from artent_fast.testing.models import tiny_llama_config\n"
         "model = transformers.LlamaForCausalLM(tiny_llama_config())\n"
         "print(type(model).__name__, sum(p.numel() for p in model.parameters()))\n"
     )
@@ -133,9 +133,10 @@ def test_transformers_loads_a_tiny_llama_from_the_root():
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no script folder on sys.path) is 3.11+")
 def test_bare_pytest_runs_a_test_file_that_imports_the_tests_helpers():
-    """``pytest tests/test_x.py`` (the console script: no working directory on sys.path, as ``python -P``)."""
+    """``pytest tests/test_x.py`` (the console script: no working directory on sys.path, as ``python -P``) on a
+    file that imports ``tests.matrices``."""
     res = run_at_root(
-        "-P", "-m", "pytest", "tests/test_demo.py", "-k", "help_shows_defaults", "-q", "-p", "no:cacheprovider"
+        "-P", "-m", "pytest", "tests/test_core_mps.py", "-k", "dtype_norm_and_repr", "-q", "-p", "no:cacheprovider"
     )
     assert res.returncode == 0, res.stdout[-3000:]
     assert "1 passed" in res.stdout

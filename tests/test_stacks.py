@@ -12,7 +12,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.patterns import module_name
-from tests.models import moved, tiny_llama_config
+from artent_fast.testing.models import moved, tiny_llama_config
 
 
 def reference(layer: nn.Module, adapter: str = "default") -> list[float]:

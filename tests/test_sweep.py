@@ -22,8 +22,8 @@ from artent_fast.checkpoints.names import is_target  # noqa: E402
 from artent_fast.cli import main  # noqa: E402
 from artent_fast.sweep import parse_layer, parse_step, read_table, run_sweep  # noqa: E402
 from artent_fast.sweep.distributed import shard  # noqa: E402
-from artent_fast.sweep.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
-from tests.models import moved, tiny_llama_config  # noqa: E402
+from artent_fast.testing.models import moved, tiny_llama_config  # noqa: E402
+from artent_fast.testing.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
@@ -180,7 +180,7 @@ def slow(*args, **kwargs):
     real(*args, **kwargs)
     time.sleep(delay)
 runner.write_part = slow
-from artent_fast.sweep.__main__ import main
+from artent_fast.cli.sweep import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -512,7 +512,7 @@ def test_without_pyarrow_or_tqdm_the_table_is_csv(tmp_path, rng):
     script = (
         "import sys\nfor name in ('pyarrow', 'pyarrow.parquet', 'tqdm', 'tqdm.auto', 'pandas'):\n"
         "    sys.modules[name] = None\n"
-        "from artent_fast.sweep.__main__ import main\n"
+        "from artent_fast.cli.sweep import main\n"
         f"sys.exit(main(['--tuned', {str(tmp_path / 'm')!r}, '--out', {str(tmp_path / 'o')!r}]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file  # noqa: E402
 from artent_fast.cli import main  # noqa: E402
 from artent_fast.sweep import read_table, run_sweep  # noqa: E402
 from artent_fast.sweep.store import find_table  # noqa: E402
-from tests.models import moved, tiny_llama_config  # noqa: E402
+from artent_fast.testing.models import moved, tiny_llama_config  # noqa: E402
 from tests.test_sweep_helpers import ref, rows_by_module  # noqa: E402
 
 ATOL = 1e-6  # nats, against the float64 profile of peft's merged weight minus the base

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("safetensors")
 
 from artent_fast.sweep import read_table, run_sweep  # noqa: E402
-from artent_fast.sweep.synthetic import make_synthetic  # noqa: E402
+from artent_fast.testing.synthetic import make_synthetic  # noqa: E402
 from tests.test_sweep_helpers import rows_by_module  # noqa: E402
 
 

@@ -16,7 +16,7 @@ pytest.importorskip("safetensors")
 from artent_fast.checkpoints.confine import Escape, confine, roots_of  # noqa: E402
 from artent_fast.cli import main  # noqa: E402
 from artent_fast.sweep import read_table, run_sweep  # noqa: E402
-from tests.models import moved  # noqa: E402
+from artent_fast.testing.models import moved  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5

@@ -16,8 +16,8 @@ from torch import nn
 
 import artent_fast
 from artent_fast.patterns import module_name
+from artent_fast.testing.models import moved, tiny_llama_config
 from artent_fast.tracking import read_history, valley_depth
-from tests.models import moved, tiny_llama_config
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -664,7 +664,7 @@ def test_a_program_that_never_closes_its_tracker_still_writes_every_record(tmp_p
 
     script = f"""
 import torch, peft, transformers, artent_fast
-from tests.models import tiny_llama_config
+from artent_fast.testing.models import tiny_llama_config
 torch.manual_seed(0)
 model = transformers.LlamaForCausalLM(tiny_llama_config(num_hidden_layers=1))
 model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

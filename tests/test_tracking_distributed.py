@@ -21,8 +21,8 @@ import torch
 pytest.importorskip("peft")
 
 import artent_fast  # noqa: E402
+from artent_fast.testing.models import moved  # noqa: E402
 from artent_fast.tracking import read_history  # noqa: E402
-from tests.models import moved  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_tracking_worker as worker  # noqa: E402

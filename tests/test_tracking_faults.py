@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import artent_fast
+from artent_fast.testing.models import moved, tiny_llama_config
 from artent_fast.tracking import read_history
-from tests.models import moved, tiny_llama_config
 
 
 class TwoLayer(nn.Module):

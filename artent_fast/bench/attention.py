@@ -14,9 +14,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from artent_fast.attention import fused_attention
+import artent_fast as af
+from artent_fast.attention import attention_profile, fused_attention
+from artent_fast.attention.reference import reference_probs
 from artent_fast.bench.table import Table
-from artent_fast.bench.timing import paired_times
+from artent_fast.bench.timing import machine, paired_times
 
 Shape = tuple[int, int, int, int, int]  # B, H, Hkv, T, d
 
@@ -155,6 +157,61 @@ def training_table(
     table = _table(f"attention_fwd_bwd_{kind}", title, [c for c in COLUMNS if c != "none_tflops"], echo)
     _time_rows(table, dev, dtype, shapes, fns_for, seed=1, grad=True, factor=3.5, repeats=repeats, progress=progress)
     return table
+
+
+def profile_table(dev: str, sizes, repeats: int) -> Table:
+    """``attention_profile`` (chunked heads, two Gram roots) against ``entanglement_profile`` of the
+    materialised attention matrices, causal, per ``(B, H, T, d)`` in ``sizes``."""
+    table = Table(
+        "attention_profile",
+        "attention_profile (chunked heads, two Gram roots) vs entanglement_profile(materialised P)",
+        {
+            "shape": "B,H,T,d",
+            "ours_s": "attention_profile s",
+            "mat_s": "materialise + profile s",
+            "speedup": "speed-up",
+        },
+    )
+    table.start()
+    gen = torch.Generator(device=dev).manual_seed(2)
+    for b, h, t, d in sizes:
+        q = torch.randn(b, h, t, d, device=dev, generator=gen)
+        k = torch.randn(b, h, t, d, device=dev, generator=gen)
+        t_ours, t_mat = paired_times(
+            [
+                lambda: attention_profile(q, k, causal=True),
+                lambda: af.entanglement_profile(reference_probs(q, k, causal=True)),
+            ],
+            device=dev,
+            repeats=repeats,
+        )
+        table.add(shape=f"{b},{h},{t},{d}", ours_s=t_ours, mat_s=t_mat, speedup=t_mat / t_ours)
+    return table
+
+
+def attention_tables(dev: str, quick: bool) -> None:
+    """``benchmarks/bench_attention.py``: forward, forward + backward and profile tables, printed (CUDA: the
+    Triton kernels at T = 2k..16k, bf16 and fp16; CPU: the torch path at small sizes; ``quick``: fewer)."""
+    print(f"# machine: {machine()}; device {dev}")
+    if dev.startswith("cuda"):
+        lens = [2048] if quick else [2048, 4096, 8192, 16384]
+        shapes = [(max(1, 16384 // t), 16, 16, t, d) for t in lens for d in (64, 128)]
+        for dtype in (torch.bfloat16, torch.float16):
+            forward_table(dev, dtype, shapes, repeats=10)
+        train = [(max(1, 8192 // t), 32, 8, t, 64) for t in ([2048] if quick else [2048, 4096])]  # LLaMA-1B
+        training_table(dev, torch.bfloat16, train, repeats=10)
+        profile_table(dev, [(1, 8, 256, 64), (1, 8, 1024, 64)], repeats=3)
+    else:
+        shapes = (
+            [(1, 4, 4, 128, 64), (1, 8, 2, 256, 64)]
+            if quick
+            else [(1, 8, 8, 256, 64), (1, 8, 2, 512, 64), (1, 8, 8, 1024, 64), (1, 4, 4, 512, 128)]
+        )
+        forward_table(dev, torch.float32, shapes, repeats=9)
+        training_table(dev, torch.float32, shapes[:2], repeats=5)
+        profile_table(
+            dev, [(1, 4, 64, 32), (1, 4, 256, 32)] if quick else [(1, 8, 256, 64), (1, 4, 512, 64)], repeats=3
+        )
 
 
 def plot_attention(tables: Sequence[Table], path, title: str) -> None:

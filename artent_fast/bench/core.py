@@ -1,7 +1,8 @@
 """Ratio tables of the core engine: exact profiles vs the naive per-bond SVD pipeline and vs one
 ``svdvals`` (the floor: the row/column bond *is* that SVD); factored (LoRA) profiles, single and batched.
 
-Ratios are within one run (machines are noisy); absolute times are given for context.
+Ratios are within one run (machines are noisy); absolute times are given for context. :func:`ratio_tables`
+and :func:`engine_tables` are ``benchmarks/core_ratios.py`` and ``benchmarks/bench_gpu_engine.py``.
 """
 
 # ruff: noqa: B023  (the timed closures run at once, inside the loop that defines them)
@@ -9,12 +10,16 @@ Ratios are within one run (machines are noisy); absolute times are given for con
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 import artent_fast as af
+from artent_fast.backends import available_backends
+from artent_fast.bench.eigvalsh import eig_table
+from artent_fast.bench.selfcheck import forced
 from artent_fast.bench.table import Table
-from artent_fast.bench.timing import median_time
+from artent_fast.bench.timing import machine, median_time
 
 
 def naive_profile(m: torch.Tensor, reduce_elongated: bool | None = None) -> torch.Tensor:
@@ -191,9 +196,6 @@ def batch_table(dev: str, shapes: Sequence[tuple[int, int]], *, batch: int = 16,
 
 def backend_table(dev: str, size: int, backends: Sequence[str | None], *, echo: bool = True) -> Table:
     """Exact profile of one ``size`` x ``size`` fp32 matrix per forced backend (None: automatic) vs one svdvals."""
-    from artent_fast.backends import available_backends
-    from artent_fast.bench.selfcheck import forced
-
     gen = torch.Generator(device=dev).manual_seed(4)
     w = torch.randn(size, size, device=dev, generator=gen)
     t_svd = median_time(lambda: torch.linalg.svdvals(w), device=dev, repeats=3)
@@ -219,8 +221,6 @@ def lora_step_table(
     dev: str, layers: int, *, rank: int = 16, backends: Sequence[str | None] = ("torch", None), echo: bool = True
 ) -> Table:
     """Factored LoRA profiles of every q (4096x4096) and v (1024x4096) of ``layers`` 8B layers, per step."""
-    from artent_fast.bench.selfcheck import forced
-
     gen = torch.Generator(device=dev).manual_seed(5)
     shapes = {"q": (4096, 4096), "v": (1024, 4096)}
     factors = {
@@ -245,3 +245,29 @@ def lora_step_table(
             t = median_time(step, device=dev, repeats=5 if dev == "cuda" else 2)
         table.add(backend=name or "auto (default policy)", step_ms=t * 1e3, matrix_ms=t * 1e3 / (2 * layers))
     return table
+
+
+def ratio_tables(dev: str, quick: bool, plot: Path | None = None) -> None:
+    """``benchmarks/core_ratios.py``: the dense, factored and batch tables on fp32 matrices, printed;
+    ``plot``: also a PNG of the speed-ups over naive."""
+    shapes = [(256, 256), (512, 128)] if quick else [(1024, 1024), (2048, 2048), (2048, 512), (4096, 1024)]
+    print(f"# machine: {machine()}; device {dev}; fp32 inputs")
+    dense = dense_table(dev, shapes)
+    factored = factored_table(dev, shapes, [8, 16, 64])
+    batch_table(dev, shapes if quick else shapes[:2])
+    if plot:
+        plot_speedups(dense, factored, plot, f"{machine()}; {dev}")
+
+
+def engine_tables(dev: str, quick: bool) -> None:
+    """``benchmarks/bench_gpu_engine.py``: batched eigvalsh by backend, the profile of one matrix by backend,
+    and a LoRA step (CUDA: 1024 matrices, 4096x4096, 32 layers; CPU: reduced sizes), printed."""
+    print(f"# machine: {machine()}; device {dev}; backends available: {available_backends()}")
+    eig_table(
+        dev,
+        [64, 128] if quick and dev != "cuda" else [64, 128, 256],
+        1024 if dev == "cuda" else (16 if quick else 64),
+        [torch.float32, torch.float64],
+    )
+    backend_table(dev, 4096 if dev == "cuda" else (512 if quick else 1024), ["torch", "triton", None])
+    lora_step_table(dev, 32 if dev == "cuda" else 2 if quick else 4)

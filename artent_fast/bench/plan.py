@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from artent_fast.bench.tracking import LLAMA_1B
+from artent_fast.bench.tracking import LLAMA_1B, SMALL
 
 SECTIONS = ("selfcheck", "core", "eigvalsh", "attention", "tracking", "sweep")
 QV = ("q_proj", "v_proj")
@@ -106,7 +106,7 @@ def plan_for(device: str, mode: str) -> Plan:
         )
     quick = mode == "quick"
     small = _llama(hidden=128, intermediate=344, layers=2, heads=4, kv_heads=2, rank=8, vocab=4096, batch=2, seq=64)
-    mid = _llama(hidden=256, intermediate=688, layers=4, heads=8, kv_heads=4, rank=8, vocab=32000, batch=4, seq=128)
+    mid = dict(SMALL)
     shown = small if quick else mid
     return Plan(
         mode,

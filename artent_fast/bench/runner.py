@@ -14,9 +14,15 @@ import torch
 
 from artent_fast.atomic import atomic_write, out_folder
 from artent_fast.backends import registry
+from artent_fast.bench.attention import forward_table, plot_attention, training_table
+from artent_fast.bench.core import dense_table, factored_table, plot_speedups
+from artent_fast.bench.eigvalsh import eig_table, plot_eig
 from artent_fast.bench.machine import machine_info, machine_markdown
 from artent_fast.bench.plan import SECTIONS, Plan, plan_for
+from artent_fast.bench.selfcheck import passed, run_selfcheck
+from artent_fast.bench.sweep import sweep_table
 from artent_fast.bench.table import Table
+from artent_fast.bench.tracking import measure_overhead
 from artent_fast.extras import missing_extra, optional
 
 SCHEMA = 1
@@ -81,14 +87,10 @@ def run_sections(
 
 
 def _selfcheck(plan: Plan, device: str, echo: bool) -> list[Table]:
-    from artent_fast.bench.selfcheck import run_selfcheck
-
     return [run_selfcheck(device, echo=echo)]
 
 
 def _core(plan: Plan, device: str, echo: bool) -> list[Table]:
-    from artent_fast.bench.core import dense_table, factored_table
-
     return [
         dense_table(device, plan.dense_shapes, sweep=plan.dense_sweep, echo=echo, progress=progress("dense")),
         factored_table(
@@ -103,16 +105,12 @@ def _core(plan: Plan, device: str, echo: bool) -> list[Table]:
 
 
 def _eigvalsh(plan: Plan, device: str, echo: bool) -> list[Table]:
-    from artent_fast.bench.eigvalsh import eig_table
-
     return [
         eig_table(device, plan.eig_sizes, plan.eig_batch, plan.eig_dtypes, echo=echo, progress=progress("eigvalsh"))
     ]
 
 
 def _attention(plan: Plan, device: str, echo: bool) -> list[Table]:
-    from artent_fast.bench.attention import forward_table, training_table
-
     out = [
         forward_table(
             device, dt, plan.attn_fwd, repeats=plan.attn_repeats, echo=echo, progress=progress(f"attention fwd {dt}")
@@ -133,8 +131,6 @@ def _attention(plan: Plan, device: str, echo: bool) -> list[Table]:
 
 
 def _tracking(plan: Plan, device: str, echo: bool) -> list[Table]:
-    from artent_fast.bench.tracking import measure_overhead
-
     s = plan.tracking_shape
     table = Table(
         "tracking",
@@ -175,8 +171,6 @@ def _tracking(plan: Plan, device: str, echo: bool) -> list[Table]:
 
 
 def _sweep(plan: Plan, device: str, echo: bool) -> list[Table]:
-    from artent_fast.bench.sweep import sweep_table
-
     table = sweep_table(device, plan.sweep_cases, echo=echo, progress=progress("sweep"))
     if any(c["scale"] != "1" for c in plan.sweep_cases):
         table.note("8B shapes scaled down (scale column: every dimension times the scale)")
@@ -199,19 +193,13 @@ def figures(tables: dict[str, Table], out: Path, title: str) -> tuple[list[str],
         return [], f"figures skipped ({missing_extra('matplotlib', 'figures', extra='plot')})"
     written = []
     if "core_dense" in tables and "core_factored" in tables:
-        from artent_fast.bench.core import plot_speedups
-
         plot_speedups(tables["core_dense"], tables["core_factored"], out / "core_speedups.png", title)
         written.append("core_speedups.png")
     if "eigvalsh" in tables:
-        from artent_fast.bench.eigvalsh import plot_eig
-
         plot_eig(tables["eigvalsh"], out / "eigvalsh.png", title)
         written.append("eigvalsh.png")
     attn = [t for name, t in tables.items() if name.startswith("attention")]
     if attn:
-        from artent_fast.bench.attention import plot_attention
-
         plot_attention(attn, out / "attention.png", title)
         written.append("attention.png")
     return written, None
@@ -245,8 +233,6 @@ def run_bench(
         by_name = {t.name: t for t in tables}
         selfcheck_ok = None
         if "selfcheck" in by_name:
-            from artent_fast.bench.selfcheck import passed
-
             selfcheck_ok = passed(by_name["selfcheck"]) and "selfcheck" not in errors
         figs, fig_note = figures(by_name, out, title) if final else ([], None)
         results = {

@@ -15,8 +15,12 @@ from contextlib import contextmanager
 
 import torch
 
+import artent_fast as af
+from artent_fast.attention import fused_attention
+from artent_fast.attention.reference import reference_attention
 from artent_fast.backends import registry
 from artent_fast.bench.table import Table
+from artent_fast.core.reference import reference_profiles
 
 TOLERANCE = {torch.float32: 2e-4, torch.float64: 1e-9}  # max error relative to the reference's scale
 
@@ -103,11 +107,6 @@ def kernel_rows(dev: str, table: Table, gen: torch.Generator) -> None:
 
 def public_rows(dev: str, table: Table, gen: torch.Generator) -> None:
     """The public paths with the default (automatic) choice of kernels, against float64 references."""
-    import artent_fast as af
-    from artent_fast.attention import fused_attention
-    from artent_fast.attention.reference import reference_attention
-    from artent_fast.core.reference import reference_profiles
-
     w = torch.randn(2, 48, 72, device=dev, generator=gen)
     ref = torch.from_numpy(reference_profiles(w.cpu().double().numpy()))
     got = af.entanglement_profile(w).cpu().double()

@@ -12,6 +12,9 @@ import argparse
 import shlex
 import sys
 
+import torch
+
+from artent_fast.bench.runner import run_bench
 from artent_fast.cli._common import add_command
 
 HELP = "how fast is this here, and which backend runs: tables, self-check, report"
@@ -36,10 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from artent_fast.bench.runner import run_bench
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     only = None if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]

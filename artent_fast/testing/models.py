@@ -1,4 +1,9 @@
-"""Tiny models the tests build from configs (no downloads)."""
+"""Tiny LLaMA models built from a config (no downloads): the one place their shapes are written down.
+
+:data:`TINY_LLAMA` is small enough for any CPU test; every other model (the demo's, the benchmarks', the
+experiments') is it with overrides: ``tiny_llama_config(hidden_size=256, num_hidden_layers=4)``.
+Needs ``transformers`` (the hf extra), imported when a config is built.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,18 @@ TINY_LLAMA = {
 
 
 def tiny_llama_config(**overrides: Any):
-    """A ``transformers.LlamaConfig`` of :data:`TINY_LLAMA` with ``overrides``."""
+    """A ``transformers.LlamaConfig`` of :data:`TINY_LLAMA` with ``overrides`` (any ``LlamaConfig`` field)."""
     import transformers
 
     return transformers.LlamaConfig(**{**TINY_LLAMA, **overrides})
+
+
+def tiny_llama(**overrides: Any):
+    """A ``transformers.LlamaForCausalLM`` of ``tiny_llama_config(**overrides)``, initialised from torch's
+    current random state (seed it first for a reproducible model)."""
+    import transformers
+
+    return transformers.LlamaForCausalLM(tiny_llama_config(**overrides))
 
 
 def moved(model, seed: int = 0) -> None:
