@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from artent_fast.atomic import OutFullError
+from artent_fast.checkpoints.names import DEFAULT_TARGETS
 from artent_fast.cli._common import HelpFormatter, add_command
 from artent_fast.sweep import run_sweep
-from artent_fast.checkpoints.names import DEFAULT_TARGETS
 
 HELP = "profiles of every target matrix of checkpoints, adapters or updates"
 DESCRIPTION = (
