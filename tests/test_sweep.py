@@ -18,9 +18,9 @@ pytest.importorskip("safetensors")
 
 from artent_fast import lowrank_profile, page_curve, prime_factors, random_lowrank_profile  # noqa: E402
 from artent_fast.cli import main  # noqa: E402
+from artent_fast.parallel import shard  # noqa: E402
 from artent_fast.sweep import parse_layer, parse_step, read_table, run_sweep  # noqa: E402
 from artent_fast.sweep.adapter import lora_scale  # noqa: E402
-from artent_fast.sweep.distributed import shard  # noqa: E402
 from artent_fast.sweep.names import is_target  # noqa: E402
 from artent_fast.sweep.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
 from tests.models import moved, tiny_llama_config  # noqa: E402

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from artent_fast.parallel import matrix_cost
 from artent_fast.sweep.adapter import AdapterFolder
 from artent_fast.sweep.confine import Escape, confine, roots_of
 from artent_fast.sweep.names import NameMap, choose_name_map, is_target, module_name, parse_step
@@ -223,14 +224,6 @@ def _lora_items(
     return items
 
 
-def unit_cost(kind: str, shape: tuple[int, int], rank: int | None, count: int) -> float:
-    """Rough flop count: a dense profile costs about one Gram of the matrix, a factored one (m + n) r^2."""
-    m, n = shape
-    if kind == "lora":
-        return count * (m + n) * (rank or 1) ** 2 + count * (m + n) * (rank or 1) * 64
-    return count * m * n * min(m, n)
-
-
 def build_plan(
     checkpoints: list[str], *, base: str | None, targets, batch: int, allow_pickle: bool, settings: dict[str, Any]
 ) -> Plan:
@@ -275,7 +268,7 @@ def build_plan(
             for start in range(0, len(items), batch):
                 chunk = items[start : start + batch]
                 unit = WorkUnit(ckpt, step, kind, (key[0], key[1]), chunk)
-                unit.cost = unit_cost(kind, unit.shape, chunk[0].rank, len(chunk))
+                unit.cost = len(chunk) * matrix_cost(kind, unit.shape, chunk[0].rank)
                 unit.id = unit_id(unit, base if kind != "weight" else None, settings, read_by(unit, source))
                 plan.units.append(unit)
     return plan
