@@ -20,7 +20,6 @@ from artent_fast.core.layout import default_sites
 from artent_fast.filelock import InUseError, lock
 from artent_fast.paths import not_usable
 
-
 UPDATE_KINDS = ("lora", "dense")  # the kinds of a record of a measured update (attention records have others)
 SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")  # the summary fields of such a record
 

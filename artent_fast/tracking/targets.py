@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from artent_fast.parallel import full_tensor
 from artent_fast.paths import not_usable
 from artent_fast.patterns import check_patterns, matches, module_name
-from artent_fast.tracking.distributed import full_tensor
 from artent_fast.tracking.units import Part, Unit, is_mps_layer, mps_factors
 
 SplitSpec = int | Sequence[str] | Mapping[str, int]
