@@ -119,11 +119,7 @@ class Tracker:
             unless ``strict`` or distributed (there results are exchanged at the step); False: on the
             training thread.
         """
-        for name, value in (("every", every), ("dense_every", dense_every), ("image_every", image_every)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_arguments(model, every=every, dense_every=dense_every, image_every=image_every)
         hooked = hookable_optimizer(optimizer) if optimizer is not None else None
         refuse_unsupported(model)
         group_info = tracking_group(distributed)
@@ -159,15 +155,7 @@ class Tracker:
                 self.targets,
             )
         if not units and not attention:
-            linear = [
-                n
-                for n, m in model.named_modules()
-                if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
-            ][:6]
-            raise ValueError(
-                f"targets {self.targets} match no trainable 2-D layer or peft adapter of the model; "
-                f"module names look like {linear}"
-            )
+            raise no_units_error(model, self.targets)
         dense = sum(u.kind == "dense" for u in units)
         if dense and dense_every is None and self.dense_every != self.every and self.rank == 0:
             warnings.warn(  # once, here: the schedule of full updates is otherwise silent
@@ -247,18 +235,10 @@ class Tracker:
                 return  # already in the resumed history file: never record a (step, module) twice
             lora_due = self._step % self.every == 0
             dense_due = self._step % self.dense_every == 0
-            if self.distributed:
-                if lora_due or dense_due:
-                    self._step_distributed(lora_due, dense_due)
-            else:
-                self._collect(wait=False)
-                if (lora_due or dense_due) and sum(j.background for j in self._jobs) >= MAX_PENDING_BACKGROUND:
-                    self._collect(wait=True, keep=MAX_PENDING_BACKGROUND - 1)  # bounded queue, no step lost
-                if (lora_due or dense_due) and len(self._jobs) >= MAX_PENDING_JOBS:
-                    self.lagged += 1  # the side stream is behind: skip this step rather than block training
-                elif lora_due or dense_due:
-                    self._launch(lora_due, dense_due)
-                    self._collect(wait=False)
+            if not self.distributed:
+                self._step_local(lora_due, dense_due)
+            elif lora_due or dense_due:
+                self._step_distributed(lora_due, dense_due)
             if self._channel is not None and (lora_due or dense_due):
                 self._drain_attention()
                 request = getattr(self._channel, "request_profile", None)
@@ -407,6 +387,19 @@ class Tracker:
             return tracked, meta, (B, A)
         W = unit.dense(full)
         return tracked, Meta(*W.shape), (W,)
+
+    def _step_local(self, lora_due: bool, dense_due: bool) -> None:
+        """Record what was measured since; launch the measurement of what is due (side stream, worker thread)."""
+        self._collect(wait=False)
+        if not (lora_due or dense_due):
+            return
+        if sum(j.background for j in self._jobs) >= MAX_PENDING_BACKGROUND:
+            self._collect(wait=True, keep=MAX_PENDING_BACKGROUND - 1)  # bounded queue, no step lost
+        if len(self._jobs) >= MAX_PENDING_JOBS:
+            self.lagged += 1  # the side stream is behind: skip this step rather than block training
+        else:
+            self._launch(lora_due, dense_due)
+            self._collect(wait=False)
 
     def _launch(self, lora_due: bool, dense_due: bool) -> None:
         items = []
@@ -561,6 +554,27 @@ class Tracker:
     def _warn(self, message: str) -> None:
         if self.rank == 0:
             warnings.warn(f"artent_fast.track: {message}", RuntimeWarning, stacklevel=4)
+
+
+def check_arguments(model: nn.Module, **periods: int | None) -> None:
+    """Checks of the arguments that need no work: ``periods`` positive ints (or None), ``model`` a module."""
+    for name, value in periods.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def no_units_error(model: nn.Module, targets: tuple[str, ...]) -> ValueError:
+    """The error of targets that match nothing, with a few of the model's 2-D layer names to choose from."""
+    linear = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+    ][:6]
+    return ValueError(
+        f"targets {targets} match no trainable 2-D layer or peft adapter of the model; module names look like {linear}"
+    )
 
 
 def _wait_at_exit(ref: weakref.ref) -> None:
