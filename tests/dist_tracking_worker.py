@@ -97,7 +97,7 @@ def wrap(model: nn.Module, strategy: str) -> nn.Module:
 
 def whole_updates(model: nn.Module, w0: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """The whole float64 update of every q/v module (every rank calls this: it may gather)."""
-    from artent_fast.tracking.distributed import full_tensor
+    from artent_fast.parallel import full_tensor
 
     fsdp1 = any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
     if fsdp1:
@@ -225,7 +225,7 @@ def run(out: Path, scenario: str) -> None:
                 victim = tracker.units[0]
                 victim.dense = lambda *_: (_ for _ in ()).throw(RuntimeError("injected: read fails"))
             if "shardfail" in flags and rank == 1 and step == 2:  # rank 1 cannot read one of its local shards
-                gathering = tracker._gathering[0]
+                gathering = tracker._tracked[0].gathering
                 restore_tensors = gathering.tensors
                 gathering.tensors = [Unreadable(t) for t in restore_tensors]
             if "nan" in flags and step == 2:  # NaN in rank 1's shard (or rank 1's replica) of one factor
@@ -259,8 +259,8 @@ def run(out: Path, scenario: str) -> None:
         "units": [u.label for u in tracker.units],
         "refs": refs,
         "calls": per_step_calls,
-        "owners": tracker._owners,
-        "all_units": [u.label for u in tracker._all_units],
+        "owners": [t.owner for t in tracker._tracked],
+        "all_units": [t.unit.label for t in tracker._tracked],
     }
     (out / f"{scenario}.rank{rank}.json").write_text(json.dumps(report))
 

@@ -20,8 +20,8 @@ from artent_fast import lowrank_profile, page_curve, prime_factors, random_lowra
 from artent_fast.checkpoints.adapter import lora_scale  # noqa: E402
 from artent_fast.checkpoints.names import is_target  # noqa: E402
 from artent_fast.cli import main  # noqa: E402
+from artent_fast.parallel import shard  # noqa: E402
 from artent_fast.sweep import parse_layer, parse_step, read_table, run_sweep  # noqa: E402
-from artent_fast.sweep.distributed import shard  # noqa: E402
 from artent_fast.testing.models import moved, tiny_llama_config  # noqa: E402
 from artent_fast.testing.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402

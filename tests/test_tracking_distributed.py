@@ -281,7 +281,7 @@ def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
         artent_fast.track(worker.build("fft"), out=None, distributed=True)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
-        from artent_fast.tracking.distributed import collective_device
+        from artent_fast.parallel import collective_device
 
         assert collective_device() == torch.device("cpu")  # gloo: CPU buffers (NCCL would want CUDA)
         plain = worker.build("fft")

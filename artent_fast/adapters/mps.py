@@ -132,6 +132,10 @@ class MPSLinear(nn.Module):
         self.cores = nn.ParameterList([nn.Parameter(torch.empty(s, **kw)) for s in core_shapes(r, chi, self.dims)])
         self.reset_parameters(init, generator)
 
+    def get_base_layer(self) -> nn.Linear:
+        """The wrapped layer (peft's name for it)."""
+        return self.base
+
     def reset_parameters(self, init: str = "lora", generator: torch.Generator | None = None) -> None:
         """Cores Gaussian with ``Var(A_mps entries) = 1 / d_in`` (as Kaiming for LoRA's A); ``B = 0`` or random."""
         k = len(self.cores)

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from artent_fast.extras import is_installed, optional_imports
-from artent_fast.integrations.common import distributed_ready
+from artent_fast.parallel import distributed_ready
 from artent_fast.tracking import Tracker, track
 from artent_fast.tracking.records import summarise
 

@@ -18,9 +18,7 @@ from artent_fast.plotting import (
     save_figure,
 )
 from artent_fast.plotting.profile import plot_profile
-from artent_fast.tracking.records import record_label
-
-UPDATE_KINDS = ("lora", "dense")
+from artent_fast.tracking.records import UPDATE_KINDS, record_label
 
 
 def projection(label: str) -> str:

@@ -1,14 +1,18 @@
-"""Sharding across torchrun ranks: greedy longest-first, gloo on CPU, nccl on GPU, rank 0 merges."""
+"""The sweep under torchrun: joining the process group (gloo on CPU, nccl on GPU), barriers, teardown.
+
+Which rank runs which work unit is :func:`artent_fast.parallel.shard` (longest first); rank 0 merges.
+"""
 
 from __future__ import annotations
 
 import datetime
-import heapq
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+
+from artent_fast.parallel import process_group
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,9 @@ def setup(device: str, timeout_s: float = 24 * 3600) -> Rank:
     rank = from_env()
     if rank.world <= 1:
         return rank
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return Rank(dist.get_rank(), dist.get_world_size(), rank.local_rank, False)
+    group = process_group()
+    if group is not None:
+        return Rank(*group, rank.local_rank, False)
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(rank.local_rank)
@@ -43,25 +46,9 @@ def setup(device: str, timeout_s: float = 24 * 3600) -> Rank:
 
 def barrier(rank: Rank) -> None:
     if rank.world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
 def teardown(rank: Rank) -> None:
     if rank.initialized:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
-
-
-def shard(costs: Sequence[float], world: int) -> list[list[int]]:
-    """Indices per rank: longest first, each to the least loaded rank (LPT); deterministic on every rank."""
-    order = sorted(range(len(costs)), key=lambda i: (-costs[i], i))
-    heap = [(0.0, r) for r in range(world)]
-    out: list[list[int]] = [[] for _ in range(world)]
-    for i in order:
-        load, r = heapq.heappop(heap)
-        out[r].append(i)
-        heapq.heappush(heap, (load + costs[i], r))
-    return out

@@ -22,6 +22,7 @@ from artent_fast.checkpoints import (
     open_weights,
     parse_step,
 )
+from artent_fast.parallel import matrix_cost
 from artent_fast.sweep.store import OLD_UPDATES
 
 
@@ -216,14 +217,6 @@ def _lora_items(
     return items
 
 
-def unit_cost(kind: str, shape: tuple[int, int], rank: int | None, count: int) -> float:
-    """Rough flop count: a dense profile costs about one Gram of the matrix, a factored one (m + n) r^2."""
-    m, n = shape
-    if kind == "lora":
-        return count * (m + n) * (rank or 1) ** 2 + count * (m + n) * (rank or 1) * 64
-    return count * m * n * min(m, n)
-
-
 def build_plan(
     checkpoints: list[str],
     *,
@@ -287,7 +280,7 @@ def build_plan(
             for start in range(0, len(items), batch):
                 chunk = items[start : start + batch]
                 unit = WorkUnit(ckpt, step, kind, (key[0], key[1]), chunk)
-                unit.cost = unit_cost(kind, unit.shape, chunk[0].rank, len(chunk))
+                unit.cost = len(chunk) * matrix_cost(kind, unit.shape, chunk[0].rank)
                 unit.id = unit_id(unit, base if kind != "weight" else None, settings, read_by(unit, source))
                 plan.units.append(unit)
     return plan

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from artent_fast import parallel
 from artent_fast.atomic import atomic_write, no_room, out_folder, room_under
 from artent_fast.checkpoints import DEFAULT_TARGETS, check_targets
 from artent_fast.filelock import InUseError, lock_folder
@@ -270,7 +271,7 @@ def _run_locked(
                 if mapping != "same names":
                     say(f"{ckpt}: module names matched to the base's by {mapping}")
         distributed.barrier(rank)
-        mine = distributed.shard([u.cost for u in plan.units], rank.world)[rank.rank]
+        mine = parallel.shard([u.cost for u in plan.units], rank.world)[rank.rank]
         todo, failed = [], []
         for i in mine:  # resume bookkeeping is per unit too: a unit it fails on is reported, the rest go on
             try:

@@ -30,7 +30,8 @@ import torch
 
 from artent_fast.api import entanglement_profile
 from artent_fast.core.lowrank_mixed import lowrank_profiles, pad_factors
-from artent_fast.updates import Unit
+from artent_fast.tracking.records import Meta
+from artent_fast.tracking.schedule import Tracked
 
 # Largest stack of dense updates measured in one call (elements); bigger groups are chunked.
 DENSE_CHUNK_ELEMENTS = 1 << 25
@@ -44,8 +45,8 @@ class Job:
     """
 
     step: int
-    units: list[Unit]
-    meta: list[dict]
+    units: list[Tracked]
+    meta: list[Meta]
     values: torch.Tensor | None
     event: object | None = None
     keep_alive: list[torch.Tensor] = field(default_factory=list, repr=False)
@@ -86,8 +87,8 @@ class Launcher:
     def run(
         self,
         step: int,
-        units: list[Unit],
-        meta: list[dict],
+        units: list[Tracked],
+        meta: list[Meta],
         inputs: Sequence[torch.Tensor],
         measure: Callable[..., torch.Tensor],
     ) -> Job:
@@ -174,7 +175,7 @@ def finite_only(stacked: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.where(ok.view(-1, *([1] * (t.ndim - 1))), t, zero.to(t.dtype)) for t in stacked]
 
 
-def group(items: list[tuple[Unit, dict, tuple[torch.Tensor, ...]]], key: Callable | None = None) -> list[list]:
+def group(items: list[tuple[Tracked, Meta, tuple[torch.Tensor, ...]]], key: Callable | None = None) -> list[list]:
     """Items with equal ``key(tensors)`` (default: shapes, dtypes and devices), in first-seen order."""
     groups: dict[tuple, list] = {}
     for item in items:

@@ -1,4 +1,9 @@
-"""Records and the history file: one JSON line per (step, unit), appended and flushed as training runs."""
+"""Records and the history file: one JSON line per (step, unit), appended and flushed as training runs.
+
+A record of a measured update is ``{"step", **unit.key(), "update", **Meta.fields(), "entropies",
+**summary_fields(...)}``: :class:`Meta` is the one place its measurement keys are defined (the
+tracker builds it when it reads a unit; under ``torch.distributed`` the exchange sends it as numbers).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,64 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from artent_fast.core.layout import default_sites
 from artent_fast.filelock import InUseError, lock
 from artent_fast.paths import not_usable
+
+UPDATE_KINDS = ("lora", "dense")  # the kinds of a record of a measured update (attention records have others)
+SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")  # the summary fields of such a record
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a measurement records besides its entropies: the update's shape and, for a factored (LoRA)
+    update, its rank, scaling and whether it is merged. ``row_sites`` follows from the shape."""
+
+    m: int
+    n: int
+    rank: int | None = None  # None: a dense update (no rank, scaling, merged)
+    scaling: Any = None
+    merged: bool = False
+
+    NUMBERS: ClassVar[int] = 6  # m, n, rank, scaling, row_sites, merged: what the exchange sends
+
+    @property
+    def row_sites(self) -> int:
+        return default_sites(self.m, self.n).row_sites
+
+    @property
+    def bonds(self) -> int:
+        return default_sites(self.m, self.n).num_bonds
+
+    def fields(self) -> dict[str, Any]:
+        """The record's keys, in the record's order."""
+        if self.rank is None:
+            return {"shape": [self.m, self.n], "row_sites": self.row_sites}
+        return {
+            "shape": [self.m, self.n],
+            "rank": self.rank,
+            "scaling": self.scaling,
+            "row_sites": self.row_sites,
+            "merged": self.merged,
+        }
+
+    def numbers(self) -> list[float]:
+        """:data:`NUMBERS` floats (dense: rank and scaling 0)."""
+        factored = self.rank is not None
+        scaling = self.scaling if factored else 0.0
+        return [self.m, self.n, self.rank or 0, scaling, self.row_sites, float(self.merged)]
+
+    @classmethod
+    def from_numbers(cls, values: Sequence[float], factored: bool) -> Meta:
+        """The meta :meth:`numbers` gave (of a factored update when ``factored``)."""
+        m, n, rank, scaling, _, merged = values
+        if not factored:
+            return cls(int(m), int(n))
+        return cls(int(m), int(n), int(rank), scaling, bool(merged))
 
 
 def valley_depth(entropies: Sequence[float], row_sites: int) -> float:
@@ -36,11 +94,12 @@ def summary_fields(entropies: Sequence[float], row_sites: int) -> dict[str, floa
     """The scalars reported per record: row/column-bond entropy, valley depth, peak entropy."""
     c = row_sites - 1
     finite = [e for e in entropies if e == e]
-    return {
-        "row_col_entropy": entropies[c] if 0 <= c < len(entropies) else math.nan,
-        "valley_depth": valley_depth(entropies, row_sites),
-        "peak_entropy": max(finite) if finite else math.nan,
-    }
+    values = (
+        entropies[c] if 0 <= c < len(entropies) else math.nan,
+        valley_depth(entropies, row_sites),
+        max(finite) if finite else math.nan,
+    )
+    return dict(zip(SCALARS, values, strict=True))
 
 
 def clean(value: Any) -> Any:

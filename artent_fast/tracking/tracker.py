@@ -17,18 +17,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from artent_fast.core.layout import default_sites
 from artent_fast.extras import optional_imports
+from artent_fast.parallel import full_tensor
 from artent_fast.patterns import module_name
 from artent_fast.tracking import compute
-from artent_fast.tracking import distributed as dist_support
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
-from artent_fast.tracking.records import HistoryFile, history_path, record_label, summary_fields
+from artent_fast.tracking.dist.exchange import Outcome, broadcast, check_agreement, exchange
+from artent_fast.tracking.dist.gather import Gathering, read_due
+from artent_fast.tracking.dist.wrappers import refuse_unsupported, whole_model
+from artent_fast.tracking.records import HistoryFile, Meta, history_path, summary_fields
+from artent_fast.tracking.schedule import Tracked, plan, tracking_group
+from artent_fast.tracking.sinks import Scalars, Sink, TensorBoard, open_tensorboard
 from artent_fast.updates import Unit
 from artent_fast.updates.find import SplitSpec, find_units
 from artent_fast.updates.types import same
 
-SCALARS = ("row_col_entropy", "valley_depth", "peak_entropy")
 MAX_PENDING_JOBS = 256  # CUDA: measurements queued and not yet read back; beyond this, steps are skipped
 MAX_PENDING_BACKGROUND = 2  # CPU worker thread: beyond this many, a due step waits for the oldest (no step lost)
 MAX_FAILURES = 3  # consecutive failed measurements of one unit before it is dropped
@@ -73,7 +76,7 @@ class Tracker:
     (``skipped``), a module that fails ``MAX_FAILURES`` measurements in a row is reported once and
     dropped (``dropped``), an I/O error is reported once (``io_error``) and the file stops growing;
     ``strict=True`` re-raises measuring errors instead. Under ``torch.distributed`` every rank
-    builds its tracker and the ranks share the work (see ``artent_fast.tracking.distributed``).
+    builds its tracker and the ranks share the work (see ``artent_fast.tracking.dist``).
     """
 
     def __init__(
@@ -117,14 +120,10 @@ class Tracker:
             unless ``strict`` or distributed (there results are exchanged at the step); False: on the
             training thread.
         """
-        for name, value in (("every", every), ("dense_every", dense_every), ("image_every", image_every)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_arguments(model, every=every, dense_every=dense_every, image_every=image_every)
         hooked = hookable_optimizer(optimizer) if optimizer is not None else None
-        dist_support.refuse_unsupported(model)
-        group_info = dist_support.process_group(distributed)
+        refuse_unsupported(model)
+        group_info = tracking_group(distributed)
         self.rank, self.world = group_info if group_info is not None else (0, 1)
         self.distributed = group_info is not None
         if background is not None and not isinstance(background, bool):
@@ -140,8 +139,8 @@ class Tracker:
         self.image_every = image_every or 10 * every
         self.strict = strict
         self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
-        with dist_support.whole_model(model):  # FSDP1: units are found on the whole parameters, W0 copied whole
-            self.units: list[Unit] = find_units(
+        with whole_model(model):  # FSDP1: units are found on the whole parameters, W0 copied whole
+            units = find_units(
                 model,
                 self.targets,
                 split=split,
@@ -149,29 +148,20 @@ class Tracker:
                 snapshot_device=snapshot_device,
                 resume=resume,
             )
-            costs = [dist_support.unit_cost(u) for u in self.units]
-            self._widths = [dist_support.profile_width(u) for u in self.units]  # bonds at most, per unit
+            self._tracked = plan(units, self.world)  # widths, costs and owners from the whole shapes
         if self.distributed:  # before any error of one rank's own: the others would wait for it in a collective
-            dist_support.check_agreement(
+            check_agreement(
                 {"every": self.every, "dense_every": self.dense_every, "strict": self.strict},
-                [(u.label, u.kind, w) for u, w in zip(self.units, self._widths, strict=True)],
+                [(t.unit.label, t.unit.kind, t.width) for t in self._tracked],
                 self.targets,
             )
-        if not self.units and not attention:
-            linear = [
-                n
-                for n, m in model.named_modules()
-                if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
-            ][:6]
-            raise ValueError(
-                f"targets {self.targets} match no trainable 2-D layer or peft adapter of the model; "
-                f"module names look like {linear}"
-            )
-        dense = sum(u.kind == "dense" for u in self.units)
+        if not units and not attention:
+            raise no_units_error(model, self.targets)
+        dense = sum(u.kind == "dense" for u in units)
         if dense and dense_every is None and self.dense_every != self.every and self.rank == 0:
             warnings.warn(  # once, here: the schedule of full updates is otherwise silent
                 f"artent_fast.track: {dense} full (dense) update(s) are measured every {self.dense_every} steps "
-                f"(dense_every defaults to 10 * every; {len(self.units) - dense} factored unit(s) every {self.every}); "
+                f"(dense_every defaults to 10 * every; {len(units) - dense} factored unit(s) every {self.every}); "
                 f"pass dense_every=N to change it",
                 ScheduleNotice,
                 stacklevel=3,
@@ -185,23 +175,19 @@ class Tracker:
         self._records: list[dict] = []
         self._jobs: deque = deque()
         self._launcher = Launcher(background=not (self.distributed or strict) if background is None else background)
-        self._latest: dict[str, float] = {}
         self._closed = False
         self._broken: str | None = None
-        self._all_units = list(self.units)
-        self._owners = [0] * len(self._all_units)
-        self._gathering: list[Any] = [None] * len(self._all_units)
         if self.distributed:
-            self._owners = dist_support.assign_owners(costs, self.world)
-            self._gathering = [dist_support.Gathering(model, u) for u in self._all_units]
-            for i, unit in enumerate(self._all_units):
-                if self._owners[i] != self.rank and not self._gathering[i].everyone_reads:
-                    unit.w0 = None  # only the owner keeps a whole W0 snapshot
+            for t in self._tracked:
+                t.gathering = Gathering(model, t.unit)
+                if t.owner != self.rank and not t.gathering.everyone_reads:
+                    t.unit.w0 = None  # only the owner keeps a whole W0 snapshot
         self._file = self._open_history(out, resume)
-        if self.rank == 0:
-            self._tb, self._tb_owned = open_tensorboard(tensorboard)
-        else:
-            self._tb, self._tb_owned = None, False
+        self._scalars = Scalars()
+        self._sinks: list[Sink] = [sink for sink in (self._file, self._scalars) if sink is not None]
+        writer, owned = open_tensorboard(tensorboard) if self.rank == 0 else (None, False)
+        if writer is not None:
+            self._sinks.append(TensorBoard(writer, owned=owned, image_every=self.image_every, strict=strict))
         self._channel = open_attention_channel(model) if attention and self.rank == 0 else None
         self._hook = None
         if hooked is not None:
@@ -211,6 +197,11 @@ class Tracker:
         atexit.register(self._at_exit)
 
     # -- public --------------------------------------------------------------------------------------
+
+    @property
+    def units(self) -> list[Unit]:
+        """The units tracked (those dropped after repeated failures left out), in the same order on every rank."""
+        return [t.unit for t in self._tracked if t.live]
 
     @property
     def current_step(self) -> int:
@@ -245,18 +236,10 @@ class Tracker:
                 return  # already in the resumed history file: never record a (step, module) twice
             lora_due = self._step % self.every == 0
             dense_due = self._step % self.dense_every == 0
-            if self.distributed:
-                if lora_due or dense_due:
-                    self._step_distributed(lora_due, dense_due)
-            else:
-                self._collect(wait=False)
-                if (lora_due or dense_due) and sum(j.background for j in self._jobs) >= MAX_PENDING_BACKGROUND:
-                    self._collect(wait=True, keep=MAX_PENDING_BACKGROUND - 1)  # bounded queue, no step lost
-                if (lora_due or dense_due) and len(self._jobs) >= MAX_PENDING_JOBS:
-                    self.lagged += 1  # the side stream is behind: skip this step rather than block training
-                elif lora_due or dense_due:
-                    self._launch(lora_due, dense_due)
-                    self._collect(wait=False)
+            if not self.distributed:
+                self._step_local(lora_due, dense_due)
+            elif lora_due or dense_due:
+                self._step_distributed(lora_due, dense_due)
             if self._channel is not None and (lora_due or dense_due):
                 self._drain_attention()
                 request = getattr(self._channel, "request_profile", None)
@@ -285,8 +268,7 @@ class Tracker:
         Waits for measurements still running, as :meth:`history` does.
         """
         self._settle_pending()
-        out, self._latest = self._latest, {}
-        return out
+        return self._scalars.pop()
 
     def wait(self) -> None:
         """Wait for the measurements still running (worker thread, CUDA side stream) and record them.
@@ -349,9 +331,8 @@ class Tracker:
                     disable(self.model)
             finally:
                 self._launcher.close()
-                if self._file is not None:
-                    self._file.close()
-                self._close_tensorboard()
+                for sink in self._sinks:
+                    sink.close()
 
     def __enter__(self) -> Tracker:
         return self
@@ -380,7 +361,7 @@ class Tracker:
             except Exception as exc:
                 error = exc
         if self.distributed and out is not None:
-            shared = dist_support.broadcast(
+            shared = broadcast(
                 (repr(error) if error is not None else None, max((int(r.get("step", 0)) for r in previous), default=0))
             )
             if error is None and shared[0] is not None:
@@ -394,42 +375,50 @@ class Tracker:
         self._step = self._resumed_step
         return file
 
-    def _due(self, lora_due: bool, dense_due: bool) -> list[Unit]:
-        return [u for u in self.units if (u.kind == "lora" and lora_due) or (u.kind == "dense" and dense_due)]
+    def _due(self, lora_due: bool, dense_due: bool) -> list[Tracked]:
+        return [t for t in self._tracked if t.due(lora_due, dense_due)]
 
-    def _read(self, unit: Unit, full=same) -> tuple[Unit, dict, tuple[torch.Tensor, ...]]:
+    def _read(self, tracked: Tracked, full=same) -> tuple[Tracked, Meta, tuple[torch.Tensor, ...]]:
+        unit = tracked.unit
         if unit.kind == "lora":
             B, A, scale, merged = unit.factors(full)
-            meta = {
-                "shape": [B.shape[0], A.shape[1]],
-                "rank": B.shape[1],
-                "scaling": scale,
-                "row_sites": default_sites(B.shape[0], A.shape[1]).row_sites,
-                "merged": merged,
-            }
+            meta = Meta(B.shape[0], A.shape[1], B.shape[1], scale, merged)
             if scale == 0 or not math.isfinite(scale):  # profiles are scale invariant: only these change them
                 B = B * scale
-            return unit, meta, (B, A)
+            return tracked, meta, (B, A)
         W = unit.dense(full)
-        return unit, {"shape": list(W.shape), "row_sites": default_sites(*W.shape).row_sites}, (W,)
+        return tracked, Meta(*W.shape), (W,)
+
+    def _step_local(self, lora_due: bool, dense_due: bool) -> None:
+        """Record what was measured since; launch the measurement of what is due (side stream, worker thread)."""
+        self._collect(wait=False)
+        if not (lora_due or dense_due):
+            return
+        if sum(j.background for j in self._jobs) >= MAX_PENDING_BACKGROUND:
+            self._collect(wait=True, keep=MAX_PENDING_BACKGROUND - 1)  # bounded queue, no step lost
+        if len(self._jobs) >= MAX_PENDING_JOBS:
+            self.lagged += 1  # the side stream is behind: skip this step rather than block training
+        else:
+            self._launch(lora_due, dense_due)
+            self._collect(wait=False)
 
     def _launch(self, lora_due: bool, dense_due: bool) -> None:
         items = []
-        for unit in self._due(lora_due, dense_due):
+        for tracked in self._due(lora_due, dense_due):
             try:
-                items.append(self._read(unit, dist_support.full_tensor))  # DTensor on one process: whole
+                items.append(self._read(tracked, full_tensor))  # DTensor on one process: whole
             except Exception as exc:
-                self._fault(unit, exc)
+                self._fault(tracked, exc)
         self._submit(items, self._fault)
 
     def _submit(self, items: list, on_error) -> None:
-        """Queue batched measurements of ``items``; ``on_error(unit, exc)`` for a failing unit.
+        """Queue batched measurements of ``items``; ``on_error(tracked, exc)`` for a failing unit.
 
         LoRA units of one rank and device form one measurement whatever their shapes; dense updates
         one per shape (in chunks of at most ``DENSE_CHUNK_ELEMENTS``).
         """
-        lowrank = [it for it in items if it[0].kind == "lora"]
-        dense = [it for it in items if it[0].kind != "lora"]
+        lowrank = [it for it in items if it[0].factored]
+        dense = [it for it in items if not it[0].factored]
         for batch in group(lowrank, lowrank_key):
             self._run(batch, compute.snapshot_lowrank, compute.lowrank_measure, on_error)
         for batch in group(dense):
@@ -438,19 +427,19 @@ class Tracker:
 
     def _run(self, items: list, snapshot, measure_for, on_error) -> None:
         """Snapshot ``items`` (on the training stream) and launch ``measure_for(their tensors)`` on them."""
-        units, metas, tensors = zip(*items, strict=True)
+        tracked, metas, tensors = zip(*items, strict=True)
         try:
             inputs = snapshot(tensors)
-            self._jobs.append(self._launcher.run(self._step, list(units), list(metas), inputs, measure_for(tensors)))
+            self._jobs.append(self._launcher.run(self._step, list(tracked), list(metas), inputs, measure_for(tensors)))
         except Exception as exc:
             if len(items) > 1 and not self.strict:  # find the unit at fault, keep the others
                 for item in items:
                     self._run([item], snapshot, measure_for, on_error)
             else:
-                on_error(units[0], exc)
+                on_error(tracked[0], exc)
 
     def _finished(self, *, wait: bool, keep: int = 0):
-        """``(step, unit, meta, entropies)`` of the jobs done, in order; ``wait``: until at most ``keep`` remain."""
+        """``(step, tracked, meta, entropies)`` of the jobs done, in order; ``wait``: until at most ``keep`` remain."""
         while len(self._jobs) > keep:
             job = self._jobs[0]
             if not job.ready():
@@ -463,9 +452,8 @@ class Tracker:
             except Exception as exc:  # raised on the worker thread
                 self._background_failed(job, exc)
                 continue
-            for unit, meta, entropies in zip(job.units, job.meta, values, strict=True):
-                bonds = default_sites(*meta["shape"]).num_bonds  # rows may be NaN padded after the last bond
-                yield job.step, unit, meta, entropies[:bonds]
+            for tracked, meta, entropies in zip(job.units, job.meta, values, strict=True):
+                yield job.step, tracked, meta, entropies[: meta.bonds]  # rows may be NaN padded after the last bond
 
     def _background_failed(self, job, exc: Exception) -> None:
         """A measurement failed on the worker thread: its units fail this step, and measuring moves to the
@@ -473,88 +461,49 @@ class Tracker:
         if self._launcher.background:
             self._launcher.background = False
             self._warn(f"measuring moved to the training thread after a failure on the worker thread: {exc!r}")
-        for unit in job.units:
-            self._fault(unit, exc)
+        for tracked in job.units:
+            self._fault(tracked, exc)
 
     def _collect(self, *, wait: bool, keep: int = 0) -> None:
         records = []
-        for step, unit, meta, entropies in self._finished(wait=wait, keep=keep):
-            record = self._settle(step, unit, meta, entropies)
+        for step, tracked, meta, entropies in self._finished(wait=wait, keep=keep):
+            record = self._settle(step, tracked, meta, entropies)
             if record is not None:
                 records.append(record)
         self._emit(records)
 
-    def _settle(self, step: int, unit: Unit, meta: dict, entropies: list[float]) -> dict | None:
+    def _settle(self, step: int, tracked: Tracked, meta: Meta, entropies: list[float]) -> dict | None:
         """A measured profile: its record, or None when it is skipped (zero or non-finite update)."""
+        unit = tracked.unit
         self.failures.pop(unit.label, None)
         if all(math.isnan(e) for e in entropies):
             self.skipped += 1  # zero update (peft's B = 0 before the first step) or a non-finite one
             return None
-        record = {"step": step, **unit.key(), "update": unit.update, **meta, "entropies": entropies}
-        return {**record, **summary_fields(entropies, meta["row_sites"])}
+        record = {"step": step, **unit.key(), "update": unit.update, **meta.fields(), "entropies": entropies}
+        return {**record, **summary_fields(entropies, meta.row_sites)}
 
     def _step_distributed(self, lora_due: bool, dense_due: bool) -> None:
         """Read (gathering sharded units in a fixed order), measure this rank's share, exchange, record."""
-        index = {id(u): i for i, u in enumerate(self._all_units)}
-        outcomes: list[tuple] = []  # (unit index, meta, entropies or None, error or None)
-        items = []
         due = self._due(lora_due, dense_due)
+        items: list = []
+        outcomes: list[Outcome] = []
         try:
-            batched = [u for u in due if self._gathering[index[id(u)]].batched]
-            factors = {}
-            if batched:  # small sharded LoRA factors: one collective for all of them
-                order = [index[id(u)] for u in batched]
-                mine_batched = {i for i in order if self._owners[i] == self.rank}
-                try:
-                    tensors = {i: self._gathering[i].tensors for i in order}
-                    factors = dist_support.gather_factors(order, tensors, mine_batched)
-                except dist_support.ShardsUnavailable as exc:  # raised on every rank: skip these units together
-                    outcomes += [(i, None, None, repr(exc)) for i in sorted(mine_batched)]
-            for unit in due:
-                i = index[id(unit)]
-                mine, gathering = self._owners[i] == self.rank, self._gathering[i]
-                if gathering.batched:
-                    if mine and i in factors:
-                        whole = iter(factors[i])  # factors() asks for B, then A
-                        try:
-                            items.append(self._read(unit, lambda _t, whole=whole: next(whole)))
-                        except Exception as exc:
-                            outcomes.append((i, None, None, repr(exc)))
-                    continue
-                if not (mine or gathering.collective):
-                    continue  # whole on its owner: nothing to do here
-                calls: list = []
-                try:
-                    with gathering.whole() as full:
-                        if gathering.everyone_reads:  # DTensor: the collectives happen inside the reading
-                            full = dist_support.counting(full, calls)
-                        item = self._read(unit, full) if mine or gathering.everyone_reads else None
-                except Exception as exc:
-                    if gathering.everyone_reads:
-                        dist_support.catch_up(unit, len(calls))  # join the gathers the others are in
-                    if mine or gathering.everyone_reads:  # a helper's failure fails the unit everywhere
-                        outcomes.append((i, None, None, repr(exc)))
-                    continue
-                if mine:
-                    items.append(item)
-                del item  # a non-owner drops what it helped gather at once
-            self._submit(items, lambda unit, exc: outcomes.append((index[id(unit)], None, None, repr(exc))))
-            for _, unit, meta, entropies in self._finished(wait=True):
-                outcomes.append((index[id(unit)], meta, entropies, None))
+            read_due(due, self.rank, self._read, items, outcomes)
+            self._submit(items, lambda tracked, exc: outcomes.append(Outcome(tracked.index, error=repr(exc))))
+            for _, tracked, meta, entropies in self._finished(wait=True):
+                outcomes.append(Outcome(tracked.index, meta, entropies))
         except Exception as exc:  # never leave the other ranks waiting in the exchange below
-            done = {o[0] for o in outcomes}
-            outcomes += [(index[id(it[0])], None, None, repr(exc)) for it in items if index[id(it[0])] not in done]
+            done = {o.index for o in outcomes}
+            outcomes += [Outcome(t.index, error=repr(exc)) for t, *_ in items if t.index not in done]
         records = []
-        due_index = sorted(index[id(u)] for u in due)
-        kinds = [u.kind for u in self._all_units]
-        for i, meta, entropies, error in dist_support.exchange(due_index, self._widths, kinds, outcomes):
-            unit = self._all_units[i]
-            if unit not in self.units:
+        for outcome in exchange(due, outcomes):
+            tracked = self._tracked[outcome.index]
+            if not tracked.live:
                 continue
-            if error is not None:
-                self._fault(unit, RuntimeError(error))  # the error says on which rank it happened
+            if outcome.error is not None:
+                self._fault(tracked, RuntimeError(outcome.error))  # the error says on which rank it happened
                 continue
-            record = self._settle(self._step, unit, meta, entropies)
+            record = self._settle(self._step, tracked, outcome.meta, outcome.entropies)
             if record is not None:
                 records.append(record)
         self._emit(records)
@@ -574,68 +523,28 @@ class Tracker:
         if not records:
             return
         self._records.extend(records)
-        if self._file is not None:
-            self._file.write(records)  # never raises: an I/O error is kept in io_error
-        for r in records:
-            if r.get("kind") in ("lora", "dense"):
-                label = record_label(r)
-                self._latest.update({f"artent/{label}/{k}": r[k] for k in SCALARS})
-        if self._tb is not None:
-            try:
-                self._write_tensorboard(records)
-            except Exception as exc:
-                if self.strict and not isinstance(exc, OSError):
-                    raise
-                self._warn(f"TensorBoard output stopped (training goes on): {exc!r}")
-                self._tb = None
+        for sink in self._sinks:
+            sink.write(records)  # never raises for I/O: the history file keeps its error in io_error
 
-    def _close_tensorboard(self) -> None:
-        if self._tb is None:
-            return
-        try:
-            self._tb.flush()
-            if self._tb_owned:
-                self._tb.close()
-        except Exception as exc:
-            self._warn(f"TensorBoard output could not be closed (training goes on): {exc!r}")
-        self._tb = None
-
-    def _write_tensorboard(self, records: list[dict]) -> None:
-        profiles: dict[int, dict[str, list[float]]] = {}
-        for r in records:
-            if r.get("kind") not in ("lora", "dense"):
-                continue
-            label = record_label(r)
-            for key in SCALARS:
-                if r[key] == r[key]:
-                    self._tb.add_scalar(f"artent/{label}/{key}", r[key], r["step"])
-            if r["step"] % self.image_every == 0:
-                profiles.setdefault(r["step"], {})[label] = r["entropies"]
-        for step, curves in profiles.items():
-            from artent_fast.plotting.profile import plot_profile
-
-            fig = plot_profile(curves, title=f"entanglement profiles, step {step}")
-            self._tb.add_figure("artent/profiles", fig, step, close=True)
-
-    def _fault(self, unit: Unit, exc: Exception) -> None:
+    def _fault(self, tracked: Tracked, exc: Exception) -> None:
         """A failed reading or measurement: skip this step; drop the unit after MAX_FAILURES in a row."""
         if self.strict:
             raise exc
-        count = self.failures.get(unit.label, 0) + 1
-        self.failures[unit.label] = count
+        label = tracked.unit.label
+        count = self.failures.get(label, 0) + 1
+        self.failures[label] = count
         if count < MAX_FAILURES:
             self.skipped += 1
             if count == 1:
                 self._warn(
-                    f"measuring {unit.label} failed at step {self._step}, step skipped (dropped after "
+                    f"measuring {label} failed at step {self._step}, step skipped (dropped after "
                     f"{MAX_FAILURES} failures in a row): {exc!r}"
                 )
             return
-        if unit in self.units:
-            self.units.remove(unit)
-        self.failures.pop(unit.label, None)
-        self.dropped[unit.label] = repr(exc)
-        self._warn(f"stopped tracking {unit.label} after {MAX_FAILURES} failures in a row: {exc!r}")
+        tracked.live = False
+        self.failures.pop(label, None)
+        self.dropped[label] = repr(exc)
+        self._warn(f"stopped tracking {label} after {MAX_FAILURES} failures in a row: {exc!r}")
 
     def _fail(self, exc: Exception) -> None:
         if self.strict:
@@ -648,6 +557,27 @@ class Tracker:
             warnings.warn(f"artent_fast.track: {message}", RuntimeWarning, stacklevel=4)
 
 
+def check_arguments(model: nn.Module, **periods: int | None) -> None:
+    """Checks of the arguments that need no work: ``periods`` positive ints (or None), ``model`` a module."""
+    for name, value in periods.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def no_units_error(model: nn.Module, targets: tuple[str, ...]) -> ValueError:
+    """The error of targets that match nothing, with a few of the model's 2-D layer names to choose from."""
+    linear = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+    ][:6]
+    return ValueError(
+        f"targets {targets} match no trainable 2-D layer or peft adapter of the model; module names look like {linear}"
+    )
+
+
 def _wait_at_exit(ref: weakref.ref) -> None:
     tracker = ref()
     if tracker is not None:
@@ -656,17 +586,6 @@ def _wait_at_exit(ref: weakref.ref) -> None:
 
 class ScheduleNotice(UserWarning):
     """What :func:`track` will measure when, where a default makes it differ from ``every`` (shown once)."""
-
-
-def open_tensorboard(tensorboard: Any) -> tuple[Any, bool]:
-    """``(writer, owned)``: a SummaryWriter for a log dir path, or the writer passed in, or ``(None, False)``."""
-    if tensorboard is None or tensorboard is False:
-        return None, False
-    if hasattr(tensorboard, "add_scalar"):
-        return tensorboard, False
-    with optional_imports("tensorboard", "tensorboard=", extra="tensorboard"):
-        from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(log_dir=str(tensorboard)), True
 
 
 def open_attention_channel(model: nn.Module) -> Any:

@@ -86,6 +86,10 @@ class AdapterType:
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         raise NotImplementedError(f"{self.name} updates are dense")
 
+    def rank(self, module: nn.Module, adapter: str) -> int:
+        """The inner dimension of the factors (from the parameters' shapes; nothing is read)."""
+        raise NotImplementedError(f"{self.name} updates are dense")
+
     def dense(self, module: nn.Module, adapter: str, full: Full = same) -> torch.Tensor:
         raise NotImplementedError(f"{self.name} updates are factored")
 
@@ -107,6 +111,9 @@ class Lora(AdapterType):
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return [module.lora_B[adapter].weight, module.lora_A[adapter].weight]
 
+    def rank(self, module: nn.Module, adapter: str) -> int:
+        return module.lora_A[adapter].weight.shape[0]
+
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         B, A = (full(t.detach()) for t in self.tensors(module, adapter))
         return B, A, float(module.scaling[adapter])
@@ -121,6 +128,9 @@ class AdaLora(AdapterType):
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return [module.lora_B[adapter], module.lora_A[adapter], module.lora_E[adapter]]
+
+    def rank(self, module: nn.Module, adapter: str) -> int:
+        return module.lora_A[adapter].shape[0]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         B, A, E = (full(t.detach()) for t in self.tensors(module, adapter))
@@ -139,6 +149,10 @@ class LoHa(AdapterType):
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return entries(module, adapter, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+
+    def rank(self, module: nn.Module, adapter: str) -> int:
+        w1a, _, w2a, _ = self.tensors(module, adapter)
+        return w1a.shape[1] * w2a.shape[1]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         B1, A1, B2, A2 = (full(t.detach()) for t in self.tensors(module, adapter))
@@ -163,12 +177,15 @@ class LoKr(AdapterType):
             return False
         if any(t.ndim != 2 for half in halves for t in half):
             return False
-        ranks = [min(h[0].shape) if len(h) == 1 else h[0].shape[1] for h in halves]
-        return ranks[0] * ranks[1] < min(weight.shape)
+        return self.rank(module, adapter) < min(weight.shape)
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         w1, w2 = self.halves(module, adapter)
         return [*w1, *w2]
+
+    def rank(self, module: nn.Module, adapter: str) -> int:
+        ranks = [min(h[0].shape) if len(h) == 1 else h[0].shape[1] for h in self.halves(module, adapter)]
+        return ranks[0] * ranks[1]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         w1, w2 = self.halves(module, adapter)
@@ -187,6 +204,9 @@ class Vera(AdapterType):
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return entries(module, adapter, "vera_lambda_b", "vera_lambda_d", "vera_B", "vera_A")
+
+    def rank(self, module: nn.Module, adapter: str) -> int:
+        return module.vera_A[adapter].shape[0]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         lambda_b, lambda_d, B, A = (full(t.detach()) for t in self.tensors(module, adapter))
@@ -207,6 +227,9 @@ class Mps(AdapterType):
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return [module.B, *module.cores]
+
+    def rank(self, module: nn.Module, adapter: str) -> int:
+        return module.B.shape[1]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         with torch.no_grad():

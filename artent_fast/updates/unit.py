@@ -85,6 +85,28 @@ class Unit:
             out["part"] = self.part.name
         return out
 
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """The update's shape in the base weight's layout, part included, from the layer's declared sizes
+        (``out_features``/``in_features``: a packed 4-bit base weight is not looked at) or its weight."""
+        out, inp = getattr(self.layer, "out_features", None), getattr(self.layer, "in_features", None)
+        if not (isinstance(out, int) and isinstance(inp, int)):
+            weight = getattr(base_layer(self.layer), "weight", None)
+            if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+                return None
+            out, inp = (weight.shape[1], weight.shape[0]) if self.fan_in_fan_out else tuple(weight.shape)
+        if self.part is not None:
+            out = self.part.stop - self.part.start
+        return (inp, out) if self.fan_in_fan_out else (out, inp)
+
+    @property
+    def rank(self) -> int | None:
+        """The inner dimension of a factored update's factors (doubled by a kept start); None for dense ones."""
+        if self.kind != "lora":
+            return None
+        rank = self.reader.rank(self.layer, self.adapter)
+        return 2 * rank if self.start is not None else rank
+
     def tensors(self) -> list[torch.Tensor]:
         """The tensors reading this unit touches, in the order reading passes them to ``full``."""
         if self.reader is not None:
@@ -108,7 +130,7 @@ class Unit:
 
         With a start ``(B0, A0)`` the factors are those of the change since tracking started,
         ``B @ A - B0 @ A0`` (float64, rank ``2 r``: see :func:`change_factors`).
-        ``full`` turns a (possibly sharded) parameter into the whole tensor (see ``tracking.distributed``).
+        ``full`` turns a (possibly sharded) parameter into the whole tensor (see :mod:`artent_fast.parallel`).
         """
         B, A, scale, merged = self.whole_factors(full)
         B, A = self.slice_factors(B, A)
