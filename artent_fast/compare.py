@@ -59,7 +59,7 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 # -- internal profiles ---------------------------------------------------------------------------
 def _effective_weight(module: nn.Module) -> torch.Tensor | None:
     """The layer's weight as the forward pass uses it (base plus its unmerged adapters' updates)."""
-    units = adapter_units("", module, keep_start=False)
+    units = adapter_units("", module)
     weight = base_weight(module)
     if weight is None:
         return None
@@ -92,7 +92,7 @@ def _update(
     """``(kind, update)``: the factors ``(B, A, scale)`` of a layer with one factored adapter (kinds ``lora``,
     ``mps``), else a dense float64 update: ``W - W0`` against ``base`` (``fft``), the adapters' dense
     updates (``delta``), or the weight itself (``weight``)."""
-    units = adapter_units(name, module, keep_start=False)  # the adapters' whole updates (read by artent_fast.updates)
+    units = adapter_units(name, module)  # the adapters' whole updates (read by artent_fast.updates)
     if len(units) == 1 and units[0].kind == "lora":
         B, A, scale, _ = units[0].whole_factors()
         return ("mps" if units[0].source == "mps" else "lora"), (B.double(), A.double(), scale)

@@ -24,12 +24,12 @@ from artent_fast.tracking import compute
 from artent_fast.tracking.compute import DENSE_CHUNK_ELEMENTS, Launcher, chunks, group, lowrank_key
 from artent_fast.tracking.dist.exchange import Outcome, broadcast, check_agreement, exchange
 from artent_fast.tracking.dist.gather import Gathering, read_due
-from artent_fast.tracking.dist.wrappers import refuse_unsupported, whole_model
+from artent_fast.tracking.dist.wrappers import gathered, is_zero3, refuse_unsupported, refuse_zero3_dense, whole_model
 from artent_fast.tracking.records import HistoryFile, Meta, history_path, summary_fields
 from artent_fast.tracking.schedule import Tracked, plan, tracking_group
 from artent_fast.tracking.sinks import Scalars, Sink, TensorBoard, open_tensorboard
 from artent_fast.updates import Unit
-from artent_fast.updates.find import SplitSpec, find_units
+from artent_fast.updates.find import SplitSpec, find_units, read_starts, zero_initialised_adapters
 from artent_fast.updates.types import same
 
 MAX_PENDING_JOBS = 256  # CUDA: measurements queued and not yet read back; beyond this, steps are skipped
@@ -139,7 +139,8 @@ class Tracker:
         self.image_every = image_every or 10 * every
         self.strict = strict
         self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
-        with whole_model(model):  # FSDP1: units are found on the whole parameters, W0 copied whole
+        zero3 = any(is_zero3(p) for p in model.parameters())
+        with whole_model(model):  # FSDP1, ZeRO-3: units are found on the whole parameters, W0 copied whole
             units = find_units(
                 model,
                 self.targets,
@@ -147,7 +148,11 @@ class Tracker:
                 base_weights=base_weights,
                 snapshot_device=snapshot_device,
                 resume=resume,
+                starts=not zero3,
             )
+            if zero3:  # refused before any dense update is read
+                refuse_zero3_dense(units)
+                read_starts(units, zero_initialised_adapters(model) if resume else ())
             self._tracked = plan(units, self.world)  # widths, costs and owners from the whole shapes
         if self.distributed:  # before any error of one rank's own: the others would wait for it in a collective
             check_agreement(
@@ -403,12 +408,14 @@ class Tracker:
             self._collect(wait=False)
 
     def _launch(self, lora_due: bool, dense_due: bool) -> None:
-        items = []
-        for tracked in self._due(lora_due, dense_due):
-            try:
-                items.append(self._read(tracked, full_tensor))  # DTensor on one process: whole
-            except Exception as exc:
-                self._fault(tracked, exc)
+        items, due = [], self._due(lora_due, dense_due)
+        zero3 = [p for t in due for p in t.unit.tensors() if is_zero3(p)]  # ZeRO-3 in one process
+        with gathered(zero3):
+            for tracked in due:
+                try:  # a DTensor on one process: whole; ZeRO-3's gathered data: cloned before it goes
+                    items.append(self._read(tracked, torch.clone if zero3 else full_tensor))
+                except Exception as exc:
+                    self._fault(tracked, exc)
         self._submit(items, self._fault)
 
     def _submit(self, items: list, on_error) -> None:

@@ -4,7 +4,7 @@ Tracking, comparison and sweeps read a layer's weight update through this packag
 :mod:`artent_fast.updates.algebra` holds the tensor formulas (also used on adapter files).
 """
 
-from artent_fast.updates.find import adapter_units, find_units, module_units
+from artent_fast.updates.find import adapter_units, find_units, module_units, read_starts
 from artent_fast.updates.types import ADAPTER_TYPES, AdapterType, adapter_type
 from artent_fast.updates.unit import Part, Unit
 
@@ -17,4 +17,5 @@ __all__ = [
     "adapter_type",
     "find_units",
     "module_units",
+    "read_starts",
 ]

@@ -57,26 +57,16 @@ def split_for(name: str, split: Mapping[str, SplitSpec] | None) -> SplitSpec | N
     return None
 
 
-def adapter_units(
-    name: str, module: nn.Module, *, zero_init: Iterable[str] = (), keep_start: bool = True
-) -> list[Unit]:
-    """One unit per active adapter of ``module`` that this package reads (:mod:`artent_fast.updates.types`).
-
-    Each keeps its update's start when that is not zero (see :func:`start_of`); ``zero_init`` names
-    adapters whose start is training's (a resumed run): they keep none; with ``keep_start=False``
-    none does (the adapters' whole updates, for comparing finished models).
-    """
+def adapter_units(name: str, module: nn.Module) -> list[Unit]:
+    """One unit per active adapter of ``module`` that this package reads (:mod:`artent_fast.updates.types`),
+    each the adapter's whole update until :func:`read_starts` gives it its start."""
     fifo = is_fan_in_fan_out(module)
     units = []
     for adapter in adapters_of(module):
         reader = adapter_type(module, adapter)
-        if reader is None:
-            continue
-        unit = Unit(name, module, "lora" if reader.factored else "dense", reader.name, adapter, fan_in_fan_out=fifo)
-        unit.reader = reader
-        if keep_start and adapter not in zero_init:
-            unit.start = start_of(unit, reader)
-        units.append(unit)
+        if reader is not None:
+            kind = "lora" if reader.factored else "dense"
+            units.append(Unit(name, module, kind, reader.name, adapter, fan_in_fan_out=fifo, reader=reader))
     return units
 
 
@@ -86,18 +76,30 @@ def module_units(
     *,
     base_weights: Mapping[str, torch.Tensor] | None = None,
     snapshot_device: Any = None,
-    zero_init: Iterable[str] = (),
 ) -> list[Unit]:
     """The units of one module: its adapters' (:func:`adapter_units`), or one full-fine-tuning unit
     (``W - W0``, ``W0`` from ``base_weights`` or a snapshot now) for a plain layer with a trainable 2-D
     weight; ``[]`` otherwise. An adapter's base weight is never read as an update (QLoRA: 4-bit)."""
     if adapters_of(module):
-        return adapter_units(name, module, zero_init=zero_init)
+        return adapter_units(name, module)
     weight = base_weight(module)
     if weight is None or not weight.requires_grad:  # frozen plain layers: the update is always zero
         return []
     w0 = initial_weight(name, weight, base_weights, snapshot_device)
     return [Unit(name, module, "dense", "snapshot", fan_in_fan_out=is_fan_in_fan_out(module), w0=w0)]
+
+
+def read_starts(units: Iterable[Unit], zero_init: Iterable[str] = ()) -> None:
+    """Give each adapter unit its start (:func:`start_of`), read once per (layer, adapter) and shared by
+    its parts; ``zero_init`` names adapters whose start is training's (a resumed run): they keep none."""
+    zero_init, starts = set(zero_init), {}
+    for unit in units:
+        if unit.reader is None or unit.adapter in zero_init:
+            continue
+        key = (id(unit.layer), unit.adapter)
+        if key not in starts:
+            starts[key] = start_of(dataclasses.replace(unit, part=None), unit.reader)
+        unit.start = starts[key]
 
 
 def start_of(unit: Unit, reader: AdapterType) -> tuple[torch.Tensor, ...] | None:
@@ -137,8 +139,10 @@ def find_units(
     base_weights: Mapping[str, torch.Tensor] | str | Path | None = None,
     snapshot_device: Any = None,
     resume: bool = False,
+    starts: bool = True,
 ) -> list[Unit]:
-    """Every unit of ``model`` whose module name matches one of ``targets`` (see :func:`module_units`).
+    """Every unit of ``model`` whose module name matches one of ``targets`` (see :func:`module_units`),
+    with their starts (:func:`read_starts`) unless ``starts=False``.
 
     ``base_weights`` (a mapping or a ``.safetensors`` path) gives full-fine-tuning units their ``W0``
     (else a snapshot of the weight now); ``split`` cuts fused projections into parts; ``resume``: an
@@ -147,7 +151,6 @@ def find_units(
     base_weights = as_base_weights(base_weights)
     patterns = check_patterns(targets, "targets")
     units: list[Unit] = []
-    zero_init = zero_initialised_adapters(model) if resume else set()
     owners: list[str] = []  # adapter layers already taken: their sub-modules are not separate targets
     for path, module in model.named_modules():
         name = module_name(path)
@@ -157,9 +160,7 @@ def find_units(
             continue
         if adapters_of(module):
             owners.append(name)
-        new = module_units(
-            name, module, base_weights=base_weights, snapshot_device=snapshot_device, zero_init=zero_init
-        )
+        new = module_units(name, module, base_weights=base_weights, snapshot_device=snapshot_device)
         spec = split_for(name, split) if new else None
         if spec is not None:
             if any(u.source == "mps" for u in new):
@@ -174,6 +175,8 @@ def find_units(
         for unit in new:
             unit.path = path
         units += new
+    if starts:
+        read_starts(units, zero_initialised_adapters(model) if resume else ())
     return units
 
 

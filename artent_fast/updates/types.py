@@ -54,6 +54,16 @@ def base_weight(module: nn.Module) -> torch.Tensor | None:
     return weight if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
 
 
+def sizes(module: nn.Module) -> tuple[int, int] | None:
+    """``(out_features, in_features)`` as the layer declares them (a sharded or packed weight's shape is not
+    the layer's), else from a 2-D base weight."""
+    out, inp = getattr(module, "out_features", None), getattr(module, "in_features", None)
+    if isinstance(out, int) and isinstance(inp, int):
+        return out, inp
+    weight = base_weight(module)
+    return None if weight is None else tuple(weight.shape)
+
+
 def entry(container: object, adapter: str) -> torch.Tensor | None:
     """``container[adapter]`` as a tensor: a parameter, or the weight of a module (``nn.Linear``)."""
     if not hasattr(container, "keys") or adapter not in container.keys():
@@ -145,7 +155,7 @@ class LoHa(AdapterType):
     def owns(self, module: nn.Module, adapter: str) -> bool:
         found = entries(module, adapter, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
         cp = entry(getattr(module, "hada_t1", None), adapter) is not None  # convolutions' CP form: dense
-        return found is not None and not cp and all(t.ndim == 2 for t in found) and base_weight(module) is not None
+        return found is not None and not cp and all(t.ndim == 2 for t in found) and sizes(module) is not None
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return entries(module, adapter, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
@@ -171,13 +181,12 @@ class LoKr(AdapterType):
         return None if w1 is None or w2 is None else (w1, w2)
 
     def owns(self, module: nn.Module, adapter: str) -> bool:
-        halves = self.halves(module, adapter)
-        weight = base_weight(module)
-        if halves is None or weight is None or entry(getattr(module, "lokr_t2", None), adapter) is not None:
+        halves, shape = self.halves(module, adapter), sizes(module)
+        if halves is None or shape is None or entry(getattr(module, "lokr_t2", None), adapter) is not None:
             return False
         if any(t.ndim != 2 for half in halves for t in half):
             return False
-        return self.rank(module, adapter) < min(weight.shape)
+        return self.rank(module, adapter) < min(shape)
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         w1, w2 = self.halves(module, adapter)

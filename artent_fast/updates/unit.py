@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from artent_fast.updates.algebra import change_factors
-from artent_fast.updates.types import AdapterType, Full, base_layer, same
+from artent_fast.updates.types import AdapterType, Full, base_layer, same, sizes
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,12 @@ class Unit:
     def shape(self) -> tuple[int, int] | None:
         """The update's shape in the base weight's layout, part included, from the layer's declared sizes
         (``out_features``/``in_features``: a packed 4-bit base weight is not looked at) or its weight."""
-        out, inp = getattr(self.layer, "out_features", None), getattr(self.layer, "in_features", None)
-        if not (isinstance(out, int) and isinstance(inp, int)):
-            weight = getattr(base_layer(self.layer), "weight", None)
-            if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-                return None
-            out, inp = (weight.shape[1], weight.shape[0]) if self.fan_in_fan_out else tuple(weight.shape)
+        found = sizes(self.layer)
+        if found is None:
+            return None
+        out, inp = found
+        if self.fan_in_fan_out and not isinstance(getattr(self.layer, "out_features", None), int):
+            out, inp = inp, out  # a stored (in, out) weight
         if self.part is not None:
             out = self.part.stop - self.part.start
         return (inp, out) if self.fan_in_fan_out else (out, inp)

@@ -16,7 +16,7 @@ from torch import nn
 
 from artent_fast.parallel import collective_device, full_tensor, is_dtensor
 from artent_fast.tracking.dist.exchange import Outcome
-from artent_fast.tracking.dist.wrappers import fsdp1_owner
+from artent_fast.tracking.dist.wrappers import fsdp1_owner, gathered, is_zero3
 from artent_fast.tracking.schedule import Tracked
 from artent_fast.updates import Unit
 from artent_fast.updates.types import same
@@ -29,6 +29,7 @@ class Gathering:
         self.tensors = unit.tensors()
         self.kind = unit.kind
         self.sharded = any(is_dtensor(t) for t in self.tensors)
+        self.zero3 = any(is_zero3(t) for t in self.tensors)  # made whole for all due units at once
         self.fsdp1 = fsdp1_owner(model, unit.path or unit.module)
         self.fsdp1_module = dict(model.named_modules()).get(self.fsdp1) if self.fsdp1 is not None else None
 
@@ -187,8 +188,18 @@ def read_due(due: Sequence[Tracked], rank: int, read: Read, items: list, outcome
     ``read(tracked, full)`` reads one unit (``full`` makes a parameter whole); what is read for the
     units this rank owns goes to ``items``, a unit that fails to read here becomes an error outcome.
     """
-    factors = _gather_batched([t for t in due if t.gathering.batched], rank, outcomes)
+    zero3 = [t for t in due if t.gathering.zero3]
+    with gathered([p for t in zero3 for p in t.gathering.tensors]):  # ZeRO-3: one call for the due step
+        for t in zero3:
+            if t.owner == rank:
+                try:
+                    items.append(read(t, torch.clone))  # cloned: the gathered data goes when the context ends
+                except Exception as exc:
+                    outcomes.append(Outcome(t.index, error=repr(exc)))
+    factors = _gather_batched([t for t in due if t.gathering.batched and not t.gathering.zero3], rank, outcomes)
     for t in due:
+        if t.gathering.zero3:
+            continue
         if not t.gathering.batched:
             _read_one(t, rank, read, items, outcomes)
         elif t.owner == rank and t.index in factors:

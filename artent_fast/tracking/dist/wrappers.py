@@ -1,24 +1,21 @@
-"""The model wrappers the tracker cannot read (DeepSpeed, FSDP1 without ``use_orig_params``) and FSDP1's whole view."""
+"""The model wrappers the tracker refuses (FSDP1 without ``use_orig_params``, dense units under DeepSpeed ZeRO-3)
+and the whole views of sharded parameters (FSDP1, ZeRO-3) while units are found."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 from torch import nn
 
 
+def is_zero3(tensor: object) -> bool:
+    """A parameter partitioned by DeepSpeed ZeRO-3 (it carries ``ds_id``; its ``data`` is this rank's part)."""
+    return hasattr(tensor, "ds_id")
+
+
 def refuse_unsupported(model: nn.Module) -> None:
-    """Clear errors for the wrappers the tracker cannot read: DeepSpeed, FSDP1 without ``use_orig_params``."""
-    cls = type(model)
-    if (
-        "deepspeed" in cls.__module__
-        or any("deepspeed" in type(m).__module__ for m in model.modules())
-        or any(hasattr(p, "ds_id") for p in model.parameters())
-    ):
-        raise ValueError(
-            "model: DeepSpeed engines are not supported by artent_fast.track (untested: ZeRO-3 "
-            "parameters are partitioned outside torch.distributed's FSDP/DTensor); use DDP or FSDP"
-        )
+    """Clear errors for the wrappers the tracker cannot read: FSDP1 without ``use_orig_params``."""
     root_is_fsdp1 = type(model).__name__ == "FullyShardedDataParallel"
     inner = next((n for n, m in model.named_modules() if type(m).__name__ == "FullyShardedDataParallel"), None)
     flattened = any(getattr(p, "_fsdp_flattened", False) for p in model.parameters())
@@ -50,8 +47,37 @@ def fsdp1_owner(model: nn.Module, module_name: str) -> str | None:
     return best
 
 
+def refuse_zero3_dense(units: list) -> None:
+    """Under ZeRO-3 the tracker reads factored adapters only: a dense update would need whole weights."""
+    dense = [u.label for u in units if u.kind == "dense"]
+    if dense:
+        raise ValueError(
+            f"model: DeepSpeed ZeRO-3 partitions the weights, and {dense[:3]} ({len(dense)} units) are dense "
+            "updates (full fine-tuning, DoRA, IA3, ...) that need whole weights: artent_fast.track reads only "
+            "factored adapters (LoRA, AdaLoRA, LoHa, LoKr, VeRA) under ZeRO-3; pass targets= that select them, "
+            "or use ZeRO stage 1/2, DDP or FSDP"
+        )
+
+
+@contextlib.contextmanager
+def gathered(params: list) -> Iterator[None]:
+    """DeepSpeed ZeRO-3: ``params`` whole on every rank inside (one ``GatheredParameters`` call; every rank
+    enters it with the same list); nothing when the list is empty."""
+    if not params:
+        yield
+        return
+    import deepspeed  # a ZeRO-3 parameter exists, so DeepSpeed is installed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield
+
+
 def whole_model(model: nn.Module) -> contextlib.AbstractContextManager:
-    """FSDP1: the whole parameters (offloaded to CPU) while units are found at construction; else nothing."""
+    """The whole parameters while units are found at construction: FSDP1's (offloaded to CPU), ZeRO-3's
+    trainable ones (the adapters: frozen base weights are never read there); else nothing."""
+    zero3 = [p for p in model.parameters() if is_zero3(p) and p.requires_grad]
+    if zero3:
+        return gathered(zero3)
     if not any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()):
         return contextlib.nullcontext()
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
