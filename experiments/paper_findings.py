@@ -92,7 +92,7 @@ def experiment(args: argparse.Namespace, methods: list[str]) -> Path:
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    s = settings(args.model is not None, args.quick, args.steps, args.seeds, args.long)
+    s = settings(args.quick, args.steps, args.seeds, args.long, pretrained=args.model is not None)
     runs = plan_runs(s, methods)
     source = pretrained if s.pretrained else built
     results = source.run(args, s, runs, out, t0)

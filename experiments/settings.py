@@ -86,7 +86,7 @@ class Settings:
 
 
 def settings(
-    pretrained: bool, quick: bool, steps: int | None = None, seeds: int | None = None, long: bool = False
+    quick: bool, steps: int | None = None, seeds: int | None = None, long: bool = False, *, pretrained: bool = False
 ) -> Settings:
     """The presets. Built model: full (200 steps) or ``quick``. Pretrained model: the full run (FFT at 4 learning
     rates, the LoRA sweeps, MPS; 100 steps, 3 seeds), ``quick`` (a smoke test) or ``long`` (LoRA r=8 and r=64
