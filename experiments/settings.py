@@ -11,25 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+SWEEP = ("ranks", "alphas", "lrs", "base_r", "base_alpha", "base_lr", "fft_lr")  # the LoRA sweeps and FFT's lr
 # the fields results.json stores, in its order, per model source (``Settings.pretrained``)
 STORED = {
-    False: (
-        "quick",
-        "steps",
-        "pretrain_steps",
-        "batch",
-        "seq_len",
-        "checkpoints",
-        "ranks",
-        "alphas",
-        "lrs",
-        "base_r",
-        "base_alpha",
-        "base_lr",
-        "fft_lr",
-        "mps_chi",
-        "eval_batches",
-    ),
+    False: ("quick", "steps", "pretrain_steps", "batch", "seq_len", "checkpoints", *SWEEP, "mps_chi", "eval_batches"),
     True: (
         "quick",
         "seeds",
@@ -41,17 +26,11 @@ STORED = {
         "pool",
         "eval_windows",
         "probe_windows",
-        "ranks",
-        "alphas",
-        "lrs",
-        "base_r",
-        "base_alpha",
-        "base_lr",
-        "fft_lr",
+        *SWEEP,
         "scored",
         "fft_sweep",
         "long",
-    ),
+    ),  # fmt: skip
 }
 
 
