@@ -3,15 +3,16 @@
     python experiments/cardy_context.py --model smollm2 --out experiments/smollm2    # ~10 min on 2 busy cores
 
 For each context length T (64, 256, 512) the base model reads ``--windows`` held-out windows of T tokens
-(the text of experiments/real_findings.py). Per layer, the attention matrices' profiles are averaged over
-heads; per window this gives one profile per layer and one for the block of the last ``--block`` layers
-(the layers the findings experiment fine-tunes). Each is fitted by the open-chain Calabrese-Cardy form, a
-volume-law line and a saturating curve (experiments/verdicts.py: ``cardy_forms``), with and without the
-two edge bonds, and set beside the same fits of random T x T matrices averaged in the same numbers
-(Gaussian; causal softmax at logit scales 1, 2, 4). The windows are the replicates: the block's r2 and
-delta AIC are judged against the strongest null with the rule of experiments/verdicts.py. Writes
-``cardy_context.json`` and ``cardy_context.md`` into ``--out``. Only the base model: the fine-tuned
-block needs the trained adapters, which the findings run keeps in ``OUT/state/`` from its next run on.
+(the text of a pretrained model's findings run: experiments/texts.py). Per layer, the attention matrices'
+profiles are averaged over heads; per window this gives one profile per layer and one for the block of
+the last ``--block`` layers (the layers the findings experiment fine-tunes). Each is fitted by the
+open-chain Calabrese-Cardy form, a volume-law line and a saturating curve (experiments/cardy.py:
+``cardy_forms``), with and without the two edge bonds, and set beside the same fits of random T x T
+matrices averaged in the same numbers (Gaussian; causal softmax at logit scales 1, 2, 4). The windows are
+the replicates: the block's r2 and delta AIC are judged against the strongest null with the rule of
+experiments/verdicts.py. Writes ``cardy_context.json`` and ``cardy_context.md`` into ``--out``. Only the
+base model: the fine-tuned block needs the trained adapters, which the findings run keeps in
+``OUT/state/`` from its next run on.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: verdicts, real_findings
-import real_findings as rf  # noqa: E402
-import verdicts as V  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the experiments.* modules
 from artent_fast.atomic import atomic_write  # noqa: E402
+from artent_fast.core.profile import entanglement_profile  # noqa: E402
+from artent_fast.testing.text import tokens_of  # noqa: E402
+from experiments import texts  # noqa: E402
+from experiments import verdicts as V  # noqa: E402
+from experiments.cardy import cardy_forms  # noqa: E402
+from experiments.models import load_pretrained  # noqa: E402
+from experiments.nulls import cardy_null, strongest_null  # noqa: E402
 
 LENGTHS = (64, 256, 512)
 
@@ -38,36 +43,34 @@ LENGTHS = (64, 256, 512)
 @torch.no_grad()
 def layer_profiles(model, ids: torch.Tensor) -> list[list[float]]:
     """Per layer: the mean over heads of the attention matrices' profiles for one window ``ids`` (1, T)."""
-    from artent_fast.core.profile import entanglement_profile
-
     att = model(input_ids=ids, output_attentions=True).attentions
     return [entanglement_profile(a[0].double(), on_zero="nan", check_finite=False).nanmean(0).tolist() for a in att]
 
 
 def fits(profile: list[float]) -> dict[str, dict[str, float]]:
-    return {"edges": V.cardy_forms(profile), "no_edges": V.cardy_forms(profile, edges=False)}
+    return {"edges": cardy_forms(profile), "no_edges": cardy_forms(profile, edges=False)}
 
 
 def study(model, tokens: torch.Tensor, t: int, windows: int, block: int, heads: int, samples: int) -> dict[str, Any]:
-    ids = rf.windows(tokens, windows, t, 7 + t)
+    ids = texts.windows(tokens, windows, t, 7 + t)
     per_window = [layer_profiles(model, ids[i : i + 1]) for i in range(windows)]  # window -> layer -> profile
     n_layers = len(per_window[0])
     blocks = [torch.tensor(w[n_layers - block :]).mean(0).tolist() for w in per_window]
     layers = [torch.tensor([w[li] for w in per_window]).mean(0).tolist() for li in range(n_layers)]
     null = {
-        "block": V.cardy_null(t, block * heads, samples=samples),  # one window's block mean: block x heads matrices
-        "layer": V.cardy_null(t, heads * windows, samples=samples),  # a layer over all windows
+        "block": cardy_null(t, block * heads, samples=samples),  # one window's block mean: block x heads matrices
+        "layer": cardy_null(t, heads * windows, samples=samples),  # a layer over all windows
     }
     block_fits = [fits(p) for p in blocks]
     verdicts = {}
     for key in ("r2", "delta_aic"):
-        name, values = V.strongest_null(null["block"], key)
+        name, values = strongest_null(null["block"], key)
         verdicts[key] = {
             "null_name": name,
             **V.judge([f["edges"][key] for f in block_fits], values, floor=V.FLOORS["r2"] if key == "r2" else 2.0),
         }
     layer_fits = [fits(p) for p in layers]
-    strongest_layer = {k: V.strongest_null(null["layer"], k) for k in ("r2", "delta_aic")}
+    strongest_layer = {k: strongest_null(null["layer"], k) for k in ("r2", "delta_aic")}
     return {
         "t": t,
         "windows": windows,
@@ -133,13 +136,11 @@ def main(argv=None) -> Path:
 
 
 def run(args: argparse.Namespace) -> Path:
-    from artent_fast.integrations.models import load_model
-
     t0 = time.time()
-    model, tokenizer = load_model(args.model, attn_implementation="eager")
+    model, tokenizer, _ = load_pretrained(args.model)
     model.eval()
-    _, held = rf.corpus_text()
-    tokens = rf.tokens_of(held, tokenizer, model.config.vocab_size)
+    _, held = texts.corpus_text()
+    tokens = tokens_of(held, tokenizer, model.config.vocab_size)
     heads, n_layers = model.config.num_attention_heads, model.config.num_hidden_layers
     print(f"loaded in {time.time() - t0:.0f}s; {len(tokens)} held-out tokens", flush=True)
     res: dict[str, Any] = {

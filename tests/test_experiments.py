@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from artent_fast.testing.models import tiny_llama_config
+from experiments import cardy, doc_blocks, findings, nulls, paper_findings, report, verdicts
+from experiments.run_plan import plan_runs, runs_of
+from experiments.settings import settings
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "paper_findings.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("paper_findings", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_plan_covers_every_sweep_once():
-    pf = _script()
+    pf = paper_findings
     s = pf.settings(quick=True, steps=None)
     runs = pf.plan_runs(s, ["fft", "lora", "mps"])
     names = [r.name for r in runs]
@@ -44,7 +37,7 @@ def test_plan_covers_every_sweep_once():
 
 
 def test_unknown_method_is_an_error(tmp_path):
-    pf = _script()
+    pf = paper_findings
     with pytest.raises(SystemExit):
         pf.main(["--quick", "--methods", "lora,dora", "--out", str(tmp_path)])
 
@@ -54,7 +47,7 @@ def test_quick_run_writes_the_report(tmp_path):
     pytest.importorskip("peft")
     pytest.importorskip("matplotlib")
     pytest.importorskip("safetensors")
-    pf = _script()
+    pf = paper_findings
     threads = torch.get_num_threads()
     out = pf.main(["--quick", "--out", str(tmp_path / "report"), "--threads", "1", "--seed", "1"])
     assert torch.get_num_threads() == threads  # restored
@@ -78,7 +71,7 @@ def test_quick_run_writes_the_report(tmp_path):
     assert {"valley", "floor", "rank", "alpha", "lr", "fft", "cardy", "nohair", "mps"} <= {
         f["key"] for f in results["findings"]
     }
-    v = _verdicts()  # one seed: no seed spread, so nothing better than inconclusive
+    v = verdicts  # one seed: no seed spread, so nothing better than inconclusive
     assert all(f["verdict"] in (v.NOT_REPRODUCED, v.INCONCLUSIVE, v.PENDING) for f in results["findings"])
     assert all("null" in p or "note" in p for f in results["findings"] for p in f["parts"])
     row_sites = results["layout"][2]
@@ -118,7 +111,7 @@ def _check_real(results: dict, methods: set[str], seeds: int = 3) -> None:
                     assert prof[rs - 1] <= math.log(run["r"]) + 1e-6, (name, kind)
                     assert max(entry["spectrum_null"][kind]["rank"]) <= run["r"]
     assert {"lowrank", "cardy"} <= set(results["nulls"])
-    v = _verdicts()
+    v = verdicts
     for f in results["findings"]:
         assert f["verdict"] in (v.REPRODUCED, v.NOT_REPRODUCED, v.INCONCLUSIVE, v.PENDING)
         assert f["criterion"] in results["criteria"].values() and f["source"] in ("paper", "ours")
@@ -131,13 +124,6 @@ def _check_real(results: dict, methods: set[str], seeds: int = 3) -> None:
             assert f["verdict"] == v.combine([p["verdict"] for p in f["parts"]])
 
 
-def _verdicts():
-    sys.path.insert(0, str(SCRIPT.parent))
-    import verdicts
-
-    return verdicts
-
-
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     """One quick real-text run on a tiny LLaMA folder (all methods, 3 seeds), shared by the tests below."""
@@ -146,7 +132,7 @@ def real_run(tmp_path_factory):
     cfg = tiny_llama_config(vocab_size=96, num_attention_heads=2)
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp / "model")
-    pf = _script()
+    pf = paper_findings
     return pf, tmp, _real_quick(pf.main, str(tmp / "model"), tmp / "report")
 
 
@@ -185,18 +171,12 @@ def _final(entry: dict) -> dict:
 
 
 def _judged(results: dict, key: str) -> list[dict]:
-    sys.path.insert(0, str(SCRIPT.parent))
-    import real_findings as rf
-
-    runs = [rf.Run(**{k: v for k, v in r.items() if k != "seeds"}) for r in results["runs"].values()]
-    return [f for f in rf.findings(results, runs) if f["key"] == key]
+    runs = runs_of(results)
+    return [f for f in findings.findings(results, runs) if f["key"] == key]
 
 
 def _gaps(results: dict, name: str, x: str, y: str) -> dict:
-    sys.path.insert(0, str(SCRIPT.parent))
-    import real_findings as rf
-
-    return rf.stored_gaps(results["runs"][name]["seeds"][x], results["runs"][name]["seeds"][y])
+    return findings.stored_gaps(results["runs"][name]["seeds"][x], results["runs"][name]["seeds"][y])
 
 
 def _null_equals_measurement(results: dict, key: str, effect: float) -> dict:
@@ -244,7 +224,7 @@ def _null_equals_measurement(results: dict, key: str, effect: float) -> dict:
 
 @pytest.mark.parametrize("key", ["valley", "valley_spectrum", "fft", "nohair", "mps"])
 def test_null_equal_to_the_measurement_is_never_reproduced(real_run, key):
-    v = _verdicts()
+    v = verdicts
     found = _judged(_null_equals_measurement(real_run[2], key, effect=0.0), key)
     assert found
     for f in found:  # no-hair: the internal profiles do not differ beyond the floor, so the pair cannot test it
@@ -254,7 +234,7 @@ def test_null_equal_to_the_measurement_is_never_reproduced(real_run, key):
 
 @pytest.mark.parametrize("key", ["valley", "valley_spectrum", "fft", "nohair", "mps"])
 def test_a_clear_effect_is_reproduced(real_run, key):
-    v = _verdicts()
+    v = verdicts
     found = _judged(_null_equals_measurement(real_run[2], key, effect=5.0), key)
     assert found
     for f in found:
@@ -265,13 +245,13 @@ def test_cardy_against_a_null_equal_to_the_measurement(real_run):
     """Every run's external profile set to one profile P and the null set to P's own fit: not reproduced."""
     import copy
 
-    v = _verdicts()
+    v = verdicts
     results = copy.deepcopy(real_run[2])
     prof = [math.log(1 + l) for l in range(1, 32)]
     for run in results["runs"].values():
         for entry in run["seeds"].values():
             entry["external"] = {"1": [[prof]]}
-    fit = v.cardy_forms(prof)
+    fit = cardy.cardy_forms(prof)
     results["nulls"]["cardy"] = {"same": {"r2": [fit["r2"]] * 4, "delta_aic": [fit["delta_aic"]] * 4}}
     (f,) = _judged(results, "cardy")
     assert f["verdict"] == v.NOT_REPRODUCED and all(p["effect"] == 0 for p in f["parts"])
@@ -284,7 +264,7 @@ def test_gguf_file_runs_the_real_text_experiment(tmp_path):
     folder = tmp_path / "g"
     folder.mkdir()
     write_tiny_gguf(folder / "tiny.gguf", tiny_llama(4))
-    pf = _script()
+    pf = paper_findings
     results = _real_quick(
         pf.main, str(folder / "tiny.gguf"), tmp_path / "report", "--methods", "lora,mps", "--seeds", "3"
     )
@@ -293,7 +273,7 @@ def test_gguf_file_runs_the_real_text_experiment(tmp_path):
 
 
 def test_real_experiment_argument_errors(tmp_path):
-    pf = _script()
+    pf = paper_findings
     with pytest.raises(SystemExit):
         pf.main(["--quick", "--model", str(tmp_path), "--methods", "lora,dora", "--out", str(tmp_path / "r")])
     with pytest.raises(SystemExit):
@@ -303,38 +283,42 @@ def test_real_experiment_argument_errors(tmp_path):
 
 
 def test_real_plan_and_criteria_are_written_before_the_run():
-    sys.path.insert(0, str(SCRIPT.parent))
-    import real_findings as rf
-
-    s = rf.settings(quick=False)
-    runs = rf.plan_runs(s, ["fft", "lora", "mps"])
+    s = settings(quick=False, pretrained=True)
+    runs = plan_runs(s, ["fft", "lora", "mps"])
     ranks = sorted({r.r for r in runs if "rank" in r.axes})
     assert ranks[0] == 4 and ranks[-1] == 64 and len(s.seeds) >= 3
     assert {r.alpha for r in runs if "alpha" in r.axes} >= {4.0, 16.0, 64.0}
     assert len({r.lr for r in runs if "lr" in r.axes}) >= 3
     assert all(r.alpha / r.r == s.base_alpha / s.base_r for r in runs if "rank" in r.axes)
-    assert set(rf.CRITERIA) >= {"valley", "valley_spectrum", "rank", "alpha", "lr", "fft", "cardy", "nohair", "mps"}
+    assert set(findings.CRITERIA) >= {
+        "valley",
+        "valley_spectrum",
+        "rank",
+        "alpha",
+        "lr",
+        "fft",
+        "cardy",
+        "nohair",
+        "mps",
+    }
     ffts = sorted(r.lr for r in runs if r.method == "fft")
     assert ffts == [1e-4, 3e-4, 1e-3, 3e-3] and len({r.name for r in runs}) == len(runs)  # FFT at LoRA's loss
-    long = rf.plan_runs(rf.settings(quick=False, long=True), ["lora"])
-    assert sorted(r.r for r in long) == [8, 64] and rf.settings(False, long=True).steps == 1000
+    long = plan_runs(settings(quick=False, long=True, pretrained=True), ["lora"])
+    assert sorted(r.r for r in long) == [8, 64] and settings(False, long=True, pretrained=True).steps == 1000
 
 
 def test_fft_at_matched_loss_is_the_one_compared():
-    sys.path.insert(0, str(SCRIPT.parent))
-    import real_findings as rf
-
-    runs = rf.plan_runs(rf.settings(quick=False), ["fft", "lora"])
+    runs = plan_runs(settings(quick=False, pretrained=True), ["fft", "lora"])
     loss = {"fft_lr0.0001": 2.13, "fft_lr0.0003": 2.05, "fft_lr0.001": 1.96, "fft_lr0.003": 1.70}
     base = next(r.name for r in runs if "base" in r.axes)
     results = {"runs": {r.name: {"seeds": {"0": {"eval_loss": loss.get(r.name, 1.97)}}} for r in runs}}
     assert results["runs"][base]["seeds"]["0"]["eval_loss"] == 1.97
-    assert rf.matched_fft(results, runs) == "fft_lr0.001"
-    assert rf.nohair_pairs(runs, results)[0] == ("fft_lr0.001", base)
+    assert findings.matched_fft(results, runs) == "fft_lr0.001"
+    assert findings.nohair_pairs(runs, results)[0] == ("fft_lr0.001", base)
 
 
 def test_verdict_rule():
-    v = _verdicts()
+    v = verdicts
     same = v.judge([1.0, 1.1, 0.9], [1.0, 1.1, 0.9], floor=0.05)
     assert same["effect"] == 0 and same["verdict"] == v.NOT_REPRODUCED
     clear = v.judge([2.0, 2.1, 1.9], [1.0, 1.1, 0.9], floor=0.05)
@@ -356,14 +340,13 @@ def test_verdict_rule():
 def test_nulls_of_random_matrices():
     """The nulls that made the old criteria pass by construction: a random rank-8 product has a deep valley
     (about 1.6 nats at 576 x 576), and random causal softmax matrices fit the Cardy form with r2 above 0.85."""
-    v = _verdicts()
-    null = v.lowrank_null(576, 576, 8, samples=4)
+    null = nulls.lowrank_null(576, 576, 8, samples=4)
     assert 1.4 < statistics.fmean(null["depth"]) < 1.9
     assert statistics.fmean(null["center"]) == pytest.approx(math.log(8) - 8 / 576, abs=0.05)
-    spec = v.spectrum_null([3.0, 2.0, 1.0, 0.5], 64, 64, samples=3)  # same spectrum: same centre entropy
+    spec = nulls.spectrum_null([3.0, 2.0, 1.0, 0.5], 64, 64, samples=3)  # same spectrum: same centre entropy
     p = torch.tensor([9.0, 4.0, 1.0, 0.25], dtype=torch.float64) / 14.25
     assert spec["center"] == pytest.approx([float(-(p * p.log()).sum())] * 3, abs=1e-9)
-    cn = v.cardy_null(64, 4, samples=3)
+    cn = nulls.cardy_null(64, 4, samples=3)
     assert statistics.fmean(cn["causal_softmax_1"]["r2"]) > 0.85 and set(cn) >= {"gaussian", "causal_softmax_2"}
 
 
@@ -372,31 +355,27 @@ def test_cardy_forms_open_and_periodic():
     a profile made by the open form is fitted exactly and preferred to the line."""
     import artent_fast
 
-    v = _verdicts()
     n = 12
     prof = [(1.5 / 6) * math.log(2 * n / math.pi * math.sin(math.pi * k / n)) + 0.3 for k in range(1, n)]
-    f = v.cardy_forms(prof)
+    f = cardy.cardy_forms(prof)
     assert f["c_open"] == pytest.approx(1.5) and f["c_periodic"] == pytest.approx(0.75)
     assert f["r2"] == pytest.approx(1) and f["delta_aic"] > 0
     assert float(artent_fast.fit_cardy(torch.tensor(prof), boundary="open").c) == pytest.approx(1.5)
     assert float(artent_fast.fit_cardy(torch.tensor(prof)).r2) == pytest.approx(f["r2"])
-    assert v.cardy_forms([0.1 * k for k in range(1, n)], edges=False)["delta_aic"] < 0
+    assert cardy.cardy_forms([0.1 * k for k in range(1, n)], edges=False)["delta_aic"] < 0
 
 
 def test_docs_verdicts_come_from_results_json():
     """README and docs/findings.md carry the verdict lists generated from the committed results.json files
     (python experiments/real_report.py experiments/smollm2 --docs README.md docs/findings.md rewrites them)."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    import real_report
-
     root = SCRIPT.parents[1]
     seen = set()
     for doc in ("README.md", "docs/findings.md"):
-        blocks = real_report.doc_blocks((root / doc).read_text())
+        blocks = doc_blocks.doc_blocks((root / doc).read_text())
         assert blocks, doc
         for path, text in blocks:
             results = json.loads((root / path).read_text())
-            assert text == real_report.summary_markdown(results), (doc, path)
+            assert text == report.summary_markdown(results), (doc, path)
             seen.add(path)
     assert seen == {"experiments/smollm2/results.json", "experiments/tiny/results.json"}
 
@@ -405,10 +384,9 @@ def test_cardy_context_study_writes_fits_beside_nulls(tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("chatterbot_corpus")
     pytest.importorskip("yaml")
-    sys.path.insert(0, str(SCRIPT.parent))
-    import cardy_context
+    from experiments import cardy_context
 
-    v = _verdicts()
+    v = verdicts
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(tiny_llama_config(vocab_size=96, num_attention_heads=2)).save_pretrained(
         tmp_path / "m"
