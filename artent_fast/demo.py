@@ -157,7 +157,7 @@ def run_demo(s: DemoSettings) -> int:
                     print(
                         f"  step {step:4d}/{s.steps}  loss {losses[-1]:.3f}  "
                         f"row/column-bond S (mean of {len(tracker.units)} modules) "
-                        f"{mean_center(tracker, step):.3f} nats  {elapsed:5.1f} s",
+                        f"{mean_row_col_entropy(tracker, step):.3f} nats  {elapsed:5.1f} s",
                         flush=True,
                     )
         except KeyboardInterrupt:
@@ -186,7 +186,7 @@ def run_demo(s: DemoSettings) -> int:
     return 0
 
 
-def mean_center(tracker: Any, step: int) -> float:
+def mean_row_col_entropy(tracker: Any, step: int) -> float:
     values = [r["row_col_entropy"] for r in tracker.history(as_frame=False)[-len(tracker.units) :] if r["step"] == step]
     return sum(values) / len(values) if values else math.nan
 

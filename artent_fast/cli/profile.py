@@ -209,7 +209,9 @@ def write_outputs(out: Path, label: str, prof: torch.Tensor, overlays: dict, lay
     }
     atomic_write(out / "profile.json", json.dumps(record, indent=1))
     try:
-        plot_profile({label: prof}, overlays=overlays, row_sites=layout.row_sites, title=label, path=out / "profile.png")
+        plot_profile(
+            {label: prof}, overlays=overlays, row_sites=layout.row_sites, title=label, path=out / "profile.png"
+        )
         print(f"wrote {out / 'profile.json'} and {out / 'profile.png'}")
     except ImportError as exc:
         print(f"wrote {out / 'profile.json'} (no figure: {exc})")
