@@ -15,7 +15,7 @@ from artent_fast.atomic import atomic_write
 from artent_fast.checkpoints.pickles import PickleRefused, load_weights_only
 from artent_fast.cli._common import add_command
 from artent_fast.paths import not_usable
-from artent_fast.plotting.profile import plot_profile
+from artent_fast.plotting.profile_figure import plot_profile
 
 EXAMPLES = ("lora", "gaussian", "kronecker")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from artent_fast.plotting import mean_with_band, require_matplotlib, save_figure
-from artent_fast.plotting.profile import plot_profile
+from artent_fast.plotting.profile_figure import plot_profile
 from artent_fast.tracking.records import valley_depth
 
 

@@ -18,7 +18,7 @@ from artent_fast.plotting import (
     require_matplotlib,
     save_figure,
 )
-from artent_fast.plotting.profile import plot_profile
+from artent_fast.plotting.profile_figure import plot_profile
 from artent_fast.tracking.records import UPDATE_KINDS, read_history, record_label
 
 

@@ -1,4 +1,4 @@
-"""Profile vs bond, with theory overlays."""
+"""The profile figure: entropy against bond, theory curves overlaid, the row/column bond marked."""
 
 from __future__ import annotations
 
