@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from artent_fast.atomic import atomic_path, atomic_write
+from artent_fast.core.lowrank import lowrank_profile
 from artent_fast.extras import optional_imports
 from artent_fast.patterns import check_patterns, matches_any
 
@@ -265,8 +266,6 @@ def mps_update_profile(module: MPSLinear, **kwargs: Any) -> torch.Tensor:
     Keywords go to :func:`artent_fast.lowrank_profile` (``alpha``, ``base``, ``on_zero``, ...);
     the default ``on_zero="nan"`` keeps a fresh (``B = 0``) adapter from raising.
     """
-    from artent_fast.core.lowrank import lowrank_profile
-
     if not isinstance(module, MPSLinear):
         raise TypeError(f"mps_update_profile needs an MPSLinear module, got {type(module).__name__}")
     kwargs.setdefault("on_zero", "nan")

@@ -19,6 +19,7 @@ from artent_fast.attention import attention_profile, fused_attention
 from artent_fast.attention.reference import reference_probs
 from artent_fast.bench.table import Table
 from artent_fast.bench.timing import machine, paired_times
+from artent_fast.plotting import require_matplotlib, save_figure
 
 Shape = tuple[int, int, int, int, int]  # B, H, Hkv, T, d
 
@@ -215,8 +216,6 @@ def attention_tables(dev: str, quick: bool) -> None:
 
 
 def plot_attention(tables: Sequence[Table], path, title: str) -> None:
-    from artent_fast.plotting import require_matplotlib, save_figure
-
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
     for ax, table in zip(axes[0], tables, strict=True):

@@ -20,6 +20,7 @@ from artent_fast.bench.eigvalsh import eig_table
 from artent_fast.bench.selfcheck import forced
 from artent_fast.bench.table import Table
 from artent_fast.bench.timing import machine, median_time
+from artent_fast.plotting import require_matplotlib, save_figure
 
 
 def naive_profile(m: torch.Tensor, reduce_elongated: bool | None = None) -> torch.Tensor:
@@ -142,8 +143,6 @@ def factored_table(
 
 def plot_speedups(dense: Table, factored: Table, path, title: str) -> None:
     """Two log-scale bar panels: dense exact profile and factored path, speed-up over naive per-bond SVD."""
-    from artent_fast.plotting import require_matplotlib, save_figure
-
     plt = require_matplotlib()
     fig, (ax_d, ax_f) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 3]})
     ax_d.bar_label(
