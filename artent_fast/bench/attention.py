@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-import artent_fast as af
+from artent_fast.api import entanglement_profile
 from artent_fast.attention import attention_profile, fused_attention
 from artent_fast.attention.reference import reference_probs
 from artent_fast.bench.table import Table
@@ -181,7 +181,7 @@ def profile_table(dev: str, sizes, repeats: int) -> Table:
         t_ours, t_mat = paired_times(
             [
                 lambda: attention_profile(q, k, causal=True),
-                lambda: af.entanglement_profile(reference_probs(q, k, causal=True)),
+                lambda: entanglement_profile(reference_probs(q, k, causal=True)),
             ],
             device=dev,
             repeats=repeats,
