@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
+from artent_fast import plotting
 from artent_fast.atomic import atomic_write
 from artent_fast.extras import BrokenImportError, MissingExtraError, optional_imports
 from artent_fast.integrations.models import load_model, max_positions
-from artent_fast.plotting import require_matplotlib
 from artent_fast.plotting.tracking import plot_bond_heatmap, plot_losses, plot_tracked_profile, plot_valley_depth
 from artent_fast.testing.models import tiny_llama
 from artent_fast.testing.text import random_windows, tokens_of
@@ -196,7 +196,7 @@ def mean_row_col_entropy(tracker: Any, step: int) -> float:
 def write_figures(out: Path, history: list[dict], losses: list[float]) -> tuple[list[str], str]:
     """(PNG figures written, why none were) -- none when matplotlib is missing or no step was recorded."""
     try:
-        require_matplotlib()
+        plotting.require_matplotlib()
     except ImportError as exc:  # MissingExtraError or BrokenImportError: its message says which
         return [], str(exc)
     if not history or not losses:
