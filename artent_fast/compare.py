@@ -29,7 +29,9 @@ from torch import nn
 
 from artent_fast.core.lowrank import lowrank_profile
 from artent_fast.core.profile import entanglement_profile
-from artent_fast.patterns import module_name
+from artent_fast.core.theory import fit_cardy
+from artent_fast.patterns import check_patterns, matches_any, module_name
+from artent_fast.plotting import integer_ticks, require_matplotlib, save_figure
 from artent_fast.updates import Unit, adapter_units
 from artent_fast.updates.types import base_weight
 
@@ -287,8 +289,6 @@ class CompareResult:
 
     def plot(self, path: str | None = None):
         """Three panels: attention-output distance/cosine, external and internal profiles; saved to ``path``."""
-        from artent_fast.plotting import integer_ticks, require_matplotlib, save_figure
-
         plt = require_matplotlib()
         a, b = self.names
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -346,9 +346,6 @@ def compare_models(
     attention outputs only. ``base``: the common pre-trained model (or its state dict) against
     which full fine-tuning updates ``W - W0`` are measured. See the module docstring.
     """
-    from artent_fast.core.theory import fit_cardy
-    from artent_fast.patterns import check_patterns, matches_any
-
     targets = check_patterns(targets, "targets")
     all_a, all_b = attention_modules(model_a), attention_modules(model_b)
     if not all_a:

@@ -23,9 +23,11 @@ from typing import Any
 
 import torch
 
+from artent_fast import plotting
 from artent_fast.atomic import atomic_write
 from artent_fast.extras import BrokenImportError, MissingExtraError, optional_imports
 from artent_fast.integrations.models import load_model, max_positions
+from artent_fast.plotting.tracking import plot_bond_heatmap, plot_losses, plot_tracked_profile, plot_valley_depth
 from artent_fast.testing.models import tiny_llama
 from artent_fast.testing.text import random_windows, tokens_of
 from artent_fast.tracking import track
@@ -157,7 +159,7 @@ def run_demo(s: DemoSettings) -> int:
                     print(
                         f"  step {step:4d}/{s.steps}  loss {losses[-1]:.3f}  "
                         f"row/column-bond S (mean of {len(tracker.units)} modules) "
-                        f"{mean_center(tracker, step):.3f} nats  {elapsed:5.1f} s",
+                        f"{mean_row_col_entropy(tracker, step):.3f} nats  {elapsed:5.1f} s",
                         flush=True,
                     )
         except KeyboardInterrupt:
@@ -186,7 +188,7 @@ def run_demo(s: DemoSettings) -> int:
     return 0
 
 
-def mean_center(tracker: Any, step: int) -> float:
+def mean_row_col_entropy(tracker: Any, step: int) -> float:
     values = [r["row_col_entropy"] for r in tracker.history(as_frame=False)[-len(tracker.units) :] if r["step"] == step]
     return sum(values) / len(values) if values else math.nan
 
@@ -194,15 +196,7 @@ def mean_center(tracker: Any, step: int) -> float:
 def write_figures(out: Path, history: list[dict], losses: list[float]) -> tuple[list[str], str]:
     """(PNG figures written, why none were) -- none when matplotlib is missing or no step was recorded."""
     try:
-        from artent_fast.plotting import require_matplotlib
-        from artent_fast.plotting.tracking import (
-            plot_bond_heatmap,
-            plot_losses,
-            plot_tracked_profile,
-            plot_valley_depth,
-        )
-
-        require_matplotlib()
+        plotting.require_matplotlib()
     except ImportError as exc:  # MissingExtraError or BrokenImportError: its message says which
         return [], str(exc)
     if not history or not losses:

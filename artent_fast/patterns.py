@@ -52,6 +52,7 @@ def matches(name: str, pattern: str) -> bool:
 
 
 def matches_any(name: str, patterns: Iterable[str]) -> bool:
+    """Whether module ``name`` is named by one of ``patterns`` (each as in :func:`matches`)."""
     return any(matches(name, p) for p in patterns)
 
 

@@ -11,7 +11,7 @@ import torch
 
 import artent_fast
 from artent_fast.attention import attention_cardy, attention_profile, channel, fused_attention
-from artent_fast.attention.profile import bond_densities_of
+from artent_fast.attention.external import bond_densities_of
 from artent_fast.attention.reference import reference_attention, reference_probs
 from artent_fast.attention.torch_path import backward_from_lse, torch_attention
 from artent_fast.attention.validate import check_mask, check_qk
@@ -496,7 +496,7 @@ def test_without_triton_the_kernels_decline(rng, monkeypatch):
 
 def test_attention_profile_uses_the_core_engine(rng, monkeypatch):
     """External profiles go through core.gram's bond_densities (so its backends serve attention too)."""
-    import artent_fast.attention.profile as ap
+    import artent_fast.attention.external as ap
 
     calls = []
     real = ap.bond_densities

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import artent_fast as af
-from artent_fast.core.theory import lowrank_center_entropy, page_entropy
+from artent_fast.core.theory import lowrank_row_col_entropy, page_entropy
 
 
 def test_page_entropy_small_cases():
@@ -29,7 +29,7 @@ def test_random_lowrank_monte_carlo_vs_analytic_center():
     r = 4
     mc, std = af.random_lowrank_profile(m, n, r, samples=64, seed=3, return_std=True)
     c = af.sites(m, n).row_col_bond
-    assert abs(float(mc[c]) - lowrank_center_entropy(m, n, r)) < 0.03
+    assert abs(float(mc[c]) - lowrank_row_col_entropy(m, n, r)) < 0.03
     analytic = af.random_lowrank_profile(m, n, r, method="analytic")
     assert torch.allclose(analytic, mc, atol=0.06)
     assert (std >= 0).all()

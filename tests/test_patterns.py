@@ -2,9 +2,9 @@
 
 import pytest
 
-from artent_fast.adapters.mps import matches as mps_matches
 from artent_fast.checkpoints.names import check_targets, is_target
 from artent_fast.patterns import check_patterns, matches
+from artent_fast.patterns import matches_any as mps_matches
 
 NAME = "model.layers.10.self_attn.q_proj"
 CASES = [

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from artent_fast.atomic import atomic_path, atomic_write
+from artent_fast.core.lowrank import lowrank_profile
 from artent_fast.extras import optional_imports
 from artent_fast.patterns import check_patterns, matches_any
 
@@ -193,11 +194,6 @@ class MPSLinear(nn.Module):
 
 
 # -- model-level helpers --------------------------------------------------------------------------
-def matches(name: str, targets: Iterable[str]) -> bool:
-    """``name`` is named by one of ``targets`` (the package's one matcher: :mod:`artent_fast.patterns`)."""
-    return matches_any(name, targets)
-
-
 def mps_modules(model: nn.Module) -> dict[str, MPSLinear]:
     """Every MPS-adapted layer of ``model`` by qualified name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, MPSLinear)}
@@ -228,7 +224,7 @@ def apply(
     frozen, as peft does. Returns ``model``.
     """
     targets = check_patterns(targets, "targets")
-    chosen = [(n, m) for n, m in model.named_modules() if n and matches(n, targets) and isinstance(m, nn.Linear)]
+    chosen = [(n, m) for n, m in model.named_modules() if n and matches_any(n, targets) and isinstance(m, nn.Linear)]
     if not chosen:
         linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:8]
         raise ValueError(f"targets={list(targets)} match no nn.Linear module of the model (some Linear: {linear})")
@@ -270,8 +266,6 @@ def mps_update_profile(module: MPSLinear, **kwargs: Any) -> torch.Tensor:
     Keywords go to :func:`artent_fast.lowrank_profile` (``alpha``, ``base``, ``on_zero``, ...);
     the default ``on_zero="nan"`` keeps a fresh (``B = 0``) adapter from raising.
     """
-    from artent_fast.core.lowrank import lowrank_profile
-
     if not isinstance(module, MPSLinear):
         raise TypeError(f"mps_update_profile needs an MPSLinear module, got {type(module).__name__}")
     kwargs.setdefault("on_zero", "nan")

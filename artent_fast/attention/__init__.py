@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
+from artent_fast.attention.external import AttentionCardy, attention_cardy, attention_profile
 from artent_fast.attention.fused import fused_attention
 from artent_fast.attention.hf import register_attention
-from artent_fast.attention.profile import AttentionCardy, attention_cardy, attention_profile
 from artent_fast.attention.reference import reference_attention, reference_probs
 
 __all__ = [

@@ -29,6 +29,9 @@ from typing import Any
 
 import torch
 
+from artent_fast.api import prime_factors, sites
+from artent_fast.attention.external import attention_cardy, attention_profile
+
 MAX_RECORDS = 100_000
 
 
@@ -201,9 +204,6 @@ def cheap_stats(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def profile_fields(q, k, *, causal: bool, mask, scale) -> dict[str, Any]:
     """The sampled-step fields: profile averaged over batch and heads, per-head profiles, Cardy fit."""
-    from artent_fast.api import prime_factors, sites
-    from artent_fast.attention.profile import attention_cardy, attention_profile
-
     if len(prime_factors(q.shape[2])) + len(prime_factors(k.shape[2])) < 3:
         return {}  # fewer than 2 bonds (e.g. one decoding step over a prime number of keys): nothing to fit
     layout = sites(q.shape[2], k.shape[2])

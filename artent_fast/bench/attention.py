@@ -14,11 +14,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-import artent_fast as af
+from artent_fast.api import entanglement_profile
 from artent_fast.attention import attention_profile, fused_attention
 from artent_fast.attention.reference import reference_probs
 from artent_fast.bench.table import Table
 from artent_fast.bench.timing import machine, paired_times
+from artent_fast.plotting import require_matplotlib, save_figure
 
 Shape = tuple[int, int, int, int, int]  # B, H, Hkv, T, d
 
@@ -180,7 +181,7 @@ def profile_table(dev: str, sizes, repeats: int) -> Table:
         t_ours, t_mat = paired_times(
             [
                 lambda: attention_profile(q, k, causal=True),
-                lambda: af.entanglement_profile(reference_probs(q, k, causal=True)),
+                lambda: entanglement_profile(reference_probs(q, k, causal=True)),
             ],
             device=dev,
             repeats=repeats,
@@ -215,8 +216,6 @@ def attention_tables(dev: str, quick: bool) -> None:
 
 
 def plot_attention(tables: Sequence[Table], path, title: str) -> None:
-    from artent_fast.plotting import require_matplotlib, save_figure
-
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
     for ax, table in zip(axes[0], tables, strict=True):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-import artent_fast as af
+from artent_fast.api import entanglement_profile, lowrank_profile, sites
 from artent_fast.backends import available_backends
 from artent_fast.bench.eigvalsh import eig_table
 from artent_fast.bench.selfcheck import forced
 from artent_fast.bench.table import Table
 from artent_fast.bench.timing import machine, median_time
+from artent_fast.plotting import require_matplotlib, save_figure
 
 
 def naive_profile(m: torch.Tensor, reduce_elongated: bool | None = None) -> torch.Tensor:
@@ -33,7 +34,7 @@ def naive_profile(m: torch.Tensor, reduce_elongated: bool | None = None) -> torc
     """
     if reduce_elongated is None:
         reduce_elongated = m.is_cuda
-    layout = af.sites(m.shape[-2], m.shape[-1])
+    layout = sites(m.shape[-2], m.shape[-1])
     psi = m / torch.linalg.matrix_norm(m, keepdim=True)
     flat = psi.reshape(*m.shape[:-2], -1)
     out = []
@@ -75,9 +76,9 @@ def dense_table(
         w = torch.randn(m, n, device=dev, generator=gen)
         t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=repeats, budget_s=5)
         t_svd = median_time(lambda: torch.linalg.svdvals(w), device=dev, repeats=repeats)
-        t_gram = median_time(lambda: af.entanglement_profile(w, method="gram"), device=dev, repeats=repeats)
+        t_gram = median_time(lambda: entanglement_profile(w, method="gram"), device=dev, repeats=repeats)
         t_sweep = (
-            median_time(lambda: af.entanglement_profile(w, method="sweep"), device=dev, repeats=1, warmup=0)
+            median_time(lambda: entanglement_profile(w, method="sweep"), device=dev, repeats=1, warmup=0)
             if sweep
             else None
         )
@@ -124,10 +125,10 @@ def factored_table(
             A = torch.randn(r, n, device=dev, generator=gen)
             w = B @ A
             t_naive = median_time(lambda: naive_profile(w), device=dev, repeats=3, budget_s=5)
-            t_one = median_time(lambda: af.lowrank_profile(B, A), device=dev, repeats=20)
+            t_one = median_time(lambda: lowrank_profile(B, A), device=dev, repeats=20)
             Bb = torch.randn(batch, m, r, device=dev, generator=gen)
             Ab = torch.randn(batch, r, n, device=dev, generator=gen)
-            t_batch = median_time(lambda: af.lowrank_profile(Bb, Ab), device=dev, repeats=10) / batch
+            t_batch = median_time(lambda: lowrank_profile(Bb, Ab), device=dev, repeats=10) / batch
             table.add(
                 shape=f"{m}x{n}",
                 r=r,
@@ -142,8 +143,6 @@ def factored_table(
 
 def plot_speedups(dense: Table, factored: Table, path, title: str) -> None:
     """Two log-scale bar panels: dense exact profile and factored path, speed-up over naive per-bond SVD."""
-    from artent_fast.plotting import require_matplotlib, save_figure
-
     plt = require_matplotlib()
     fig, (ax_d, ax_f) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 3]})
     ax_d.bar_label(
@@ -188,8 +187,8 @@ def batch_table(dev: str, shapes: Sequence[tuple[int, int]], *, batch: int = 16,
     gen = torch.Generator(device=dev).manual_seed(2)
     for m, n in shapes:
         ws = torch.randn(batch, m, n, device=dev, generator=gen)
-        t_loop = median_time(lambda: [af.entanglement_profile(x) for x in ws[:4]], device=dev, repeats=1) / 4
-        t_b = median_time(lambda: af.entanglement_profile(ws), device=dev, repeats=1) / batch
+        t_loop = median_time(lambda: [entanglement_profile(x) for x in ws[:4]], device=dev, repeats=1) / 4
+        t_b = median_time(lambda: entanglement_profile(ws), device=dev, repeats=1) / batch
         table.add(shape=f"{m}x{n}", loop_s=t_loop, batched_s=t_b, ratio=t_b / t_loop)
     return table
 
@@ -210,9 +209,7 @@ def backend_table(dev: str, size: int, backends: Sequence[str | None], *, echo: 
             table.add(backend=name, profile_s=None, over_svdvals=None)
             continue
         with forced(name):
-            t = median_time(
-                lambda: af.entanglement_profile(w, on_zero="nan", check_finite=False), device=dev, repeats=3
-            )
+            t = median_time(lambda: entanglement_profile(w, on_zero="nan", check_finite=False), device=dev, repeats=3)
         table.add(backend=name or "auto (default policy)", profile_s=t, over_svdvals=t / t_svd)
     return table
 
@@ -232,7 +229,7 @@ def lora_step_table(
     }
 
     def step():
-        return [af.lowrank_profile(B, A, scale=2.0, on_zero="nan", check_finite=False) for B, A in factors.values()]
+        return [lowrank_profile(B, A, scale=2.0, on_zero="nan", check_finite=False) for B, A in factors.values()]
 
     table = Table(
         "core_lora_step",

@@ -14,6 +14,7 @@ import torch
 from artent_fast.backends import dispatch, registry
 from artent_fast.bench.table import Table
 from artent_fast.bench.timing import median_time
+from artent_fast.plotting import require_matplotlib, save_figure
 
 
 def sym_batch(batch: int, n: int, dtype: torch.dtype, dev: str, gen: torch.Generator) -> torch.Tensor:
@@ -102,8 +103,6 @@ def dispatcher_choice(a: torch.Tensor, dev: str, repeats: int) -> tuple[str, flo
 
 
 def plot_eig(table: Table, path, title: str) -> None:
-    from artent_fast.plotting import require_matplotlib, save_figure
-
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = [f"n={r['n']} {r['dtype']}" for r in table.rows]

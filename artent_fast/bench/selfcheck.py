@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
-import artent_fast as af
+from artent_fast.api import entanglement_profile, lowrank_profile
 from artent_fast.attention import fused_attention
 from artent_fast.attention.reference import reference_attention
 from artent_fast.backends import registry
@@ -109,12 +109,12 @@ def public_rows(dev: str, table: Table, gen: torch.Generator) -> None:
     """The public paths with the default (automatic) choice of kernels, against float64 references."""
     w = torch.randn(2, 48, 72, device=dev, generator=gen)
     ref = torch.from_numpy(reference_profiles(w.cpu().double().numpy()))
-    got = af.entanglement_profile(w).cpu().double()
+    got = entanglement_profile(w).cpu().double()
     _public(table, "entanglement_profile", float((got - ref).abs().max() / ref.abs().max()), 1e-4)
     B = torch.randn(64, 6, device=dev, generator=gen)
     A = torch.randn(6, 96, device=dev, generator=gen)
     ref = torch.from_numpy(reference_profiles((B @ A).cpu().double().numpy()[None]))[0]
-    got = af.lowrank_profile(B, A).cpu().double()
+    got = lowrank_profile(B, A).cpu().double()
     _public(table, "lowrank_profile", float((got - ref).abs().max() / ref.abs().max()), 1e-4)
     dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
     q = torch.randn(1, 4, 96, 64, device=dev, dtype=dtype, generator=gen)

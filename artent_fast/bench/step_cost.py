@@ -1,9 +1,9 @@
 """Host cost of one due ``tracker.step()`` on a small LoRA model, and of its measurement alone.
 
-The case of issue 12: a 4-layer LLaMA with hidden 256 (8 heads), LoRA r=8 on q_proj and v_proj:
-8 tracked updates, q 256x256 and v (kv_heads * 32)x256 (2 key/value heads: 64x256, the issue's
-shapes; 4: 128x256, the small preset of :mod:`artent_fast.bench.tracking`). Between timed calls the LoRA
-factors are nudged (as an optimizer step would), so nothing can be served from a cache of old results.
+The case: a 4-layer LLaMA with hidden 256 (8 heads), LoRA r=8 on q_proj and v_proj:
+8 tracked updates, q 256x256 and v (kv_heads * 32)x256 (2 key/value heads: 64x256; 4: 128x256, the small
+preset of :mod:`artent_fast.bench.tracking`). Between timed calls the LoRA factors are nudged (as an optimizer
+step would), so nothing can be served from a cache of old results.
 The tracker runs with ``background=False`` (the whole due step on the calling thread). The command line
 is ``benchmarks/bench_step_cost.py``.
 """

@@ -27,8 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(f"artent_fast.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"artent_fast.cli.{name}":
-                continue  # not built yet
             sub.add_parser(name, help=f"(unavailable: {exc})")
             continue
         module.register(sub)

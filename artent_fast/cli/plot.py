@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from artent_fast.cli._common import add_command
+from artent_fast.plotting.sweep import plot_sweep
+from artent_fast.sweep.store import read_table
 
 DESCRIPTION = (
     "Figures from an `artent sweep` table: the mean profile over layers per checkpoint with its theory curve "
@@ -41,9 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from artent_fast.plotting.sweep import plot_sweep
-    from artent_fast.sweep.store import read_table
-
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file, not a folder")
     try:

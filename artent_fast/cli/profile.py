@@ -15,6 +15,7 @@ from artent_fast.atomic import atomic_write
 from artent_fast.checkpoints.pickles import PickleRefused, load_weights_only
 from artent_fast.cli._common import add_command
 from artent_fast.paths import not_usable
+from artent_fast.plotting.profile_figure import plot_profile
 
 EXAMPLES = ("lora", "gaussian", "kronecker")
 
@@ -191,7 +192,7 @@ def print_table(label: str, prof: torch.Tensor, overlays: dict, layout, base: fl
     names = "".join(f" {k[:22]:>22}" for k in overlays)
     print(f"{'bond':>4} {'left':>8} {'right':>8} {'S (' + unit + ')':>12}{names}")
     for k, ((left, right), s) in enumerate(zip(layout.bond_dims(), prof.tolist(), strict=True), start=1):
-        mark = "  <- row/column bond" if layout.row_col_bond == k - 1 else ""
+        mark = "  <- row/column bond" if k == layout.row_sites else ""
         extra = "".join(f" {float(v[k - 1]):22.4f}" for v in overlays.values())
         print(f"{k:4d} {left:8d} {right:8d} {s:12.4f}{extra}{mark}")
 
@@ -208,10 +209,8 @@ def write_outputs(out: Path, label: str, prof: torch.Tensor, overlays: dict, lay
     }
     atomic_write(out / "profile.json", json.dumps(record, indent=1))
     try:
-        from artent_fast.plotting.profile import plot_profile
-
         plot_profile(
-            {label: prof}, overlays=overlays, row_col_bond=layout.row_col_bond, title=label, path=out / "profile.png"
+            {label: prof}, overlays=overlays, row_sites=layout.row_sites, title=label, path=out / "profile.png"
         )
         print(f"wrote {out / 'profile.json'} and {out / 'profile.png'}")
     except ImportError as exc:

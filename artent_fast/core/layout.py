@@ -73,8 +73,8 @@ class Sites:
 
     ``dims`` are the site dimensions in chain order; ``perm`` maps chain position to the
     axis of the row-major tensor ``(row_dims..., col_dims...)``; ``row_sites`` is the number
-    of row sites (in row-major order the row/column bond is bond ``row_sites``, i.e. profile
-    index ``row_sites - 1``).
+    of row sites, which in row-major order is the number of the row/column bond (bonds count
+    from 1; docs/definitions.md, section 1.3).
     """
 
     m: int
@@ -115,7 +115,8 @@ class Sites:
 
     @property
     def row_col_bond(self) -> int | None:
-        """Profile index of the row/column bond (row-major order only)."""
+        """Position of the row/column bond in a profile tensor, ``row_sites - 1`` (row-major order with
+        row and column sites only; None otherwise): ``profile[layout.row_col_bond]`` is its entropy."""
         if self.order != "row-major" or not self.row_dims or not self.col_dims:
             return None
         return self.row_sites - 1

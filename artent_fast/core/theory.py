@@ -57,7 +57,7 @@ def page_curve(
     return torch.stack([page_entropy(left, right) for left, right in layout.bond_dims()])
 
 
-def lowrank_center_entropy(m: int, n: int, r: int) -> float:
+def lowrank_row_col_entropy(m: int, n: int, r: int) -> float:
     """Mean row/column-bond entropy of a Gaussian rank-r product ``B @ A``: ``ln r - r/2m - r/2n``."""
     return math.log(r) - r / (2 * m) - r / (2 * n)
 
@@ -89,7 +89,7 @@ def random_lowrank_profile(
         out = []
         for k, (left, right) in enumerate(layout.bond_dims(), start=1):
             if k == layout.row_sites and layout.col_dims:
-                out.append(torch.tensor(lowrank_center_entropy(m, n, r), dtype=torch.float64))
+                out.append(torch.tensor(lowrank_row_col_entropy(m, n, r), dtype=torch.float64))
             elif k < layout.row_sites:  # rows split (left, m/left); the rest is rank r
                 out.append(page_entropy(left, min(right, (m // left) * r)))
             else:  # columns split (m*C1, C2); the left side is rank r*C1

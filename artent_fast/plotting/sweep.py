@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from artent_fast.plotting import mean_with_band, require_matplotlib, save_figure
+from artent_fast.plotting.profile_figure import plot_profile
+from artent_fast.tracking.records import valley_depth
 
 
 def family(module: str) -> str:
@@ -35,21 +37,30 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else float("nan")
 
 
+def row_sites_of(records: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple]) -> dict[tuple, int]:
+    """``key(record) -> row_sites``: the table's one reader of its boolean ``row_col_bond`` column, which marks
+    the row whose ``bond`` is the row/column bond (that bond's number is the matrix's number of row sites)."""
+    return {key(rec): rec["bond"] for rec in records if rec["row_col_bond"]}
+
+
 def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
     """``(family, kind, rows, cols) -> {"profiles": {checkpoint label: mean profile over layers},
-    "theory": curve, "row_col_bond": k}`` (``k``: the row/column bond's 1-based number)."""
+    "theory": curve, "row_sites": k}`` (``k``: the row/column bond's number, None for a matrix without one)."""
     acc: dict[tuple, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     theory: dict[tuple, dict[int, float]] = defaultdict(dict)
-    center: dict[tuple, int] = {}
     order: dict[tuple, dict[str, tuple]] = defaultdict(dict)
-    for rec in _records(table):
-        key = (family(rec["module"]), rec["kind"], rec["rows"], rec["cols"])
+    records = _records(table)
+
+    def group(rec: dict[str, Any]) -> tuple:
+        return (family(rec["module"]), rec["kind"], rec["rows"], rec["cols"])
+
+    for rec in records:
+        key = group(rec)
         label = _label(rec)
         acc[key][label][rec["bond"]].append(rec["entropy"])
         order[key][label] = (rec["step"] if rec.get("step") is not None else -1, str(rec["checkpoint"]))
         theory[key][rec["bond"]] = rec["theory"]
-        if rec["row_col_bond"]:
-            center[key] = rec["bond"]
+    row_sites = row_sites_of(records, group)
     out = {}
     for key, per_label in acc.items():
         labels = sorted(per_label, key=lambda lab: order[key][lab])
@@ -57,7 +68,7 @@ def profile_groups(table: Mapping[str, list]) -> dict[tuple, dict[str, Any]]:
         out[key] = {
             "profiles": {lab: [_mean(per_label[lab][b]) for b in bonds] for lab in labels},
             "theory": [theory[key][b] for b in bonds],
-            "row_col_bond": center.get(key),
+            "row_sites": row_sites.get(key),
         }
     return out
 
@@ -72,25 +83,24 @@ def valley_depths_by_step(table: Mapping[str, list]) -> dict[tuple, dict[int, li
     """``(family, kind) -> {step: [depth of each matrix (layer)]}``; the valley depth is the tracker's
     (:func:`artent_fast.tracking.records.valley_depth`: the mean of the highest entropy on each side of the
     row/column bond minus the entropy at it). Checkpoints without a step use their order."""
-    from artent_fast.tracking.records import valley_depth
-
     by_matrix: dict[tuple, dict[int, float]] = defaultdict(dict)
-    centers: dict[tuple, int] = {}
     steps: dict[str, int] = {}
-    for rec in _records(table):
+    records = _records(table)
+
+    def matrix(rec: dict[str, Any]) -> tuple:
+        return (family(rec["module"]), rec["kind"], str(rec["checkpoint"]), rec["module"])
+
+    for rec in records:
         ckpt = str(rec["checkpoint"])
         steps.setdefault(ckpt, rec["step"] if rec.get("step") is not None else len(steps))
-        key = (family(rec["module"]), rec["kind"], ckpt, rec["module"])
-        by_matrix[key][rec["bond"]] = rec["entropy"]
-        if rec["row_col_bond"]:
-            centers[key] = rec["bond"]
+        by_matrix[matrix(rec)][rec["bond"]] = rec["entropy"]
+    row_sites = row_sites_of(records, matrix)
     depth: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for key, bonds in by_matrix.items():
-        c = centers.get(key)
-        if c is None:
+        if key not in row_sites:
             continue
-        profile = [bonds[b] for b in sorted(bonds)]  # bonds are 1-based: bond c is profile[c - 1]
-        depth[(key[0], key[1])][steps[key[2]]].append(valley_depth(profile, row_sites=c))
+        profile = [bonds[b] for b in sorted(bonds)]
+        depth[(key[0], key[1])][steps[key[2]]].append(valley_depth(profile, row_sites[key]))
     return {k: dict(per) for k, per in depth.items()}
 
 
@@ -118,8 +128,6 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
     ``valley_depth.png`` (valley depth against step, one line per family and kind).
     """
     plt = require_matplotlib()
-    from artent_fast.plotting.profile import plot_profile
-
     if not table or not table.get("entropy"):
         raise ValueError("the sweep table is empty: nothing to plot")
     checkpoint = resolve_checkpoint(table, checkpoint)
@@ -129,11 +137,10 @@ def plot_sweep(table: Mapping[str, list], out: str | Path, *, checkpoint: str | 
     for (fam, kind, m, n), group in profile_groups(table).items():
         name = _slug(f"{fam}_{kind}_{m}x{n}")
         path = out / f"profiles_{name}.png"
-        center = group["row_col_bond"] - 1 if group["row_col_bond"] else None
         plot_profile(
             group["profiles"],
             overlays={"theory": group["theory"]},
-            row_col_bond=center,
+            row_sites=group["row_sites"],
             title=f"{fam} ({kind}, {m}x{n}): mean over layers",
             path=path,
         )

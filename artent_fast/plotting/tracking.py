@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from artent_fast.api import page_curve, random_lowrank_profile
 from artent_fast.patterns import module_name
 from artent_fast.plotting import (
     integer_ticks,
@@ -17,8 +18,8 @@ from artent_fast.plotting import (
     require_matplotlib,
     save_figure,
 )
-from artent_fast.plotting.profile import plot_profile
-from artent_fast.tracking.records import UPDATE_KINDS, record_label
+from artent_fast.plotting.profile_figure import plot_profile
+from artent_fast.tracking.records import UPDATE_KINDS, read_history, record_label
 
 
 def projection(label: str) -> str:
@@ -29,8 +30,6 @@ def projection(label: str) -> str:
 def as_records(history: Any) -> list[dict]:
     """Accept a list of dicts, a DataFrame, or a history file/folder path."""
     if isinstance(history, (str, Path)):
-        from artent_fast.tracking.records import read_history
-
         return read_history(history)
     if hasattr(history, "to_dict"):
         return history.to_dict("records")
@@ -71,8 +70,6 @@ def plot_tracked_profile(
     When more than ``max_curves`` units were tracked, the first ``max_curves`` are drawn, spread over
     the kinds (q, v, ...), and the title says how many are shown.
     """
-    from artent_fast.api import page_curve, random_lowrank_profile
-
     groups = select(as_records(history), modules, UPDATE_KINDS)
     if step is None:
         step = max(r["step"] for rs in groups.values() for r in rs)
@@ -88,17 +85,17 @@ def plot_tracked_profile(
             if r.get("rank"):
                 overlays.setdefault(f"random rank-{r['rank']} {m}x{n}", random_lowrank_profile(m, n, r["rank"]))
     note = None if len(curves) == len(at_step) else f"{len(curves)} of {len(at_step)} tracked modules shown"
-    shapes_at: dict[int, list[str]] = {}  # each shape's own row/column bond (0-based)
+    shapes_at: dict[int, list[str]] = {}  # each shape's own row/column bond: its row_sites
     for r in curves.values():
         shape = "x".join(map(str, r["shape"]))
-        if shape not in shapes_at.setdefault(r["row_sites"] - 1, []):
-            shapes_at[r["row_sites"] - 1].append(shape)
+        if shape not in shapes_at.setdefault(r["row_sites"], []):
+            shapes_at[r["row_sites"]].append(shape)
     bonds = {bond: ", ".join(shapes) for bond, shapes in shapes_at.items()}
     ranks = sorted({int(r["rank"]) for r in curves.values() if r.get("rank")})
     return plot_profile(
         {module_name(label): r["entropies"] for label, r in curves.items()},
         overlays=overlays,
-        row_col_bond=next(iter(bonds)) if len(bonds) == 1 else bonds,
+        row_sites=next(iter(bonds)) if len(bonds) == 1 else bonds,
         bounds={f"ln {k}: the most a rank-{k} update holds at its row/column bond": math.log(k) for k in ranks},
         kind_of=projection,
         note=note,
@@ -143,11 +140,11 @@ def plot_bond_heatmap(
         extent=(0.5, bonds + 0.5, steps[0] - 0.5, steps[-1] + 0.5),
     )
     fig.colorbar(image, ax=ax, label="entropy (nats)", pad=0.02)
-    center = records[0]["row_sites"]
-    ax.axvline(center, color="tab:red", lw=1.2, ls="--")
+    row_col_bond = records[0]["row_sites"]  # that bond's number, the x of its column
+    ax.axvline(row_col_bond, color="tab:red", lw=1.2, ls="--")
     ax.annotate(
-        f"row/column bond ({center})",
-        xy=(center, 1.0),
+        f"row/column bond ({row_col_bond})",
+        xy=(row_col_bond, 1.0),
         xycoords=("data", "axes fraction"),
         xytext=(0, 3),
         textcoords="offset points",

@@ -260,7 +260,7 @@ def _append_rows(
                 ("bond", k + 1),
                 ("left_dim", left),
                 ("right_dim", right),
-                ("row_col_bond", k == layout.row_col_bond),
+                ("row_col_bond", k + 1 == layout.row_sites),  # the file's form of row_sites
                 ("entropy", entropy),
                 ("theory", theory[k] * to_base),
                 ("theory_kind", theory_kind),

@@ -76,7 +76,7 @@ class TensorBoard:
                 profiles.setdefault(r["step"], {})[label] = r["entropies"]
         for step, curves in profiles.items():
             # plotting is a layer above tracking and needs matplotlib (optional): imported when a figure is due
-            from artent_fast.plotting.profile import plot_profile
+            from artent_fast.plotting.profile_figure import plot_profile
 
             fig = plot_profile(curves, title=f"entanglement profiles, step {step}")
             self.writer.add_figure("artent/profiles", fig, step, close=True)

@@ -596,7 +596,7 @@ class ScheduleNotice(UserWarning):
 
 
 def open_attention_channel(model: nn.Module) -> Any:
-    """The attention side channel (issue 4's ``artent_fast.attention.channel``), enabled on ``model``."""
+    """The attention side channel (``artent_fast.attention.channel``), enabled on ``model``."""
     try:
         channel = importlib.import_module("artent_fast.attention.channel")
     except ModuleNotFoundError as exc:

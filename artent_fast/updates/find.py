@@ -13,7 +13,7 @@ from torch import nn
 from artent_fast.checkpoints import open_weights
 from artent_fast.parallel import full_tensor
 from artent_fast.paths import not_usable
-from artent_fast.patterns import check_patterns, matches, module_name
+from artent_fast.patterns import check_patterns, matches, matches_any, module_name
 from artent_fast.updates.types import AdapterType, adapter_type, adapters_of, base_weight
 from artent_fast.updates.unit import Part, Unit
 
@@ -154,7 +154,7 @@ def find_units(
     owners: list[str] = []  # adapter layers already taken: their sub-modules are not separate targets
     for path, module in model.named_modules():
         name = module_name(path)
-        if not any(matches(name, p) for p in patterns):
+        if not matches_any(name, patterns):
             continue
         if any(name.startswith(owner + ".") for owner in owners):
             continue

@@ -1,4 +1,4 @@
-"""Profile vs bond, with theory overlays."""
+"""The profile figure: entropy against bond, theory curves overlaid, the row/column bond marked."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def plot_profile(
     profiles: Mapping[str, Sequence[float] | torch.Tensor],
     *,
     overlays: Mapping[str, Sequence[float] | torch.Tensor] | None = None,
-    row_col_bond: int | Mapping[int, str] | None = None,
+    row_sites: int | Mapping[int, str] | None = None,
     bounds: Mapping[str, float] | None = None,
     title: str = "Entanglement profile",
     note: str | None = None,
@@ -35,8 +35,10 @@ def plot_profile(
     """Entropy per bond: measured curves solid (one line style per kind given by ``kind_of(label)``),
     ``overlays`` (theory curves) in black and grey, dashed; the row/column bond marked.
 
-    ``row_col_bond`` is a 0-based profile index, or ``{index: what it is the bond of}`` when curves of
-    several shapes are drawn (one marker per shape's own bond); bonds are drawn 1-based, as in the docs.
+    ``row_sites`` marks the row/column bond: the number of row sites, which is that bond's number (the x
+    axis numbers bonds from 1), or ``{row_sites: what it is the bond of}`` when curves of several shapes are
+    drawn (one marker per shape's own bond). A number that names no drawn bond (0 or the site count of a
+    matrix with one row or column) marks nothing.
     ``bounds`` are horizontal lines ``{label: entropy}`` (e.g. ``ln r``, which no bond of a rank-r update
     can exceed). ``note`` is a line under the title (e.g. "4 of 8 modules shown"). Returns the figure;
     saves it when ``path`` is given.
@@ -44,22 +46,26 @@ def plot_profile(
     plt = require_matplotlib()
     fig, ax = new_figure(plt)
     kinds: dict[str, int] = {}
+    bonds = 0  # the most bonds of any curve
     for label, values in profiles.items():
         y = torch.as_tensor(values, dtype=torch.float64).cpu()
         kind = kinds.setdefault(kind_of(label) if kind_of else "", len(kinds))
+        bonds = max(bonds, len(y))
         ax.plot(range(1, len(y) + 1), y, label=label, **line_style(kind, many_points=len(y) > 40))
     shades: dict[str, str] = {}
     for label, values in (overlays or {}).items():
         y = torch.as_tensor(values, dtype=torch.float64).cpu()
+        bonds = max(bonds, len(y))
         ax.plot(range(1, len(y) + 1), y, lw=1.1, label=label, **overlay_style(label, shades))
-    marks = {row_col_bond: ""} if isinstance(row_col_bond, int) else dict(row_col_bond or {})
-    for i, (bond, what) in enumerate(sorted(marks.items())):
+    marks = {row_sites: ""} if isinstance(row_sites, int) else dict(row_sites or {})
+    drawn = sorted((k, what) for k, what in marks.items() if 1 <= k <= bonds)
+    for i, (bond, what) in enumerate(drawn):
         ax.axvline(
-            bond + 1,
+            bond,
             color=BOND_COLOURS[i % len(BOND_COLOURS)],
             lw=1.0,
             ls=":",
-            label=f"row/column bond ({bond + 1})" + (f": {what}" if what else ""),
+            label=f"row/column bond ({bond})" + (f": {what}" if what else ""),
         )
     for i, (label, value) in enumerate((bounds or {}).items()):
         ax.axhline(value, color=OVERLAY_GREYS[i % len(OVERLAY_GREYS)], lw=0.9, ls=(0, (1, 3)), label=label)
