@@ -269,14 +269,14 @@ def test_attention_side_channel_is_rank0_only(frameworks, mode):
             assert_close(r["entropies"], rank0["refs"][r["module"]], f"{mode} {r['module']}")
 
 
-def test_deepspeed_and_fsdp1_without_orig_params_are_refused_clearly():
+def test_dense_units_under_zero3_and_fsdp1_without_orig_params_are_refused_clearly():
     import torch.distributed as dist
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     model = worker.build("fft")
     model.layers[0].q_proj.weight.ds_id = 7  # what DeepSpeed ZeRO-3 puts on its partitioned parameters
-    with pytest.raises(ValueError, match="DeepSpeed engines are not supported"):
-        artent_fast.track(model, out=None)
+    with pytest.raises(ValueError, match="DeepSpeed ZeRO-3 partitions the weights, and .*are dense updates"):
+        artent_fast.track(model, out=None, targets=["q_proj"])
     with pytest.raises(ValueError, match="distributed=True: torch.distributed is not initialised"):
         artent_fast.track(worker.build("fft"), out=None, distributed=True)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)

@@ -139,20 +139,24 @@ class Tracker:
         self.image_every = image_every or 10 * every
         self.strict = strict
         self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
+        find = functools.partial(
+            find_units,
+            model,
+            self.targets,
+            split=split,
+            base_weights=base_weights,
+            snapshot_device=snapshot_device,
+            resume=resume,
+        )
         zero3 = any(is_zero3(p) for p in model.parameters())
+        if zero3:  # ZeRO-3: units found without reading them, dense ones refused before anything is gathered
+            units = find(starts=False)
+            refuse_zero3_dense(units)
         with whole_model(model):  # FSDP1, ZeRO-3: units are found on the whole parameters, W0 copied whole
-            units = find_units(
-                model,
-                self.targets,
-                split=split,
-                base_weights=base_weights,
-                snapshot_device=snapshot_device,
-                resume=resume,
-                starts=not zero3,
-            )
-            if zero3:  # refused before any dense update is read
-                refuse_zero3_dense(units)
+            if zero3:
                 read_starts(units, zero_initialised_adapters(model) if resume else ())
+            else:
+                units = find()
             self._tracked = plan(units, self.world)  # widths, costs and owners from the whole shapes
         if self.distributed:  # before any error of one rank's own: the others would wait for it in a collective
             check_agreement(

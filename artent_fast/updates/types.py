@@ -54,6 +54,11 @@ def base_weight(module: nn.Module) -> torch.Tensor | None:
     return weight if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
 
 
+def shape_of(tensor: torch.Tensor) -> tuple[int, ...]:
+    """A parameter's whole shape: DeepSpeed ZeRO-3 keeps it in ``ds_shape`` (its data is this rank's part)."""
+    return tuple(getattr(tensor, "ds_shape", tensor.shape))
+
+
 def sizes(module: nn.Module) -> tuple[int, int] | None:
     """``(out_features, in_features)`` as the layer declares them (a sharded or packed weight's shape is not
     the layer's), else from a 2-D base weight."""
@@ -116,13 +121,13 @@ class Lora(AdapterType):
         if adapter in (getattr(module, "lora_variant", {}) or {}):  # DoRA and other variants
             return False
         pair = entries(module, adapter, "lora_B", "lora_A")
-        return pair is not None and all(t.ndim == 2 for t in pair)
+        return pair is not None and all(len(shape_of(t)) == 2 for t in pair)
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return [module.lora_B[adapter].weight, module.lora_A[adapter].weight]
 
     def rank(self, module: nn.Module, adapter: str) -> int:
-        return module.lora_A[adapter].weight.shape[0]
+        return shape_of(module.lora_A[adapter].weight)[0]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         B, A = (full(t.detach()) for t in self.tensors(module, adapter))
@@ -134,13 +139,13 @@ class AdaLora(AdapterType):
 
     def owns(self, module: nn.Module, adapter: str) -> bool:
         found = entries(module, adapter, "lora_B", "lora_A", "lora_E")
-        return found is not None and hasattr(module, "ranknum") and all(t.ndim == 2 for t in found)
+        return found is not None and hasattr(module, "ranknum") and all(len(shape_of(t)) == 2 for t in found)
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return [module.lora_B[adapter], module.lora_A[adapter], module.lora_E[adapter]]
 
     def rank(self, module: nn.Module, adapter: str) -> int:
-        return module.lora_A[adapter].shape[0]
+        return shape_of(module.lora_A[adapter])[0]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         B, A, E = (full(t.detach()) for t in self.tensors(module, adapter))
@@ -155,14 +160,14 @@ class LoHa(AdapterType):
     def owns(self, module: nn.Module, adapter: str) -> bool:
         found = entries(module, adapter, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
         cp = entry(getattr(module, "hada_t1", None), adapter) is not None  # convolutions' CP form: dense
-        return found is not None and not cp and all(t.ndim == 2 for t in found) and sizes(module) is not None
+        return found is not None and not cp and all(len(shape_of(t)) == 2 for t in found) and sizes(module) is not None
 
     def tensors(self, module: nn.Module, adapter: str) -> list[torch.Tensor]:
         return entries(module, adapter, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 
     def rank(self, module: nn.Module, adapter: str) -> int:
         w1a, _, w2a, _ = self.tensors(module, adapter)
-        return w1a.shape[1] * w2a.shape[1]
+        return shape_of(w1a)[1] * shape_of(w2a)[1]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         B1, A1, B2, A2 = (full(t.detach()) for t in self.tensors(module, adapter))
@@ -184,7 +189,7 @@ class LoKr(AdapterType):
         halves, shape = self.halves(module, adapter), sizes(module)
         if halves is None or shape is None or entry(getattr(module, "lokr_t2", None), adapter) is not None:
             return False
-        if any(t.ndim != 2 for half in halves for t in half):
+        if any(len(shape_of(t)) != 2 for half in halves for t in half):
             return False
         return self.rank(module, adapter) < min(shape)
 
@@ -193,7 +198,7 @@ class LoKr(AdapterType):
         return [*w1, *w2]
 
     def rank(self, module: nn.Module, adapter: str) -> int:
-        ranks = [min(h[0].shape) if len(h) == 1 else h[0].shape[1] for h in self.halves(module, adapter)]
+        ranks = [min(shape_of(h[0])) if len(h) == 1 else shape_of(h[0])[1] for h in self.halves(module, adapter)]
         return ranks[0] * ranks[1]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
@@ -215,7 +220,7 @@ class Vera(AdapterType):
         return entries(module, adapter, "vera_lambda_b", "vera_lambda_d", "vera_B", "vera_A")
 
     def rank(self, module: nn.Module, adapter: str) -> int:
-        return module.vera_A[adapter].shape[0]
+        return shape_of(module.vera_A[adapter])[0]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         lambda_b, lambda_d, B, A = (full(t.detach()) for t in self.tensors(module, adapter))
@@ -238,7 +243,7 @@ class Mps(AdapterType):
         return [module.B, *module.cores]
 
     def rank(self, module: nn.Module, adapter: str) -> int:
-        return module.B.shape[1]
+        return shape_of(module.B)[1]
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         with torch.no_grad():
