@@ -6,6 +6,8 @@ the real update (``scaling * B @ A``, read from the factors).
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from torch import nn
@@ -232,3 +234,49 @@ def test_qlora_factored_path_never_reads_the_base(start):
         for part, matrix in parts:
             expected = artent_fast.entanglement_profile(matrix, method="naive").tolist()
             assert last[(name, part)]["entropies"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes (dev extra)")
+def test_qlora_on_a_real_bitsandbytes_4bit_base(tmp_path):
+    """QLoRA as users run it: transformers loads the base in 4 bits (bitsandbytes' CPU backend), peft puts
+    LoRA on the ``Linear4bit`` layers. The tracker never dequantises the base (counted on bitsandbytes'
+    own ``dequantize_4bit`` around construction and every measured step), and its records equal the
+    float64 profile of ``scaling * B @ A``."""
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    bnb_functional = pytest.importorskip("bitsandbytes.functional")
+    torch.manual_seed(0)
+    config = tiny_llama_config(  # every projection at least 64 wide: 4-bit blocks of 64
+        hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_key_value_heads=4, max_position_embeddings=32
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    quantized = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+    base = transformers.LlamaForCausalLM.from_pretrained(tmp_path, quantization_config=quantized, device_map="cpu")
+    assert type(base.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    calls = []
+    original = bnb_functional.dequantize_4bit
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    bnb_functional.dequantize_4bit = counted
+    try:
+        tracker = artent_fast.track(model, out=None, background=False)
+        assert {u.kind for u in tracker.units} == {"lora"} and len(tracker.units) == 2
+        ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+        read = 0
+        for _ in range(2):
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            before = len(calls)  # training dequantises in its forward and backward; the tracker must not
+            tracker.step()
+            read += len(calls) - before
+        tracker.close()
+    finally:
+        bnb_functional.dequantize_4bit = original
+    assert read == 0 and calls, "the tracker dequantised the 4-bit base (or training never did: nothing counted)"
+    check_last_step(tracker.history(), model)
