@@ -1,7 +1,8 @@
 """Worker for tests/test_tracking_deepspeed.py: ``torchrun --nproc-per-node 2 dist_deepspeed_worker.py OUT KIND``.
 
-A tiny LLaMA with a peft adapter (KIND: lora, loha) trained 3 steps by a DeepSpeed ZeRO-3 engine on
-CPU (gloo, ``DS_ACCELERATOR=cpu``), tracked with ``artent_fast.track(engine)``; every rank then
+A tiny LLaMA with a peft adapter (KIND: lora, loha, dora) trained 3 steps by a DeepSpeed ZeRO-3 engine
+on CPU (gloo, ``DS_ACCELERATOR=cpu``), tracked with ``artent_fast.track(engine)``; or (KIND trainer)
+LoRA trained by the HF ``Trainer`` with a ZeRO-3 config and ``ArtentCallback``. Every rank then
 gathers the factors itself and writes the float64 reference profile of the change since the start,
 computed from peft's own ``get_delta_weight``, next to the tracker's records.
 """
@@ -37,7 +38,49 @@ def deltas(model) -> dict[str, torch.Tensor]:
         return {n: m.get_delta_weight("default").detach().double().clone() for n, m in layers.items()}
 
 
+def with_trainer(out: Path) -> None:
+    """The HF Trainer's own DeepSpeed integration (accelerate underneath), the callback unchanged."""
+    import datasets
+
+    from artent_fast.integrations.hf import ArtentCallback
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(tiny_llama_config(num_hidden_layers=2, max_position_embeddings=32))
+    model = peft.get_peft_model(model, CONFIGS["lora"]())
+    ids = torch.randint(0, 64, (16, 12), generator=torch.Generator().manual_seed(0)).tolist()
+    zero3 = {  # train_batch_size left out: DeepSpeed derives it (the Trainer's CPU world size would be 1)
+        "train_micro_batch_size_per_gpu": 2,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": 3},
+        "zero_allow_untested_optimizer": True,
+    }
+    args = transformers.TrainingArguments(
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=2,
+        max_steps=3,
+        learning_rate=0.1,
+        deepspeed=zero3,
+        ddp_backend="gloo",
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+    )
+    callback = ArtentCallback(out=out / "history.jsonl", every=1)
+    dataset = datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback])
+    trainer.train()
+    rank = torch.distributed.get_rank()
+    now = deltas(model)  # B started at zero: the change since the start is the whole update
+    reference = {n: artent_fast.entanglement_profile(now[n], method="naive").tolist() for n in sorted(now)}
+    (out / f"reference{rank}.json").write_text(json.dumps(reference))
+    logged = [h for h in trainer.state.log_history if any(k.startswith("artent/") for k in h)]
+    (out / f"logged{rank}.json").write_text(json.dumps(logged))
+
+
 def main(out: Path, kind: str) -> None:
+    if kind == "trainer":
+        with_trainer(out)
+        return
     deepspeed.init_distributed(dist_backend="gloo")
     rank = torch.distributed.get_rank()
     torch.manual_seed(0)

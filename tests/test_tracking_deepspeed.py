@@ -30,7 +30,7 @@ def torchrun(out: Path, kind: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lora", "loha"])
+@pytest.mark.parametrize("kind", ["lora", "loha", "trainer"])
 def test_zero3_factored_adapters_match_the_float64_change(tmp_path, kind):
     res = torchrun(tmp_path, kind)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
@@ -42,6 +42,8 @@ def test_zero3_factored_adapters_match_the_float64_change(tmp_path, kind):
         for module, want in reference.items():
             assert last[module]["entropies"] == pytest.approx(want, abs=1e-6), module
             assert last[module]["update"] == "BA"
+    if kind == "trainer":  # the HF Trainer's own DeepSpeed path: the callback's scalars in its logs, every step
+        assert len(json.loads((tmp_path / "logged0.json").read_text())) == 3
 
 
 @pytest.mark.slow
