@@ -92,19 +92,25 @@ def _update(
     module: nn.Module, name: str, base: nn.Module | Mapping[str, torch.Tensor] | None
 ) -> tuple[str, tuple[torch.Tensor, torch.Tensor, float] | torch.Tensor]:
     """``(kind, update)``: the factors ``(B, A, scale)`` of a layer with one factored adapter (kinds ``lora``,
-    ``mps``), else a dense float64 update: ``W - W0`` against ``base`` (``fft``), the adapters' dense
-    updates (``delta``), or the weight itself (``weight``)."""
+    ``mps``), else a dense float64 update: ``W - W0`` against ``base`` (``fft``; ``lora`` for an adapter that
+    did not start at zero, whose base layer holds ``W0 - s B0 A0``), the adapters' dense updates
+    (``delta``), or the weight itself (``weight``)."""
     units = adapter_units(name, module)  # the adapters' whole updates (read by artent_fast.updates)
-    if len(units) == 1 and units[0].kind == "lora":
+    w0 = _base_weight(base, name)
+    kind = ("mps" if units[0].source == "mps" else "lora") if len(units) == 1 and units[0].kind == "lora" else None
+    below = base_weight(module)
+    if kind is not None and (w0 is None or below is None or torch.equal(below.detach(), w0.to(below.device))):
         B, A, scale, _ = units[0].whole_factors()
-        return ("mps" if units[0].source == "mps" else "lora"), (B.double(), A.double(), scale)
-    w, w0 = _effective_weight(module), _base_weight(base, name)
+        return kind, (B.double(), A.double(), scale)
+    # an adapter whose base layer is not the base model's weight (PiSSA, OLoRA, LoftQ moved their start
+    # into it): its factors are not the change; the change is the effective weight minus the base's
+    w = _effective_weight(module)
     if w is None:
         raise ValueError(f"module {name!r} ({type(module).__name__}) has no weight to profile")
     if w0 is not None:
         if w0.shape != w.shape:
             raise ValueError(f"module {name!r}: weight {tuple(w.shape)} but base weight {tuple(w0.shape)}")
-        return "fft", w.double() - w0.to(w.device).double()
+        return kind or "fft", w.double() - w0.to(w.device).double()
     if units:
         return "delta", sum(u.whole_dense().double() if u.kind == "dense" else _product(u) for u in units)
     return "weight", w.double()

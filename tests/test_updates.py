@@ -163,3 +163,21 @@ def test_structured_factors_against_their_products():
         want = mag[:, None] * (W + dW) / (W + dW).norm(dim=1, keepdim=True) - W
         torch.testing.assert_close(dora_change(W, dW, mag), want)
         torch.testing.assert_close(dora_change(W.T, dW.T, mag, fan_in_fan_out=True), want.T)
+
+
+def test_compare_measures_a_pissa_model_against_its_base_as_the_change():
+    """PiSSA moves ``s B0 A0`` out of the base layer: against the base model, compare profiles the change of
+    the effective weight (``W_eff - W0``), not ``s B A`` (the base's principal part)."""
+    torch.manual_seed(6)
+    config = tiny_llama_config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, max_position_embeddings=32)
+    base = transformers.LlamaForCausalLM(config)
+    tuned = peft.get_peft_model(copy.deepcopy(base), copy.deepcopy(CONFIGS["lora-pissa"][0]))
+    moved(tuned, seed=7)
+    now = effective(tuned)
+    for path, layer in tuned.named_modules():
+        if path.endswith("q_proj") and hasattr(layer, "base_layer"):
+            key = module_name(path)
+            w0 = dict(base.named_modules())[key].weight.detach().double()
+            kind, profile = internal_profile(layer, name=path, base=base)
+            assert kind == "lora"
+            assert profile.tolist() == pytest.approx(naive(now[key].double() - w0), abs=1e-6)
