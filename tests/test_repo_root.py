@@ -136,7 +136,7 @@ def test_bare_pytest_runs_a_test_file_that_imports_the_tests_helpers():
     """``pytest tests/test_x.py`` (the console script: no working directory on sys.path, as ``python -P``) on a
     file that imports ``tests.matrices``."""
     res = run_at_root(
-        "-P", "-m", "pytest", "tests/test_core_mps.py", "-k", "dtype_norm_and_repr", "-q", "-p", "no:cacheprovider"
+        "-P", "-m", "pytest", "tests/core/test_core_mps.py", "-k", "dtype_norm_and_repr", "-q", "-p", "no:cacheprovider"
     )
     assert res.returncode == 0, res.stdout[-3000:]
     assert "1 passed" in res.stdout

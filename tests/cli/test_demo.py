@@ -178,7 +178,7 @@ def test_help_shows_defaults(capsys):
 
 def test_demo_on_a_gguf_file(tmp_path):
     pytest.importorskip("gguf")
-    from test_models_loader import tiny_llama, write_tiny_gguf
+    from tests.integrations.test_models_loader import tiny_llama, write_tiny_gguf
 
     folder = tmp_path / "g"
     folder.mkdir()

@@ -15,7 +15,7 @@ from experiments import cardy, doc_blocks, findings, nulls, paper_findings, repo
 from experiments.run_plan import plan_runs, runs_of
 from experiments.settings import settings
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "paper_findings.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "paper_findings.py"
 
 
 def test_plan_covers_every_sweep_once():
@@ -259,7 +259,7 @@ def test_cardy_against_a_null_equal_to_the_measurement(real_run):
 
 def test_gguf_file_runs_the_real_text_experiment(tmp_path):
     pytest.importorskip("gguf")
-    from test_models_loader import tiny_llama, write_tiny_gguf
+    from tests.integrations.test_models_loader import tiny_llama, write_tiny_gguf
 
     folder = tmp_path / "g"
     folder.mkdir()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("artent_fast_csrc_build", ROOT / "csrc" / "build.py")
 csrc_build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(csrc_build)

@@ -677,7 +677,7 @@ for _ in range(3):
     opt.zero_grad()
 # no close(): the measurements still on the worker thread are recorded at exit
 """
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(r["step"] for r in read_history(tmp_path / "history.jsonl")) == [1, 1, 2, 2, 3, 3]

@@ -32,7 +32,7 @@ from artent_fast.core.gram import bond_densities, split_point  # noqa: E402
 
 INTERPRETED = IN_INTERPRETER_CHILD
 in_child = interpreted  # deselected in the parent, run by test_interpreted_suite
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DTYPES = [torch.float32, torch.float64]
 BATCHES = [(), (3,), (2, 2)]
 
