@@ -160,14 +160,6 @@ def test_without_matplotlib_figures_are_skipped_with_the_reason(tmp_path, capsys
     assert demo.write_figures(out, [], [])[0] == []
 
 
-def test_summary_defines_valley_depth_as_computed(tmp_path):
-    out = tmp_path / "r"
-    assert main(["demo", "--out", str(out), "--steps", "1", "--batch", "2", "--seq-len", "16"]) == 0
-    summary = (out / "summary.md").read_text()
-    assert "mean of the highest entropy on each side of the row/column bond" in summary
-    assert "neighbouring bonds" not in summary
-
-
 def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
