@@ -119,6 +119,7 @@ def test_a_degenerate_matrix_is_one_error_and_the_good_rows_are_kept(tmp_path, r
 # ---------------------------------------------------------------- 3. two sweeps into one --out
 
 
+@pytest.mark.slow
 def test_a_second_sweep_into_a_locked_out_is_refused_naming_the_holder(tmp_path, rng, capsys):
     import subprocess
     import sys

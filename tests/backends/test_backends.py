@@ -36,6 +36,7 @@ def _cuda_ext_available() -> bool:
     return True
 
 
+@pytest.mark.slow
 @in_parent
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_interpreted_suite():

@@ -50,6 +50,7 @@ def ext(built):
 # ---------------------------------------------------------------- build and import
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_extension_builds_imports_and_exposes_its_api(built, ext):
     assert built.name.startswith("_cuda_jacobi") and built.stat().st_size > 0
@@ -73,6 +74,7 @@ def test_bad_arguments_fail_before_any_cuda_call(ext):
     ext.eigvalsh_batched(0, 0, 0, 8, "float64")  # empty batch: a no-op, CUDA untouched
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_cuda_backend_loads_the_built_extension(built):
     code = (
@@ -95,6 +97,7 @@ def test_cuda_backend_loads_the_built_extension(built):
     assert res.returncode == 0 and "ok 32 512" in res.stdout, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_cuda_backend_without_extension_is_skipped():
     code = (
         "import importlib, torch\n"
@@ -116,6 +119,7 @@ def test_cuda_backend_without_extension_is_skipped():
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["", "1"])
 def test_setup_builds_the_extension_only_when_asked(flag):
     code = (

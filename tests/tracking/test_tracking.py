@@ -659,6 +659,7 @@ def test_failure_on_the_worker_thread_moves_measuring_to_the_training_thread(mon
     assert sorted(r["step"] for r in tracker.history()) == [2, 2, 3, 3]  # the others went on
 
 
+@pytest.mark.slow
 def test_a_program_that_never_closes_its_tracker_still_writes_every_record(tmp_path):
     import subprocess
 

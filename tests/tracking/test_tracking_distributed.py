@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # torchrun launches
 pytest.importorskip("peft")
 
 import artent_fast  # noqa: E402
