@@ -60,6 +60,7 @@ def test_extension_builds_imports_and_exposes_its_api(built, ext):
     assert "libtorch" not in libs and "libcudart.so" not in libs  # static cudart, no libtorch
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_bad_arguments_fail_before_any_cuda_call(ext):
     with pytest.raises(ValueError, match="dtype must be"):
@@ -240,6 +241,7 @@ def test_jacobi_twin_matches_lapack(rng, n, dtype):
 # ---------------------------------------------------------------- the compiled kernel (GPU)
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @needs_toolchain
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
