@@ -209,7 +209,7 @@ def test_load_model_on_a_gguf_cut_short_names_the_file(tmp_path, keep):
     pytest.importorskip("gguf")
     pytest.importorskip("transformers")
     from artent_fast.integrations.models import load_model
-    from tests.test_models_loader import tiny_llama, write_tiny_gguf
+    from tests.integrations.test_models_loader import tiny_llama, write_tiny_gguf
 
     data = write_tiny_gguf(tmp_path / "full.gguf", tiny_llama()).read_bytes()
     cut = tmp_path / "cut.gguf"
@@ -224,7 +224,7 @@ def test_load_model_on_a_gguf_cut_short_names_the_file(tmp_path, keep):
 def test_load_model_on_a_truncated_safetensors_file_names_the_file(tmp_path, keep, shards):
     pytest.importorskip("transformers")
     from artent_fast.integrations.models import load_model
-    from tests.test_models_loader import tiny_llama
+    from tests.integrations.test_models_loader import tiny_llama
 
     tiny_llama().save_pretrained(tmp_path / "m", max_shard_size="40KB" if shards > 1 else "5GB")
     files = sorted((tmp_path / "m").glob("*.safetensors"))
@@ -245,7 +245,7 @@ def test_attention_on_a_nan_forward_records_nan_and_keeps_the_neighbouring_steps
 
     import artent_fast
     from artent_fast.tracking import read_history
-    from tests.test_tracking import batch, lora, tiny_llama
+    from tests.tracking.test_tracking import batch, lora, tiny_llama
 
     attention = pytest.importorskip("artent_fast.attention")
     model = lora(tiny_llama(layers=2))

@@ -15,7 +15,7 @@ pytest.importorskip("safetensors")
 
 from artent_fast.cli import main  # noqa: E402
 from artent_fast.sweep import read_table  # noqa: E402
-from tests.test_sweep_hardening import peft_config, write_adapter  # noqa: E402
+from tests.sweep.test_sweep_hardening import peft_config, write_adapter  # noqa: E402
 from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
@@ -119,6 +119,7 @@ def test_a_degenerate_matrix_is_one_error_and_the_good_rows_are_kept(tmp_path, r
 # ---------------------------------------------------------------- 3. two sweeps into one --out
 
 
+@pytest.mark.slow
 def test_a_second_sweep_into_a_locked_out_is_refused_naming_the_holder(tmp_path, rng, capsys):
     import subprocess
     import sys

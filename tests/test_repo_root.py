@@ -65,6 +65,7 @@ def test_no_root_name_is_a_top_level_name_of_an_installed_distribution():
     )
 
 
+@pytest.mark.slow
 def test_namespace_folders_at_the_root_do_not_win_over_installed_packages():
     """A folder without ``__init__.py`` (``kernels/``) loses to a regular package of the same name, unless the
     installed one is itself a namespace package (then the two merge): check where each such name resolves."""
@@ -109,6 +110,7 @@ def _kernels_distribution():
         pytest.skip("the kernels distribution is not installed (transformers >= 5.25 brings it)")
 
 
+@pytest.mark.slow
 def test_import_kernels_from_the_root_is_the_installed_distribution():
     dist = _kernels_distribution()
     res = run_at_root("-c", "import kernels; print(kernels.__file__)")
@@ -118,6 +120,7 @@ def test_import_kernels_from_the_root_is_the_installed_distribution():
     assert where.is_relative_to(Path(dist.locate_file("")).resolve()), where
 
 
+@pytest.mark.slow
 def test_transformers_loads_a_tiny_llama_from_the_root():
     need("transformers")
     code = (
@@ -131,12 +134,13 @@ def test_transformers_loads_a_tiny_llama_from_the_root():
     assert res.stdout.startswith("LlamaForCausalLM "), res.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no script folder on sys.path) is 3.11+")
 def test_bare_pytest_runs_a_test_file_that_imports_the_tests_helpers():
     """``pytest tests/test_x.py`` (the console script: no working directory on sys.path, as ``python -P``) on a
     file that imports ``tests.matrices``."""
     res = run_at_root(
-        "-P", "-m", "pytest", "tests/test_core_mps.py", "-k", "dtype_norm_and_repr", "-q", "-p", "no:cacheprovider"
+        "-P", "-m", "pytest", "tests/core/test_core_mps.py", "-k", "dtype_norm_and_repr", "-q", "-p", "no:cacheprovider"
     )
     assert res.returncode == 0, res.stdout[-3000:]
     assert "1 passed" in res.stdout

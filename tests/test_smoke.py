@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import artent_fast as af
@@ -51,6 +52,7 @@ def test_lazy_names_and_subpackages():
         af.nope  # noqa: B018
 
 
+@pytest.mark.slow
 def test_import_needs_no_optional_extra():
     """``import artent_fast`` loads neither transformers, peft, matplotlib, pandas nor triton."""
     import subprocess

@@ -2,7 +2,7 @@
 
 Prefer these to ``dispatch("name", ...)``: a typo is an AttributeError at import, not a KeyError at
 run time, and the arguments are documented once. Every backend's kernel for an op has exactly this
-signature (tests/test_backends.py checks it).
+signature (tests/backends/test_backends.py checks it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Default torch kernels: correct on every device, and THE torch code of each engine op.
 
-These are the references every other backend is tested against (tests/test_backends.py,
-tests/test_triton_kernels.py): the Triton kernels in kernels/src/ carry no torch twin of their own.
+These are the references every other backend is tested against (tests/backends/test_backends.py,
+tests/backends/test_triton_kernels.py): the Triton kernels in kernels/src/ carry no torch twin of their own.
 :func:`entropy` is the one definition of a spectrum's entropy (von Neumann, Renyi, min-entropy;
 docs/definitions.md §1.4), used directly where autograd must flow through it (core/mps.py).
 """

@@ -25,7 +25,7 @@ from tests.conftest import IN_INTERPRETER_CHILD, interpreted, run_interpreted
 INTERPRETED = IN_INTERPRETER_CHILD
 in_child = interpreted  # deselected in the parent, run by test_interpreted_suite
 in_parent = pytest.mark.skipif(INTERPRETED, reason="parent-process test")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cuda_ext_available() -> bool:
@@ -36,6 +36,7 @@ def _cuda_ext_available() -> bool:
     return True
 
 
+@pytest.mark.slow
 @in_parent
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_interpreted_suite():

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 
+@pytest.mark.slow
 def test_demo_writes_report(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "report"
@@ -41,6 +42,7 @@ def test_demo_writes_report(tmp_path, capsys):
     assert "| module |" in summary and "![profile.png](profile.png)" in summary
 
 
+@pytest.mark.slow
 def test_demo_with_local_model_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
@@ -117,6 +119,7 @@ def test_without_the_hf_extra_the_extra_is_named(tmp_path, capsys, monkeypatch):
     assert "pip install 'artent_fast[hf]'" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_the_report_of_the_steps_done_and_exits_130(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     from artent_fast import demo
@@ -160,14 +163,6 @@ def test_without_matplotlib_figures_are_skipped_with_the_reason(tmp_path, capsys
     assert demo.write_figures(out, [], [])[0] == []
 
 
-def test_summary_defines_valley_depth_as_computed(tmp_path):
-    out = tmp_path / "r"
-    assert main(["demo", "--out", str(out), "--steps", "1", "--batch", "2", "--seq-len", "16"]) == 0
-    summary = (out / "summary.md").read_text()
-    assert "mean of the highest entropy on each side of the row/column bond" in summary
-    assert "neighbouring bonds" not in summary
-
-
 def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
@@ -176,9 +171,10 @@ def test_help_shows_defaults(capsys):
         assert piece in text, piece
 
 
+@pytest.mark.slow
 def test_demo_on_a_gguf_file(tmp_path):
     pytest.importorskip("gguf")
-    from test_models_loader import tiny_llama, write_tiny_gguf
+    from tests.integrations.test_models_loader import tiny_llama, write_tiny_gguf
 
     folder = tmp_path / "g"
     folder.mkdir()
@@ -221,6 +217,7 @@ def test_every_command_explains_itself(command, capsys):
     assert "(default:" in out
 
 
+@pytest.mark.slow
 def test_demo_opens_with_no_future_warning(tmp_path):
     """peft's use of a deprecated transformers attribute is not the user's concern: no FutureWarning."""
     import warnings

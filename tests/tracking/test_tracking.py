@@ -659,6 +659,7 @@ def test_failure_on_the_worker_thread_moves_measuring_to_the_training_thread(mon
     assert sorted(r["step"] for r in tracker.history()) == [2, 2, 3, 3]  # the others went on
 
 
+@pytest.mark.slow
 def test_a_program_that_never_closes_its_tracker_still_writes_every_record(tmp_path):
     import subprocess
 
@@ -677,7 +678,7 @@ for _ in range(3):
     opt.zero_grad()
 # no close(): the measurements still on the worker thread are recorded at exit
 """
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(r["step"] for r in read_history(tmp_path / "history.jsonl")) == [1, 1, 2, 2, 3, 3]

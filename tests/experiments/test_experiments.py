@@ -15,7 +15,7 @@ from experiments import cardy, doc_blocks, findings, nulls, paper_findings, repo
 from experiments.run_plan import plan_runs, runs_of
 from experiments.settings import settings
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "paper_findings.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "paper_findings.py"
 
 
 def test_plan_covers_every_sweep_once():
@@ -42,6 +42,7 @@ def test_unknown_method_is_an_error(tmp_path):
         pf.main(["--quick", "--methods", "lora,dora", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_quick_run_writes_the_report(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
@@ -136,6 +137,7 @@ def real_run(tmp_path_factory):
     return pf, tmp, _real_quick(pf.main, str(tmp / "model"), tmp / "report")
 
 
+@pytest.mark.slow
 def test_model_folder_runs_the_real_text_experiment(real_run):
     pf, tmp, results = real_run
     _check_real(results, {"fft", "lora", "mps"})
@@ -154,6 +156,7 @@ def test_model_folder_runs_the_real_text_experiment(real_run):
     assert "| finding | source | criterion | effects (parts) | verdict |" in report
 
 
+@pytest.mark.slow
 def test_real_run_resumes_from_kept_runs(real_run, capsys):
     pf, tmp, results = real_run
     capsys.readouterr()
@@ -222,6 +225,7 @@ def _null_equals_measurement(results: dict, key: str, effect: float) -> dict:
     return r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["valley", "valley_spectrum", "fft", "nohair", "mps"])
 def test_null_equal_to_the_measurement_is_never_reproduced(real_run, key):
     v = verdicts
@@ -232,6 +236,7 @@ def test_null_equal_to_the_measurement_is_never_reproduced(real_run, key):
         assert f["verdict"] == want != v.REPRODUCED, (key, f["parts"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["valley", "valley_spectrum", "fft", "nohair", "mps"])
 def test_a_clear_effect_is_reproduced(real_run, key):
     v = verdicts
@@ -241,6 +246,7 @@ def test_a_clear_effect_is_reproduced(real_run, key):
         assert f["verdict"] == v.REPRODUCED, (key, f["parts"])
 
 
+@pytest.mark.slow
 def test_cardy_against_a_null_equal_to_the_measurement(real_run):
     """Every run's external profile set to one profile P and the null set to P's own fit: not reproduced."""
     import copy
@@ -257,9 +263,10 @@ def test_cardy_against_a_null_equal_to_the_measurement(real_run):
     assert f["verdict"] == v.NOT_REPRODUCED and all(p["effect"] == 0 for p in f["parts"])
 
 
+@pytest.mark.slow
 def test_gguf_file_runs_the_real_text_experiment(tmp_path):
     pytest.importorskip("gguf")
-    from test_models_loader import tiny_llama, write_tiny_gguf
+    from tests.integrations.test_models_loader import tiny_llama, write_tiny_gguf
 
     folder = tmp_path / "g"
     folder.mkdir()

@@ -25,6 +25,7 @@ from artent_fast.attention.reference import reference_attention  # noqa: E402
 from artent_fast.attention.triton_path import kernel_module  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INTERPRETED, reason="this is the child process")
 def test_interpreted_suite():
     """Run this file's interpreted tests in a child process with TRITON_INTERPRET=1."""

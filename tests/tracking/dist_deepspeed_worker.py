@@ -1,4 +1,4 @@
-"""Worker for tests/test_tracking_deepspeed.py: ``torchrun --nproc-per-node 2 dist_deepspeed_worker.py OUT KIND``.
+"""Worker for test_tracking_deepspeed.py: ``torchrun --nproc-per-node 2 dist_deepspeed_worker.py OUT KIND``.
 
 A tiny LLaMA with a peft adapter (KIND: lora, loha, dora) trained 3 steps by a DeepSpeed ZeRO-3 engine
 on CPU (gloo, ``DS_ACCELERATOR=cpu``), tracked with ``artent_fast.track(engine)``; or (KIND trainer)

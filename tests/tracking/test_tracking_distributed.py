@@ -1,6 +1,6 @@
 """``track(model, optimizer=opt)`` under torchrun (2 ranks, gloo, CPU): DDP, FSDP2, FSDP1; faults; no idle collectives.
 
-One ``torch.distributed.run`` launch runs every scenario of tests/dist_tracking_worker.py (a
+One ``torch.distributed.run`` launch runs every scenario of tests/tracking/dist_tracking_worker.py (a
 subprocess timeout turns a hang into a failure). Rank 0's records are compared with float64
 profiles of the whole updates (gathered by the harness, not the tracker) and with a single-process
 run of the same model on the same data.
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # torchrun launches
 pytest.importorskip("peft")
 
 import artent_fast  # noqa: E402

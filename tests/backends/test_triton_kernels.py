@@ -32,7 +32,7 @@ from artent_fast.core.gram import bond_densities, split_point  # noqa: E402
 
 INTERPRETED = IN_INTERPRETER_CHILD
 in_child = interpreted  # deselected in the parent, run by test_interpreted_suite
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DTYPES = [torch.float32, torch.float64]
 BATCHES = [(), (3,), (2, 2)]
 
@@ -50,6 +50,7 @@ def tensor(rng, shape, dtype, device="cpu"):
     return torch.from_numpy(rng.standard_normal(shape)).to(dtype=dtype, device=device)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INTERPRETED, reason="this is the child process")
 def test_interpreted_suite():
     """Run this file's interpreted tests in a child process with TRITON_INTERPRET=1."""
@@ -209,6 +210,7 @@ def test_cpu_tensor_without_interpreter_is_a_clear_error():
         ktrace.partial_trace(torch.eye(4), 2, 2, "last")
 
 
+@pytest.mark.slow
 def test_kernels_import_without_triton():
     """With triton hidden, the kernel modules import, say so, and the triton backend is skipped."""
     code = (

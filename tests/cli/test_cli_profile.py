@@ -59,6 +59,7 @@ def test_a_closed_stdout_is_not_the_output_folders_fault(tmp_path, monkeypatch, 
     assert json.loads((tmp_path / "profile.json").read_text())["row_sites"] == 6
 
 
+@pytest.mark.slow
 def test_head_of_artent_profile_from_a_shell(tmp_path):
     """The real pipe: ``python -m artent_fast profile --out DIR | head -2`` exits 0, quietly, files written."""
     import subprocess

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # torchrun launches
 pytest.importorskip("safetensors")
 
 from artent_fast.sweep import read_table, run_sweep  # noqa: E402

@@ -19,6 +19,7 @@ def reference(matrix: torch.Tensor) -> list[float]:
     return artent_fast.entanglement_profile(matrix.detach().double(), method="naive").tolist()
 
 
+@pytest.mark.slow
 def test_integrations_package_imports_nothing_heavy():
     code = (
         "import sys, artent_fast.integrations, artent_fast.tracking; "

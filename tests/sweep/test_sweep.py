@@ -185,6 +185,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     make_synthetic(tmp_path / "ck", scale="1/128", layers=6, steps=(10,), kinds=("lora",))
     cli = [
@@ -457,6 +458,7 @@ print(peak_rss_bytes() - baseline, result.largest_matrix)
 """
 
 
+@pytest.mark.slow
 def test_peak_host_memory_stays_within_a_few_matrices(tmp_path, rng):
     shape, layers = (4096, 128), 24  # 2 MiB per float32 matrix, 96 MiB of targets in the model
     small = {f"model.layers.0.self_attn.{p}.weight": torch.randn(shape) for p in ("q_proj", "v_proj")}
@@ -506,6 +508,7 @@ def test_duplicate_checkpoints_and_exclusive_options(tmp_path, rng, capsys):
     assert sweep("--out", str(tmp_path / "o")) == 2
 
 
+@pytest.mark.slow
 def test_without_pyarrow_or_tqdm_the_table_is_csv(tmp_path, rng):
     tensors = model_tensors(rng, 2, {"self_attn.v_proj": (6, 12)})
     save(tmp_path / "m", tensors)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("artent_fast_csrc_build", ROOT / "csrc" / "build.py")
 csrc_build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(csrc_build)
@@ -50,6 +50,7 @@ def ext(built):
 # ---------------------------------------------------------------- build and import
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_extension_builds_imports_and_exposes_its_api(built, ext):
     assert built.name.startswith("_cuda_jacobi") and built.stat().st_size > 0
@@ -59,6 +60,7 @@ def test_extension_builds_imports_and_exposes_its_api(built, ext):
     assert "libtorch" not in libs and "libcudart.so" not in libs  # static cudart, no libtorch
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_bad_arguments_fail_before_any_cuda_call(ext):
     with pytest.raises(ValueError, match="dtype must be"):
@@ -73,6 +75,7 @@ def test_bad_arguments_fail_before_any_cuda_call(ext):
     ext.eigvalsh_batched(0, 0, 0, 8, "float64")  # empty batch: a no-op, CUDA untouched
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_cuda_backend_loads_the_built_extension(built):
     code = (
@@ -95,6 +98,7 @@ def test_cuda_backend_loads_the_built_extension(built):
     assert res.returncode == 0 and "ok 32 512" in res.stdout, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_cuda_backend_without_extension_is_skipped():
     code = (
         "import importlib, torch\n"
@@ -116,6 +120,7 @@ def test_cuda_backend_without_extension_is_skipped():
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["", "1"])
 def test_setup_builds_the_extension_only_when_asked(flag):
     code = (
@@ -236,6 +241,7 @@ def test_jacobi_twin_matches_lapack(rng, n, dtype):
 # ---------------------------------------------------------------- the compiled kernel (GPU)
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @needs_toolchain
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,4 +1,4 @@
-"""Worker for tests/test_tracking_distributed.py: ``torchrun --nproc-per-node 2 dist_tracking_worker.py OUT S...``.
+"""Worker for test_tracking_distributed.py: ``torchrun --nproc-per-node 2 dist_tracking_worker.py OUT S...``.
 
 Each scenario S trains a small model (LoRA through peft, or full fine-tuning) under a strategy
 (ddp, fsdp2, fsdp2_keep: reshard_after_forward=False, fsdp1), tracked by ``artent_fast.track``

@@ -1,4 +1,4 @@
-"""Worker for tests/test_tracking_distributed.py: the HF Trainer and Lightning under torchrun (gloo, CPU).
+"""Worker for test_tracking_distributed.py: the HF Trainer and Lightning under torchrun (gloo, CPU).
 
 ``torchrun --nproc-per-node 2 dist_frameworks_worker.py OUT MODE...`` trains a small LoRA model
 with the framework's callback on every rank, for each MODE:

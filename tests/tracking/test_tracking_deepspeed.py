@@ -20,7 +20,7 @@ from artent_fast.tracking import read_history
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (dev extra)")
 
 WORKER = Path(__file__).with_name("dist_deepspeed_worker.py")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def torchrun(out: Path, kind: str) -> subprocess.CompletedProcess:
