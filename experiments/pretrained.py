@@ -122,6 +122,16 @@ def save_state(out: Path, name: str, seed: int, model) -> None:
         torch.save(state, tmp)
 
 
+def rebuild(base, run: Run, pattern: str, seed: int, out: Path):
+    """The trained model of (run, seed): ``base`` adapted for ``run`` (:func:`experiments.models.adapt`) with the
+    trained parameters that :func:`save_state` kept in ``out/state/``; in eval mode."""
+    model = adapt(base, run, pattern, seed)
+    keys = model.load_state_dict(torch.load(state_path(out, run.name, seed)), strict=False)
+    if keys.unexpected_keys:
+        raise RuntimeError(f"{state_path(out, run.name, seed)}: parameters {keys.unexpected_keys[:3]} not in the model")
+    return model.eval()
+
+
 def resumed(out: Path, fresh: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """``fresh``, with the finished (run, seed) entries and comparisons of ``out/results.json`` when that file
     comes from the same model, settings and runs (and ``--fresh`` is not given); findings are recomputed."""
@@ -211,16 +221,6 @@ def run(args: argparse.Namespace, s: Settings, runs: list[Run], out: Path, t0: f
     t_train = time.time()
     now: set[tuple[str, int]] = set()  # (run, seed) trained by this invocation
 
-    def trained(r: Run, seed: int):
-        """The model of (run, seed): trained now, or rebuilt from its saved state when the run resumes."""
-        model = adapt(base, r, pattern, seed)
-        keys = model.load_state_dict(torch.load(state_path(out, r.name, seed)), strict=False)
-        if keys.unexpected_keys:
-            raise RuntimeError(
-                f"{state_path(out, r.name, seed)}: parameters {keys.unexpected_keys[:3]} not in the model"
-            )
-        return model.eval()
-
     for seed in s.seeds:
         for r in runs:
             if str(seed) in results["runs"][r.name]["seeds"] and state_path(out, r.name, seed).exists():
@@ -251,8 +251,8 @@ def run(args: argparse.Namespace, s: Settings, runs: list[Run], out: Path, t0: f
         if key in into and a not in now and b not in now:  # kept, and neither model was trained again
             return
         res = artent_fast.compare_models(
-            trained(by_name[a[0]], a[1]),
-            trained(by_name[b[0]], b[1]),
+            rebuild(base, by_name[a[0]], pattern, a[1], out),
+            rebuild(base, by_name[b[0]], pattern, b[1], out),
             {"input_ids": probe},
             base=base,
             layers=trained_ids,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from artent_fast.testing.models import tiny_llama_config
+from artent_fast.testing.models import moved, tiny_llama_config
 from experiments import cardy, doc_blocks, findings, nulls, paper_findings, report, verdicts
 from experiments.run_plan import plan_runs, runs_of
 from experiments.settings import settings
@@ -412,3 +412,81 @@ def test_cardy_context_study_writes_fits_beside_nulls(tmp_path):
                 v.INCONCLUSIVE,
             )
     assert "| 32 |" in (tmp_path / "o" / "cardy_context.md").read_text()
+
+
+def test_cardy_context_fine_tuned_block_equal_to_the_base_is_not_a_change():
+    from experiments import cardy_context
+
+    v = verdicts
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(1, 32, dtype=torch.float64)
+    page = torch.log(torch.sin(math.pi * t / 32))
+    base = [
+        cardy_context.fits((page + 0.05 * torch.randn(31, generator=gen, dtype=torch.float64)).tolist())
+        for _ in range(4)
+    ]
+    same = cardy_context.against_base([base, base, base], base)
+    assert set(same) == {"r2", "delta_aic", "r2_no_edges", "delta_aic_no_edges"}
+    assert all(j["verdict"] == v.NOT_REPRODUCED and j["effect"] < 1e-9 for j in same.values())
+    # a block that became a volume law (a line) in every seed: the Cardy fit drops far beyond seed noise
+    line = [
+        [
+            cardy_context.fits((0.1 * t + 0.05 * torch.randn(31, generator=gen, dtype=torch.float64)).tolist())
+            for _ in range(4)
+        ]
+        for _ in range(3)
+    ]
+    for j in cardy_context.against_base(line, base).values():
+        assert j["verdict"] == v.REPRODUCED and j["measured"] < j["null"]
+
+
+def test_cardy_context_rebuilds_the_fine_tuned_models_from_their_state(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    pytest.importorskip("chatterbot_corpus")
+    pytest.importorskip("yaml")
+    from dataclasses import asdict
+
+    from experiments import cardy_context
+    from experiments.measure import target_pattern
+    from experiments.models import adapt, load_pretrained
+    from experiments.pretrained import save_state
+    from experiments.run_plan import Run
+
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(tiny_llama_config(vocab_size=96, num_attention_heads=2)).save_pretrained(
+        tmp_path / "m"
+    )
+    out = tmp_path / "o"
+    base, _, _ = load_pretrained(str(tmp_path / "m"))
+    run = Run("lora_r2_a4_lr0.01", "lora", 0.01, r=2, alpha=4.0, axes=["base"])
+    other = Run("lora_r4_a8_lr0.01", "lora", 0.01, r=4, alpha=8.0, axes=["rank"])
+    pattern = target_pattern([1])
+    for seed in (0, 1):
+        save_state(out, run.name, seed, adapt(base, run, pattern, seed))  # untrained: B = 0, the base model
+        trained = adapt(base, other, pattern, seed)
+        moved(trained, seed)  # as if trained: the state must be loaded for the block to change
+        save_state(out, other.name, seed, trained)
+    results = {
+        "model": str(tmp_path / "m"),
+        "trained_layers": [1],
+        "pattern": pattern,
+        "settings": {"seeds": [0, 1]},
+        "runs": {r.name: {**asdict(r), "seeds": {}} for r in (run, other)},
+    }
+    (out / "results.json").write_text(json.dumps(results))
+    args = ["--model", str(tmp_path / "m"), "--out", str(out), "--lengths", "16,32", "--windows", "2"]
+    cardy_context.main([*args, "--block", "1", "--samples", "2", "--runs", f"{run.name},{other.name}"])
+    res = json.loads((out / "cardy_context.json").read_text())
+    tuned = res["tuned"]
+    assert list(tuned["runs"]) == [run.name, other.name] and tuned["top_view_max_diff"] < 1e-6
+    for s, base_s in zip(tuned["runs"][run.name]["lengths"], res["lengths"], strict=True):
+        assert len(s["block_fits"]) == 2 and len(s["block_fits"][0]) == 2  # seeds x windows
+        assert all(j["verdict"] == verdicts.NOT_REPRODUCED for j in s["base_verdicts"].values())
+        assert s["null_verdicts"]["r2"]["null_name"] in base_s["null"]["block"]
+        assert torch.tensor(s["block_profiles"]).sub(torch.tensor(base_s["block_profiles"])).abs().max() < 1e-6
+    for s, base_s in zip(tuned["runs"][other.name]["lengths"], res["lengths"], strict=True):
+        assert torch.tensor(s["block_profiles"]).sub(torch.tensor(base_s["block_profiles"])).abs().max() > 1e-3
+    assert "## The fine-tuned block" in (out / "cardy_context.md").read_text()
+    with pytest.raises(SystemExit):
+        cardy_context.main([*args, "--block", "1", "--samples", "2", "--runs", "fft"])
