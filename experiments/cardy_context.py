@@ -1,7 +1,7 @@
 """The Cardy form as a model comparison at several context lengths, on a pretrained model's attention, before and
 after fine-tuning.
 
-    python experiments/cardy_context.py --model smollm2 --out experiments/smollm2    # ~10 min on 2 busy cores
+    python experiments/cardy_context.py --model smollm2 --out experiments/smollm2    # ~3 min on 2 busy cores
 
 For each context length T (64, 256, 512) the base model reads ``--windows`` held-out windows of T tokens
 (the text of a pretrained model's findings run: experiments/texts.py). Per layer, the attention matrices'
@@ -94,6 +94,10 @@ def against_null(block_fits: list[dict[str, Any]], null: dict[str, Any], seeds: 
     return verdicts
 
 
+def _mean(fits_: list[dict[str, Any]], key: str, edges: str = "edges") -> float:
+    return statistics.fmean(f[edges][key] for f in fits_)
+
+
 def against_base(tuned: list[list[dict[str, Any]]], base: list[dict[str, Any]]) -> dict[str, Any]:
     """Does fine-tuning change the block's fit? ``tuned``: per seed, the fits of the windows; ``base``: the
     base model's fits of the same windows. Per seed the mean over the windows (the windows are shared, so
@@ -102,8 +106,8 @@ def against_base(tuned: list[list[dict[str, Any]]], base: list[dict[str, Any]]) 
     out = {}
     for edges, suffix in (("edges", ""), ("no_edges", "_no_edges")):
         for key in ("r2", "delta_aic"):
-            seeds = [statistics.fmean(f[edges][key] for f in windows) for windows in tuned]
-            ref = [statistics.fmean(f[edges][key] for f in base[: len(tuned[0])])]
+            seeds = [_mean(windows, key, edges) for windows in tuned]
+            ref = [_mean(base[: len(tuned[0])], key, edges)]
             out[key + suffix] = V.judge(seeds, ref, floor=_floor(key), direction=0)
     return out
 
@@ -210,10 +214,6 @@ def tuned_study(
     return tuned
 
 
-def _mean(fits_: list[dict[str, Any]], key: str, edges: str = "edges") -> float:
-    return statistics.fmean(f[edges][key] for f in fits_)
-
-
 def tuned_markdown(tuned: dict[str, Any], res: dict[str, Any]) -> list[str]:
     base = {s["t"]: s for s in res["lengths"]}
     lines = [
@@ -232,29 +232,26 @@ def tuned_markdown(tuned: dict[str, Any], res: dict[str, Any]) -> list[str]:
         "| T | run | block r2 vs null | block delta AIC vs null |",
         "| ---: | --- | --- | --- |",
     ]
-    for name, entry in tuned["runs"].items():
-        for s in entry["lengths"]:
-            v = s["null_verdicts"]
-            lines.append(
-                f"| {s['t']} | {name} | {V.fmt(v['r2'])} ({v['r2']['null_name']}) | {V.fmt(v['delta_aic'], 1)} "
-                f"({v['delta_aic']['null_name']}) |"
-            )
-    lines += [
+    versus_base = [
         "",
         "| T | run | c | r2 vs base | delta AIC vs base | r2 vs base, no edges | delta AIC vs base, no edges |",
         "| ---: | --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in tuned["runs"].items():
         for s in entry["lengths"]:
-            v = s["base_verdicts"]
+            v, b = s["null_verdicts"], s["base_verdicts"]
+            lines.append(
+                f"| {s['t']} | {name} | {V.fmt(v['r2'])} ({v['r2']['null_name']}) | {V.fmt(v['delta_aic'], 1)} "
+                f"({v['delta_aic']['null_name']}) |"
+            )
             c_base = _mean(base[s["t"]]["block_fits"][: tuned["windows"]], "c_open")
             c_seeds = [_mean(w, "c_open") for w in s["block_fits"]]
             c_tuned = f"{statistics.fmean(c_seeds):.3f} ± {statistics.stdev(c_seeds) if len(c_seeds) > 1 else 0.0:.3f}"
-            lines.append(
-                f"| {s['t']} | {name} | {c_base:.3f} -> {c_tuned} | {V.fmt(v['r2'])} | {V.fmt(v['delta_aic'], 1)} "
-                f"| {V.fmt(v['r2_no_edges'])} | {V.fmt(v['delta_aic_no_edges'], 1)} |"
+            versus_base.append(
+                f"| {s['t']} | {name} | {c_base:.3f} -> {c_tuned} | {V.fmt(b['r2'])} | {V.fmt(b['delta_aic'], 1)} "
+                f"| {V.fmt(b['r2_no_edges'])} | {V.fmt(b['delta_aic_no_edges'], 1)} |"
             )
-    return lines
+    return lines + versus_base
 
 
 def markdown(res: dict[str, Any]) -> str:
