@@ -7,15 +7,13 @@ checks its config and its start, and turns its tensors into the update's factors
 :mod:`artent_fast.updates.algebra`, as the tracker does) or, where the update has no useful low-rank
 structure, into the dense update:
 
-=========  ==========================================================  ==================================
-peft type  update (``(out, in)`` layout; transposed under fan_in_fan_out)  path
-=========  ==========================================================  ==================================
-ADALORA    ``lora_alpha / (r + 1e-5) * B (A * E)`` (``P Λ Q``)             factored, rank ``r``
-LOHA       ``alpha / r * (W1a W1b) * (W2a W2b)``                          factored, rank ``r1 r2``
-LOKR       ``alpha / r * kron(W1, W2)``                                   factored when ``k1 k2 < min(m, n)``
-VERA       ``(λ_b * B[:out]) (λ_d * A[:, :in])`` (shared ``A``, ``B``)     factored, rank ``r`` (needs the base)
-IA3        ``W * (l - 1)``                                                dense (needs the base)
-=========  ==========================================================  ==================================
+- ADALORA: ``lora_alpha / (r + 1e-5) * B (A * E)`` (``P Λ Q``), factored with rank ``r``;
+- LOHA: ``alpha / r * (W1a W1b) * (W2a W2b)``, factored with rank ``r^2``;
+- LOKR: ``alpha / r * kron(W1, W2)``, factored with rank ``k1 k2`` when that is below ``min(m, n)``, else dense;
+- VERA: ``(λ_b * B[:out]) (λ_d * A[:, :in])`` (shared ``A``, ``B``), factored with rank ``r`` (needs the base);
+- IA3: ``W * (l - 1)``, dense (needs the base).
+
+Updates are in the ``(out, in)`` layout here, transposed to the base weight's under fan_in_fan_out.
 """
 
 from __future__ import annotations
