@@ -330,3 +330,21 @@ def test_lora_work_units_keep_their_ids(tmp_path):
         "module", "tensor", "base_tensor", "b_tensor", "rank", "scale", "fan_in_fan_out", "magnitude",
         "a0_tensor", "b0_tensor",
     }  # fmt: skip
+
+
+def test_a_missing_or_mis_shaped_tensor_of_one_module_is_one_error_and_the_rest_is_swept(tmp_path):
+    from safetensors.torch import save_file
+
+    typed_run(tmp_path, "loha")
+    path = tmp_path / "loha" / "adapter_model.safetensors"
+    tensors = load_file(path)
+    q0, v1 = "base_model.model.model.layers.0.self_attn.q_proj", "base_model.model.model.layers.1.self_attn.v_proj"
+    del tensors[f"{q0}.hada_w2_b"]
+    tensors[f"{v1}.hada_w1_b"] = torch.zeros(2, 32)  # rank 2 where hada_w1_a has 3 columns
+    save_file(tensors, path)
+    result = run_sweep([tmp_path / "loha"], tmp_path / "o", targets=["q_proj", "v_proj"], progress=False, verbose=False)
+    assert sorted(e["tensor"] for e in result.errors) == [
+        f"{v1}.hada_w1_a",
+        "model.layers.0.self_attn.q_proj.hada_w2_b",
+    ]
+    assert len(rows_by_module(read_table(tmp_path / "o"))) == 2

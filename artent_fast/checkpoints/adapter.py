@@ -121,15 +121,14 @@ class FileType:
     flags: tuple[str, ...] = ()  # true/false config fields
     patterns: tuple[tuple[str, Any], ...] = ()  # (rank_pattern / alpha_pattern, check of each value)
     init_key = "init_weights"
+    start = ""  # what a non-zero init_key draws (for the refusal)
     base_needed: str | None = None  # why a sweep of it needs --base (None: it does not)
+    key = re.compile("$^")  # a tensor name -> its module and role
+    dense_update = "delta"  # the ``update`` column of a dense module of this type
 
     def zero_start(self, init: Any) -> bool:
         """Whether an adapter initialised with ``init`` (its config's ``init_key``) started at a zero update."""
         return bool(init)
-
-    start = ""  # what a non-zero init_key draws (for the refusal)
-    key = re.compile("$^")  # a tensor name -> its module and role
-    dense_update = "delta"  # the ``update`` column of a dense module of this type
 
     def check_folder(self, folder: AdapterFolder) -> None:
         """A CheckpointError when the folder as a whole cannot be swept."""
@@ -439,7 +438,7 @@ class TypedModule:
 _PREFIX = r"^(?:base_model\.model\.)?(?P<module>.+)\."
 
 
-def _typed(folder: AdapterFolder, module: str, roles: dict[str, str], needed: tuple[str, ...], prefix: str) -> dict:
+def _shapes(folder: AdapterFolder, module: str, roles: dict[str, str], needed: tuple[str, ...], prefix: str) -> dict:
     """``role -> shape`` of the ``needed`` roles (a CheckpointError naming the first missing one)."""
     for role in needed:
         if role not in roles:
@@ -463,7 +462,7 @@ def _rank_check(folder: AdapterFolder, module: str, name: str, r: int, found: in
 
 def adalora_factors(
     B: torch.Tensor, A: torch.Tensor, E: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:  # TODO(lead): move to updates/algebra.py
+) -> tuple[torch.Tensor, torch.Tensor]:  # tensor algebra: to move to updates/algebra.py
     """Factors of AdaLoRA's ``B (A * E)`` (``P Λ Q``; ``E`` is the ``(r, 1)`` column of singular values);
     a module pruned to rank 0 has zero factors of rank 1."""
     if A.shape[0] == 0:
@@ -473,13 +472,15 @@ def adalora_factors(
 
 def vera_factors(
     lambda_b: torch.Tensor, lambda_d: torch.Tensor, B: torch.Tensor, A: torch.Tensor, shape: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:  # TODO(lead): move to updates/algebra.py
+) -> tuple[torch.Tensor, torch.Tensor]:  # tensor algebra: to move to updates/algebra.py
     """Factors of VeRA's ``(λ_b * B[:out]) (λ_d * A[:, :in])`` (the shared ``A``, ``B`` sliced to the layer)."""
     out, inp = shape
     return lambda_b.unsqueeze(-1) * B[:out], lambda_d.unsqueeze(-1) * A[:, :inp]
 
 
-def ia3_change(weight: torch.Tensor, scaling: torch.Tensor) -> torch.Tensor:  # TODO(lead): move to updates/algebra.py
+def ia3_change(
+    weight: torch.Tensor, scaling: torch.Tensor
+) -> torch.Tensor:  # tensor algebra: to move to updates/algebra.py
     """IA3's change of the weight, ``W * (l - 1)``: ``l`` (``(out, 1)`` or ``(1, in)``) rescales rows or columns."""
     return weight * (scaling.to(weight.device, weight.dtype) - 1)
 
@@ -496,7 +497,7 @@ class AdaLoraFile(FileType):
     key = re.compile(_PREFIX + r"lora_(?P<role>[ABE])$")
 
     def module(self, folder: AdapterFolder, module: str, roles: dict[str, str]) -> TypedModule:
-        shapes = _typed(folder, module, roles, ("B", "A", "E"), "lora_")
+        shapes = _shapes(folder, module, roles, ("B", "A", "E"), "lora_")
         b, a, e = shapes.values()
         if any(len(x) != 2 for x in (b, a, e)) or not b[1] == a[0] == e[0] or e[1] != 1:
             raise _chain_error(folder, roles, shapes, "lora_")
@@ -528,7 +529,7 @@ class LoHaFile(FileType):
                 name,
                 "a convolution's LoHa (use_effective_conv2d: CP factors) is not a matrix update: not supported",
             )
-        shapes = _typed(folder, module, roles, self.ROLES, "hada_")
+        shapes = _shapes(folder, module, roles, self.ROLES, "hada_")
         w1a, w1b, w2a, w2b = shapes.values()
         if any(len(x) != 2 for x in shapes.values()) or not (w1a[1] == w1b[0] and w2a[1] == w2b[0]):
             raise _chain_error(folder, roles, shapes, "hada_")
@@ -567,7 +568,7 @@ class LoKrFile(FileType):
         tensors, sides, ranks = [], [], []
         for half in ("w1", "w2"):
             needed = (half,) if half in roles else (f"{half}_a", f"{half}_b")
-            shapes = _typed(folder, module, roles, needed, "lokr_")
+            shapes = _shapes(folder, module, roles, needed, "lokr_")
             if any(len(x) != 2 for x in shapes.values()) or (
                 len(needed) == 2 and shapes[needed[0]][1] != shapes[needed[1]][0]
             ):
@@ -636,7 +637,7 @@ class VeraFile(FileType):
             )
 
     def module(self, folder: AdapterFolder, module: str, roles: dict[str, str]) -> TypedModule:
-        shapes = _typed(folder, module, roles, ("b", "d"), "vera_lambda_")
+        shapes = _shapes(folder, module, roles, ("b", "d"), "vera_lambda_")
         shared = self.shared(folder)
         shapes |= {role: folder.weights.shape(shared[role]) for role in ("B", "A")}
         b, d, B, A = shapes.values()

@@ -170,9 +170,7 @@ def _dense_items(
     return items
 
 
-def _base_tensor(
-    adapter: AdapterFolder, base: WeightFiles, to_base: NameMap, module: str, tensor: str, errors
-) -> str | None:
+def _base_tensor(adapter: AdapterFolder, base: WeightFiles, to_base: NameMap, module: str, errors) -> str | None:
     """The base weight of an adapted module, or None with the error said (when the base's own does not)."""
     base_tensor = f"{to_base(module)}.weight"
     if base_tensor in base:
@@ -207,7 +205,7 @@ def _typed_item(
     out, inp = mod.shape
     base_tensor = None
     if base is not None:
-        base_tensor = _base_tensor(adapter, base, to_base, mod.module, first, errors)
+        base_tensor = _base_tensor(adapter, base, to_base, mod.module, errors)
         if base_tensor is None:
             return None
         stored = base.shape(base_tensor)
@@ -253,7 +251,7 @@ def _lora_items(
         shape = adapter.update_shape(mod)
         base_tensor = None
         if base is not None:
-            base_tensor = _base_tensor(adapter, base, to_base, mod.module, mod.a_name, errors)
+            base_tensor = _base_tensor(adapter, base, to_base, mod.module, errors)
             if base_tensor is None:
                 continue
             if base.shape(base_tensor) != shape:
