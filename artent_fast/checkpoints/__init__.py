@@ -3,7 +3,8 @@
 - :mod:`~artent_fast.checkpoints.reader`: safetensors (and, when allowed, pickled) weight files of a model
   folder, sharded index or single file, read lazily one tensor at a time (:func:`open_weights`, a read-only
   mapping of tensor name -> tensor); run folders of ``checkpoint-*`` (:func:`expand_checkpoints`).
-- :mod:`~artent_fast.checkpoints.adapter`: peft LoRA adapter folders (factors, scales, checked config).
+- :mod:`~artent_fast.checkpoints.adapter`: peft adapter folders (LoRA/DoRA factors, scales, checked config; one
+  small class per other peft type: AdaLoRA, LoHa, LoKr, VeRA, IA3).
 - :mod:`~artent_fast.checkpoints.confine`: every path a checkpoint's own files name stays inside its folder.
 - :mod:`~artent_fast.checkpoints.names`: steps, layers and target patterns from names; a checkpoint's module
   names mapped to its base's.
@@ -14,7 +15,7 @@ Used by the sweep and by ``load_model``. See docs/sweep.md.
 
 from __future__ import annotations
 
-from artent_fast.checkpoints.adapter import AdapterFolder, LoraModule, lora_scale
+from artent_fast.checkpoints.adapter import FILE_TYPES, AdapterFolder, FileType, LoraModule, TypedModule, lora_scale
 from artent_fast.checkpoints.confine import Escape, confine, roots_of
 from artent_fast.checkpoints.names import (
     DEFAULT_TARGETS,
@@ -38,12 +39,15 @@ from artent_fast.checkpoints.reader import (
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "FILE_TYPES",
     "AdapterFolder",
     "CheckpointError",
     "Escape",
+    "FileType",
     "LoraModule",
     "NameMap",
     "PickleRefused",
+    "TypedModule",
     "WeightFiles",
     "check_targets",
     "choose_name_map",

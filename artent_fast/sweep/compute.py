@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
-from artent_fast.checkpoints import CheckpointError, parse_layer
+from artent_fast.checkpoints import FILE_TYPES, CheckpointError, parse_layer
 from artent_fast.sweep.plan import Item, Source, WorkUnit, update_of
 from artent_fast.updates.algebra import change_factors, dora_change
 
@@ -111,12 +111,50 @@ def _dense_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: L
     loaded.tensors = [batch[: len(loaded.kept)]]
 
 
+def _typed_tensors(item: Item, source: Source, device: torch.device, result: UnitResult) -> dict[str, torch.Tensor]:
+    """``role -> tensor`` (float64) of a module of another adapter type than LoRA."""
+    files = source.adapter.weights
+    return {
+        role: _load(files, name, device, result, torch.float64, len(files.shape(name))) for role, name in item.tensors
+    }
+
+
+def _out_in(item: Item, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The update's ``(out, in)`` shape from its shape in the base weight's stored layout."""
+    return (shape[1], shape[0]) if item.fan_in_fan_out else (shape[0], shape[1])
+
+
+def _typed_dense(item: Item, source: Source, device: torch.device, unit: WorkUnit, result: UnitResult) -> torch.Tensor:
+    """A dense update of another adapter type (IA3, a dense LoKr) in the base weight's stored layout."""
+    kind = FILE_TYPES[item.peft_type]
+    t = _typed_tensors(item, source, device, result)
+    weight = None
+    if kind.base_needed:
+        weight = _load(source.base, item.base_tensor, device, result, torch.float64)
+        weight = weight.mT if item.fan_in_fan_out else weight
+    delta = kind.dense(t, weight) * item.scale
+    delta = delta.mT if item.fan_in_fan_out else delta
+    if tuple(delta.shape) != unit.shape:
+        raise CheckpointError(
+            source.adapter.weights.file_of(item.tensor),
+            item.tensor,
+            f"update shape {tuple(delta.shape)} differs from its header {unit.shape}",
+        )
+    return delta
+
+
 def _dora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Loaded) -> None:
-    """DoRA updates, dense, in float64 (``W_dora - W`` is the small difference of two weight-sized matrices)."""
+    """An adapter's dense updates in float64: DoRA's (``W_dora - W`` is the small difference of two
+    weight-sized matrices), IA3's and a dense LoKr's."""
     files, result = source.adapter.weights, loaded.result
     batch = torch.empty((len(unit.items), *unit.shape), dtype=torch.float64, device=device)
     for item in unit.items:
         try:
+            if item.peft_type is not None:
+                batch[len(loaded.kept)].copy_(_typed_dense(item, source, device, unit, result))
+                loaded.kept.append(item)
+                loaded.files.append(files.file_of(item.tensor))
+                continue
             w0 = _load(source.base, item.base_tensor, device, result, torch.float64)
             a = _load(files, item.tensor, device, result, torch.float64)
             b = _load(files, item.b_tensor, device, result, torch.float64)
@@ -140,13 +178,18 @@ def _dora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Lo
 
 def _lora_batch(unit: WorkUnit, source: Source, device: torch.device, loaded: Loaded) -> None:
     """Stacks of factors (B: (b, m, r), A: (b, r, n)) of the update in the base weight's layout, scale folded in;
-    with an initial adapter, of ``s (B A - B0 A0)`` (float64, rank 2r: :func:`change_factors`)."""
+    with an initial adapter, of ``s (B A - B0 A0)`` (float64, rank 2r: :func:`change_factors`); of another
+    adapter type, as its :class:`~artent_fast.checkpoints.FileType` factors it (float64)."""
     files = source.adapter.weights
     bs, as_ = [], []
     for item in unit.items:
         try:
-            a = _load(files, item.tensor, device, loaded.result)
-            b = _load(files, item.b_tensor, device, loaded.result)
+            if item.peft_type is not None:
+                t = _typed_tensors(item, source, device, loaded.result)
+                b, a = FILE_TYPES[item.peft_type].factors(t, _out_in(item, unit.shape))
+            else:
+                a = _load(files, item.tensor, device, loaded.result)
+                b = _load(files, item.b_tensor, device, loaded.result)
             if item.a0_tensor is not None:
                 start = source.adapter.initial.weights
                 a0 = _load(start, item.a0_tensor, device, loaded.result)
@@ -175,7 +218,7 @@ def load_unit(unit: WorkUnit, source: Source, device: torch.device) -> Loaded:
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             if unit.kind == "lora":
                 _lora_batch(unit, source, device, loaded)
-            elif source.adapter is not None:  # an adapter's dense update: DoRA
+            elif source.adapter is not None:  # an adapter's dense update: DoRA, IA3, a dense LoKr
                 _dora_batch(unit, source, device, loaded)
             else:
                 _dense_batch(unit, source, device, loaded)

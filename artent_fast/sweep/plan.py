@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from artent_fast.checkpoints import (
+    FILE_TYPES,
     AdapterFolder,
     CheckpointError,
     NameMap,
+    TypedModule,
     WeightFiles,
     choose_name_map,
     expand_checkpoints,
@@ -41,6 +43,13 @@ class Item:
     magnitude: str | None = None  # DoRA's magnitude vector
     a0_tensor: str | None = None  # the initial adapter's lora_A, lora_B
     b0_tensor: str | None = None
+    peft_type: str | None = None  # another adapter type than LoRA (checkpoints.adapter.FILE_TYPES)...
+    tensors: tuple[tuple[str, str], ...] = ()  # ... and the (role, name) of the tensors it reads
+
+
+# fields an Item of a LoRA adapter or a dense checkpoint leaves at their default: left out of its unit's id,
+# which stays as it was before other adapter types were read
+_NEW_FIELDS = {"peft_type": None, "tensors": ()}
 
 
 @dataclass
@@ -91,8 +100,11 @@ class Plan:
 
 def update_of(kind: str, item: Item) -> str:
     """The ``update`` column (the tracker's records' ``update`` field): ``W`` (a weight), ``W-W0`` (a dense
-    update), ``dora`` (a DoRA adapter's ``W_dora - W``), ``BA`` (a LoRA adapter's ``s B A``) or ``BA-B0A0``
-    (its change since its initial adapter, ``s (B A - B0 A0)``)."""
+    update), ``dora`` (a DoRA adapter's ``W_dora - W``), ``BA`` (a LoRA adapter's ``s B A``, and any factored
+    adapter's update), ``BA-B0A0`` (its change since its initial adapter, ``s (B A - B0 A0)``), ``ia3`` (an
+    IA3 adapter's ``W * (l - 1)``) or ``delta`` (a dense LoKr's ``s kron(W1, W2)``)."""
+    if item.peft_type is not None:
+        return "BA" if kind == "lora" else FILE_TYPES[item.peft_type].dense_update
     if item.magnitude is not None:
         return "dora"
     if item.a0_tensor is not None:
@@ -158,6 +170,68 @@ def _dense_items(
     return items
 
 
+def _base_tensor(adapter: AdapterFolder, base: WeightFiles, to_base: NameMap, module: str, errors) -> str | None:
+    """The base weight of an adapted module, or None with the error said (when the base's own does not)."""
+    base_tensor = f"{to_base(module)}.weight"
+    if base_tensor in base:
+        return base_tensor
+    if base.unexplained_absence(base_tensor):  # else the base's own error explains it
+        errors.append(
+            CheckpointError(
+                base.describe(),
+                base_tensor,
+                f"the adapter {adapter.path} adapts a module the base does not have "
+                f"(module names: {to_base.describe()})",
+            ).record()
+        )
+    return None
+
+
+def _shape_error(adapter: AdapterFolder, tensor: str, shape, base: WeightFiles, base_tensor: str, why: str = ""):
+    return CheckpointError(
+        adapter.weights.file_of(tensor),
+        tensor,
+        f"adapter update shape {shape} does not match the base weight {base_tensor} {base.shape(base_tensor)}"
+        f"{why}: wrong base model?",
+    ).record()
+
+
+def _typed_item(
+    adapter: AdapterFolder, mod: TypedModule, base: WeightFiles | None, to_base: NameMap, errors
+) -> tuple | None:
+    """``(kind, key, item)`` of a module of another adapter type than LoRA: its shape completed (and checked)
+    from the base's, factored (kind ``lora``) or dense (``dW``)."""
+    first = mod.tensors[0][1]
+    out, inp = mod.shape
+    base_tensor = None
+    if base is not None:
+        base_tensor = _base_tensor(adapter, base, to_base, mod.module, errors)
+        if base_tensor is None:
+            return None
+        stored = base.shape(base_tensor)
+        given = (inp, out) if mod.fan_in_fan_out else (out, inp)
+        if len(stored) != 2 or any(g not in (None, s) for g, s in zip(given, stored, strict=True)):
+            shown = tuple("?" if g is None else g for g in given)
+            errors.append(_shape_error(adapter, first, shown, base, base_tensor))
+            return None
+        out, inp = stored[::-1] if mod.fan_in_fan_out else stored
+        if problem := adapter.type.shape_problem(adapter, mod, (out, inp)):
+            errors.append(_shape_error(adapter, first, (out, inp), base, base_tensor, f" ({problem})"))
+            return None
+    shape = (inp, out) if mod.fan_in_fan_out else (out, inp)
+    item = Item(
+        mod.module,
+        first,
+        base_tensor,
+        rank=mod.rank,
+        scale=mod.scale,
+        fan_in_fan_out=mod.fan_in_fan_out,
+        peft_type=mod.peft_type,
+        tensors=mod.tensors,
+    )
+    return ("lora", (*shape, mod.rank), item) if mod.rank is not None else ("dW", shape, item)
+
+
 def _lora_items(
     ckpt: str, adapter: AdapterFolder, base: WeightFiles | None, targets, errors, maps: dict[str, str]
 ) -> list[tuple]:
@@ -170,31 +244,18 @@ def _lora_items(
         maps[ckpt] = to_base.describe()
     items = []
     for mod in mods:
+        if isinstance(mod, TypedModule):
+            if (found := _typed_item(adapter, mod, base, to_base, errors)) is not None:
+                items.append(found)
+            continue
         shape = adapter.update_shape(mod)
         base_tensor = None
         if base is not None:
-            base_tensor = f"{to_base(mod.module)}.weight"
-            if base_tensor not in base:
-                if not base.unexplained_absence(base_tensor):  # the base's own error explains it
-                    continue
-                errors.append(
-                    CheckpointError(
-                        base.describe(),
-                        base_tensor,
-                        f"the adapter {adapter.path} adapts a module the base does not have "
-                        f"(module names: {to_base.describe()})",
-                    ).record()
-                )
+            base_tensor = _base_tensor(adapter, base, to_base, mod.module, errors)
+            if base_tensor is None:
                 continue
             if base.shape(base_tensor) != shape:
-                errors.append(
-                    CheckpointError(
-                        adapter.weights.file_of(mod.a_name),
-                        mod.a_name,
-                        f"adapter update shape {shape} does not match the base weight "
-                        f"{base_tensor} {base.shape(base_tensor)}: wrong base model?",
-                    ).record()
-                )
+                errors.append(_shape_error(adapter, mod.a_name, shape, base, base_tensor))
                 continue
         item = Item(
             mod.module,
@@ -243,15 +304,14 @@ def build_plan(
         try:
             if is_adapter(ckpt):
                 adapter = AdapterFolder(ckpt, allow_pickle, initial_adapter)
-                if adapter.dora and base is None:
+                if adapter.base_needed and base is None:
                     adapter.close()
                     raise CheckpointError(
                         ckpt,
                         None,
-                        "a DoRA adapter (use_dora): its update m / ||W + s B A||_row (W + s B A) - W needs the base "
-                        "weight W: pass the model it was trained on with --base DIR (base=...)",
+                        f"{adapter.base_needed}: pass the model it was trained on with --base DIR (base=...)",
                     )
-                if adapter.dora and base_files is None:
+                if adapter.base_needed and base_files is None:
                     continue  # the base's one error says why no update of it is profiled
                 source = Source(ckpt, adapter=adapter, base=base_files)
                 found = _lora_items(ckpt, adapter, base_files, targets, plan.errors, plan.name_maps)
@@ -294,6 +354,7 @@ def read_by(unit: WorkUnit, source: Source) -> list[Any]:
         if adapter is not None:
             seen.append(adapter.identity)
             seen += [adapter.weights.identity(t) for t in (item.tensor, item.b_tensor, item.magnitude) if t]
+            seen += [adapter.weights.identity(t) for _, t in item.tensors]
             if adapter.initial is not None and item.a0_tensor is not None:
                 seen.append(adapter.initial.identity)
                 seen += [adapter.initial.weights.identity(t) for t in (item.a0_tensor, item.b0_tensor) if t]
@@ -304,6 +365,10 @@ def read_by(unit: WorkUnit, source: Source) -> list[Any]:
     return list({json.dumps(s, default=str): s for s in seen}.values())
 
 
+def _id_fields(item: Item) -> dict[str, Any]:
+    return {k: v for k, v in asdict(item).items() if k not in _NEW_FIELDS or v != _NEW_FIELDS[k]}
+
+
 def unit_id(unit: WorkUnit, base: str | None, settings: dict[str, Any], identities: list[Any] = ()) -> str:
     """Stable id of a unit's work: same inputs (files unchanged since) and settings, same id, so reruns find
     finished parts; a checkpoint rewritten in place gets new ids and is recomputed."""
@@ -312,7 +377,7 @@ def unit_id(unit: WorkUnit, base: str | None, settings: dict[str, Any], identiti
         "base": str(Path(base).resolve()) if base else None,
         "kind": unit.kind,
         "shape": unit.shape,
-        "items": [asdict(i) for i in unit.items],
+        "items": [_id_fields(i) for i in unit.items],
         "settings": settings,
         "read": list(identities),
     }
