@@ -4,7 +4,7 @@ LoRA (factor pairs, scaling ``lora_alpha/r`` or rsLoRA, per-module patterns, DoR
 initial adapter of one that did not start at zero: PiSSA, OLoRA, ...) is read by :class:`AdapterFolder`
 itself; every other peft type is one small :class:`FileType` class below, which names its tensors,
 checks its config and its start, and turns its tensors into the update's factors (through
-:mod:`artent_fast.updates.algebra`, as the tracker does) or, where the update has no useful low-rank
+:mod:`artent_fast.core.update_algebra`, as the tracker does) or, where the update has no useful low-rank
 structure, into the dense update:
 
 - ADALORA: ``lora_alpha / (r + 1e-5) * B (A * E)`` (``P Λ Q``), factored with rank ``r``;
@@ -30,6 +30,14 @@ import torch
 
 from artent_fast.checkpoints.confine import Escape, confine, roots_of
 from artent_fast.checkpoints.reader import ADAPTER_CONFIG, CheckpointError, WeightFiles
+from artent_fast.core.update_algebra import (
+    adalora_factors,
+    full_rank_factors,
+    hadamard_factors,
+    ia3_change,
+    kronecker_factors,
+    vera_factors,
+)
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
 # DoRA's magnitude vector m (one entry per output feature): ``...q_proj.lora_magnitude_vector`` as peft saves it
@@ -460,31 +468,6 @@ def _rank_check(folder: AdapterFolder, module: str, name: str, r: int, found: in
         )
 
 
-def adalora_factors(
-    B: torch.Tensor, A: torch.Tensor, E: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:  # tensor algebra: to move to updates/algebra.py
-    """Factors of AdaLoRA's ``B (A * E)`` (``P Λ Q``; ``E`` is the ``(r, 1)`` column of singular values);
-    a module pruned to rank 0 has zero factors of rank 1."""
-    if A.shape[0] == 0:
-        return B.new_zeros(B.shape[0], 1), A.new_zeros(1, A.shape[1])
-    return B, A * E
-
-
-def vera_factors(
-    lambda_b: torch.Tensor, lambda_d: torch.Tensor, B: torch.Tensor, A: torch.Tensor, shape: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:  # tensor algebra: to move to updates/algebra.py
-    """Factors of VeRA's ``(λ_b * B[:out]) (λ_d * A[:, :in])`` (the shared ``A``, ``B`` sliced to the layer)."""
-    out, inp = shape
-    return lambda_b.unsqueeze(-1) * B[:out], lambda_d.unsqueeze(-1) * A[:, :inp]
-
-
-def ia3_change(
-    weight: torch.Tensor, scaling: torch.Tensor
-) -> torch.Tensor:  # tensor algebra: to move to updates/algebra.py
-    """IA3's change of the weight, ``W * (l - 1)``: ``l`` (``(out, 1)`` or ``(1, in)``) rescales rows or columns."""
-    return weight * (scaling.to(weight.device, weight.dtype) - 1)
-
-
 class AdaLoraFile(FileType):
     """``lora_alpha / (r + 1e-5) * B (A * E)``: peft's ``scaling / (ranknum + 1e-5)``, where ``ranknum`` (not
     saved) is the rank peft loads the module with, the rows of the saved ``lora_A`` (``init_r``, or what the
@@ -542,7 +525,6 @@ class LoHaFile(FileType):
         return TypedModule(module, self.peft_type, tensors, (w1a[0], w1b[1]), r * r, alpha / r)
 
     def factors(self, t: dict[str, torch.Tensor], shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        from artent_fast.updates.algebra import hadamard_factors  # cycle: see _halves
 
         return hadamard_factors(t["w1_a"], t["w1_b"], t["w2_a"], t["w2_b"])
 
@@ -587,14 +569,9 @@ class LoKrFile(FileType):
 
     @staticmethod
     def _halves(t: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        # imported here: artent_fast.updates imports this package (updates.find reads weight files), so a
-        # top-level import of updates.algebra from checkpoints is a cycle
-        from artent_fast.updates.algebra import full_rank_factors
-
         return [full_rank_factors(t[h]) if h in t else (t[f"{h}_a"], t[f"{h}_b"]) for h in ("w1", "w2")]
 
     def factors(self, t: dict[str, torch.Tensor], shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        from artent_fast.updates.algebra import kronecker_factors  # cycle: see _halves
 
         return kronecker_factors(*self._halves(t))
 

@@ -13,27 +13,9 @@ import torch
 
 from artent_fast.api import entanglement_profile, lowrank_profile, page_curve, random_lowrank_profile, sites
 from artent_fast.checkpoints import FILE_TYPES, CheckpointError, parse_layer
+from artent_fast.core.update_algebra import change_factors, dora_change
 from artent_fast.sweep.plan import Item, Source, WorkUnit, update_of
-from artent_fast.updates.algebra import change_factors, dora_change
-
-COLUMNS = (
-    "checkpoint",
-    "step",
-    "module",
-    "layer",
-    "kind",
-    "update",
-    "rows",
-    "cols",
-    "rank",
-    "bond",
-    "left_dim",
-    "right_dim",
-    "row_col_bond",
-    "entropy",
-    "theory",
-    "theory_kind",
-)
+from artent_fast.sweep.store import COLUMNS
 
 
 @dataclass

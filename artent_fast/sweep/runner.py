@@ -20,11 +20,12 @@ from artent_fast.atomic import atomic_write, no_room, out_folder, room_under
 from artent_fast.checkpoints import DEFAULT_TARGETS, check_targets
 from artent_fast.filelock import InUseError, lock_folder
 from artent_fast.sweep import distributed
-from artent_fast.sweep.compute import COLUMNS, Loaded, UnitResult, load_unit, profile_unit, unit_rows
+from artent_fast.sweep.compute import Loaded, UnitResult, load_unit, profile_unit, unit_rows
 from artent_fast.sweep.memory import current_rss_bytes, mib, peak_rss_bytes
 from artent_fast.sweep.plan import WorkUnit, build_plan
 from artent_fast.sweep.progress import Progress
 from artent_fast.sweep.store import (
+    COLUMNS,
     ERRORS,
     MANIFEST,
     have_pyarrow,

@@ -14,6 +14,26 @@ from typing import Any
 from artent_fast.atomic import TMP_SUFFIX, atomic_path, atomic_write
 from artent_fast.extras import missing_extra, optional
 
+# the table's columns, in order (the format of profiles.parquet / profiles.csv)
+COLUMNS = (
+    "checkpoint",
+    "step",
+    "module",
+    "layer",
+    "kind",
+    "update",
+    "rows",
+    "cols",
+    "rank",
+    "bond",
+    "left_dim",
+    "right_dim",
+    "row_col_bond",
+    "entropy",
+    "theory",
+    "theory_kind",
+)
+
 PARTS = "parts"
 MANIFEST = "manifest.json"
 ERRORS = "errors.json"
@@ -222,8 +242,6 @@ def read_table(path: str | Path) -> dict[str, list]:
 
     A file that is not a sweep table (another format, unreadable, or without the table's columns) is a
     ValueError naming it; a folder without a table is a FileNotFoundError."""
-    from artent_fast.sweep.compute import COLUMNS
-
     path = find_table(path)
     if path.suffix not in (".parquet", ".csv"):
         raise ValueError(f"{path} is not a sweep table (expected {TABLE_STEM}.parquet or {TABLE_STEM}.csv)")

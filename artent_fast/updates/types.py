@@ -34,7 +34,15 @@ import torch
 from torch import nn
 
 from artent_fast.adapters.mps import MPSLinear, contract_cores
-from artent_fast.updates.algebra import dora_change, full_rank_factors, hadamard_factors, kronecker_factors
+from artent_fast.core.update_algebra import (
+    adalora_factors,
+    dora_change,
+    full_rank_factors,
+    hadamard_factors,
+    ia3_change,
+    kronecker_factors,
+    vera_factors,
+)
 
 Full = Callable[[torch.Tensor], torch.Tensor]
 Factors = tuple[torch.Tensor, torch.Tensor, float]
@@ -150,7 +158,7 @@ class AdaLora(AdapterType):
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         B, A, E = (full(t.detach()) for t in self.tensors(module, adapter))
         scale = float(module.scaling[adapter]) / (float(module.ranknum[adapter]) + 1e-5)
-        return B, A * E, scale
+        return *adalora_factors(B, A, E), scale
 
 
 class LoHa(AdapterType):
@@ -224,9 +232,8 @@ class Vera(AdapterType):
 
     def factors(self, module: nn.Module, adapter: str, full: Full = same) -> Factors:
         lambda_b, lambda_d, B, A = (full(t.detach()) for t in self.tensors(module, adapter))
-        B = B[: module.out_features].to(lambda_b.device)
-        A = A[:, : module.in_features].to(lambda_d.device)
-        return lambda_b.unsqueeze(-1) * B, lambda_d.unsqueeze(-1) * A, 1.0
+        shape = (module.out_features, module.in_features)
+        return *vera_factors(lambda_b, lambda_d, B.to(lambda_b.device), A.to(lambda_d.device), shape), 1.0
 
 
 class Mps(AdapterType):
@@ -293,7 +300,7 @@ class Ia3(AdapterType):
         if bool(getattr(module, "fan_in_fan_out", False)):
             scaling = scaling.mT
         wide = torch.float64 if W.dtype == torch.float64 else torch.float32
-        return W.to(wide) * (scaling.to(W.device, wide) - 1)
+        return ia3_change(W.to(wide), scaling)
 
 
 class Delta(AdapterType):

@@ -10,7 +10,7 @@ layer's weight (what peft's ``get_delta_weight`` returns), so ``fan_in_fan_out``
 Every update is the change of the layer's effective weight since tracking started: when the
 adapter's update was not zero then (peft's PiSSA, OLoRA, LoftQ, ..., ``init_lora_weights=False``,
 an MPS layer with ``init="random"``), the unit keeps that start (``B0, A0`` for a factored update,
-rank ``2 r`` afterwards: :func:`~artent_fast.updates.algebra.change_factors`; ``D0`` for a dense one).
+rank ``2 r`` afterwards: :func:`~artent_fast.core.update_algebra.change_factors`; ``D0`` for a dense one).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from artent_fast.updates.algebra import change_factors
+from artent_fast.core.update_algebra import change_factors
 from artent_fast.updates.types import AdapterType, Full, base_layer, same, sizes
 
 

@@ -16,10 +16,10 @@ import torch
 
 import artent_fast
 from artent_fast.compare import internal_profile
+from artent_fast.core.update_algebra import dora_change, hadamard_factors, kronecker_factors
 from artent_fast.patterns import module_name
 from artent_fast.testing.models import tiny_llama_config
 from artent_fast.updates import find_units
-from artent_fast.updates.algebra import dora_change, hadamard_factors, kronecker_factors
 from artent_fast.updates.find import DENSE_START_TOLERANCE
 
 transformers = pytest.importorskip("transformers")

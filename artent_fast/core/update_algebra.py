@@ -2,8 +2,9 @@
 
 The ``*_factors`` functions return ``(P, Q)`` with ``P @ Q`` equal to the update they name, never
 forming the product: the low-rank profile (:func:`artent_fast.core.lowrank.lowrank_profile`) then
-works on ``P, Q`` alone. :func:`dora_change` is the one dense update (DoRA's rescaled rows).
-Tracking (live modules) and sweeps (adapter files) both call these.
+works on ``P, Q`` alone. :func:`dora_change` and :func:`ia3_change` are the dense updates (rescaled
+rows or columns). Tracking (``artent_fast.updates``, live modules) and sweeps (``artent_fast.checkpoints``,
+adapter files) both call these.
 """
 
 from __future__ import annotations
@@ -81,3 +82,24 @@ def dora_change(
     factor = magnitude.to(W.device).double().reshape(-1, 1) / V.norm(dim=1, keepdim=True)
     out = factor * V - W
     return out.mT if fan_in_fan_out else out
+
+
+def adalora_factors(B: torch.Tensor, A: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors of AdaLoRA's ``B (A * E)`` (``P Λ Q``; ``E`` is the ``(r, 1)`` column of singular values);
+    a module pruned to rank 0 has zero factors of rank 1."""
+    if A.shape[0] == 0:
+        return B.new_zeros(B.shape[0], 1), A.new_zeros(1, A.shape[1])
+    return B, A * E
+
+
+def vera_factors(
+    lambda_b: torch.Tensor, lambda_d: torch.Tensor, B: torch.Tensor, A: torch.Tensor, shape: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors of VeRA's ``(λ_b * B[:out]) (λ_d * A[:, :in])`` (the shared ``A``, ``B`` sliced to the layer)."""
+    out, inp = shape
+    return lambda_b.unsqueeze(-1) * B[:out], lambda_d.unsqueeze(-1) * A[:, :inp]
+
+
+def ia3_change(weight: torch.Tensor, scaling: torch.Tensor) -> torch.Tensor:
+    """IA3's change of the weight, ``W * (l - 1)``: ``l`` (``(out, 1)`` or ``(1, in)``) rescales rows or columns."""
+    return weight * (scaling.to(weight.device, weight.dtype) - 1)
