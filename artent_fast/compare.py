@@ -59,9 +59,10 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 # -- internal profiles ---------------------------------------------------------------------------
-def _effective_weight(module: nn.Module) -> torch.Tensor | None:
-    """The layer's weight as the forward pass uses it (base plus its unmerged adapters' updates)."""
-    units = adapter_units("", module)
+def _effective_weight(module: nn.Module, units: list[Unit] | None = None) -> torch.Tensor | None:
+    """The layer's weight as the forward pass uses it (base plus its unmerged adapters' updates; ``units``:
+    the module's adapter units when the caller has them)."""
+    units = adapter_units("", module) if units is None else units
     weight = base_weight(module)
     if weight is None:
         return None
@@ -104,7 +105,7 @@ def _update(
         return kind, (B.double(), A.double(), scale)
     # an adapter whose base layer is not the base model's weight (PiSSA, OLoRA, LoftQ moved their start
     # into it): its factors are not the change; the change is the effective weight minus the base's
-    w = _effective_weight(module)
+    w = _effective_weight(module, units)
     if w is None:
         raise ValueError(f"module {name!r} ({type(module).__name__}) has no weight to profile")
     if w0 is not None:

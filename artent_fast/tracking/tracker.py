@@ -148,7 +148,7 @@ class Tracker:
             snapshot_device=snapshot_device,
             resume=resume,
         )
-        zero3 = any(is_zero3(p) for p in model.parameters())
+        self._zero3 = zero3 = any(is_zero3(p) for p in model.parameters())  # decided once, not per step
         if zero3:  # ZeRO-3: units found without reading them, dense ones refused before anything is gathered
             units = find(starts=False)
             refuse_zero3_dense(units)
@@ -413,7 +413,7 @@ class Tracker:
 
     def _launch(self, lora_due: bool, dense_due: bool) -> None:
         items, due = [], self._due(lora_due, dense_due)
-        zero3 = [p for t in due for p in t.unit.tensors() if is_zero3(p)]  # ZeRO-3 in one process
+        zero3 = [p for t in due for p in t.unit.tensors() if is_zero3(p)] if self._zero3 else []  # ZeRO-3, one process
         with gathered(zero3):
             for tracked in due:
                 try:  # a DTensor on one process: whole; ZeRO-3's gathered data: cloned before it goes
