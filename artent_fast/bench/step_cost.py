@@ -24,12 +24,18 @@ from artent_fast.tracking import compute, track
 
 def build(kv_heads: int, rank: int):
     """The small preset (:data:`~artent_fast.bench.tracking.SMALL`, vocab 256) with ``kv_heads`` key/value heads
-    and LoRA rank ``rank``, B != 0."""
+    and LoRA rank ``rank``; B = 0, as peft starts it (track it, then :func:`train_lora_b`)."""
     model, _ = build_lora_llama({**SMALL, "kv_heads": kv_heads, "vocab": 256, "rank": rank}, "cpu", torch.float32)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.02)  # as after some training: B != 0
     return model
+
+
+def train_lora_b(model) -> None:
+    """B != 0, as after some training. Called after ``track()``: the tracker then measures ``B A`` of rank r, as in
+    a real fine-tune (a non-zero B at ``track()`` would make it measure the change since, of rank 2r)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.02)
 
 
 def time_measurement(kv_heads: int, rank: int, repeats: int) -> None:
@@ -90,6 +96,7 @@ def step_cost(kv_heads: int, rank: int, steps: int, *, profile: bool = False) ->
     model = build(kv_heads, rank)
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     tracker = track(model, out=None, background=False)  # the due step measured in full, inline
+    train_lora_b(model)
     shapes = sorted({(u.layer.lora_B[u.adapter].weight.shape[0], u.layer.lora_A[u.adapter].weight.shape[1])
                      for u in tracker.units})  # fmt: skip
     gen = torch.Generator().manual_seed(1)
@@ -122,7 +129,6 @@ def step_cost(kv_heads: int, rank: int, steps: int, *, profile: bool = False) ->
 
     measure_times = timed(measure_only, steps)
     measure_cpu = list(cpu)
-    tracker.close()
     print(f"{len(tracker.units)} LoRA r={rank} units, shapes {shapes}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(f"tracker.step() (due, every=1): median {1e3 * statistics.median(step_times):.3f} ms, "
@@ -134,11 +140,9 @@ def step_cost(kv_heads: int, rank: int, steps: int, *, profile: bool = False) ->
         import cProfile
         import pstats
 
-        tracker = track(model, out=None, background=False)  # the due step measured in full, inline
-        timed(tracker.step, 5)
         prof = cProfile.Profile()
         prof.enable()
         timed(tracker.step, 100)
         prof.disable()
-        tracker.close()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    tracker.close()
