@@ -28,9 +28,6 @@ from ._attention_tiles import (
     store_tile,
 )
 from ._support import (
-    MASK_ADD,
-    MASK_BOOL,
-    MASK_NONE,
     Launch,
     available,
     interpreting,
@@ -45,9 +42,6 @@ from ._support import (
 )
 
 __all__ = [
-    "MASK_ADD",
-    "MASK_BOOL",
-    "MASK_NONE",
     "attention_bwd",
     "available",
     "backward_blocks",

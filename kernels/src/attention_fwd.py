@@ -32,9 +32,6 @@ from ._attention_tiles import (
     store_tile,
 )
 from ._support import (
-    MASK_ADD,
-    MASK_BOOL,
-    MASK_NONE,
     Launch,
     available,
     interpreting,
@@ -49,9 +46,6 @@ from ._support import (
 )
 
 __all__ = [
-    "MASK_ADD",
-    "MASK_BOOL",
-    "MASK_NONE",
     "attention_fwd",
     "available",
     "default_blocks",
