@@ -15,8 +15,8 @@ pytest.importorskip("safetensors")
 
 from artent_fast.cli import main  # noqa: E402
 from artent_fast.sweep import read_table  # noqa: E402
-from tests.sweep.test_sweep_hardening import peft_config, write_adapter  # noqa: E402
-from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
+from tests.sweep.test_sweep_hardening import write_adapter  # noqa: E402
+from tests.test_sweep_helpers import model_tensors, peft_config, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
 SHAPES = {"self_attn.q_proj": (8, 12), "self_attn.v_proj": (4, 12)}

@@ -42,6 +42,19 @@ def model_tensors(
     return out
 
 
+def peft_config(r: int = 2, **extra) -> dict:
+    """An ``adapter_config.json`` of a peft LoRA adapter of rank ``r`` (alpha 16), ``extra`` fields set."""
+    return {
+        "peft_type": "LORA",
+        "r": r,
+        "lora_alpha": 16,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "fan_in_fan_out": False,
+        **extra,
+    }
+
+
 def ref(matrix: torch.Tensor) -> np.ndarray:
     """The float64 numpy reference profile (one SVD per bond)."""
     return reference_profile(matrix.double().numpy())

@@ -46,3 +46,21 @@ def moved(model, seed: int = 0) -> None:
             if ".lora_A." in name or ".lora_B." in name:
                 local = p.to_local() if hasattr(p, "to_local") else p  # a DTensor on a one-rank mesh: all local
                 local.add_(torch.randn(local.shape, generator=gen, dtype=p.dtype) * 0.1)
+
+
+def cpu_training_args(output_dir: Any, cls: Any = None, **overrides: Any):
+    """Arguments for a short, quiet CPU run of the transformers ``Trainer``: batches of 4, a log every 2
+    steps, no reports, no checkpoints, no progress bar. ``cls``: another arguments class (``trl.SFTConfig``);
+    ``overrides`` (any of its fields) win."""
+    import transformers
+
+    defaults = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": 4,
+        "logging_steps": 2,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    return (cls or transformers.TrainingArguments)(**{**defaults, **overrides})

@@ -17,6 +17,12 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 
+def small_demo(model, out) -> int:
+    """``artent demo`` of ``model`` (a folder or a file): 2 steps of LoRA rank 2 on batches of 2 x 8 tokens."""
+    args = ["--model", str(model), "--out", str(out), "--steps", "2", "--rank", "2", "--batch", "2", "--seq-len", "8"]
+    return main(["demo", *args])
+
+
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path, capsys):
     pytest.importorskip("matplotlib")
@@ -50,26 +56,7 @@ def test_demo_with_local_model_folder(tmp_path):
     folder = tmp_path / "tiny-llama"
     transformers.LlamaForCausalLM(config).save_pretrained(folder)  # no tokenizer: bytes folded into the vocab
     out = tmp_path / "report"
-    assert (
-        main(
-            [
-                "demo",
-                "--model",
-                str(folder),
-                "--out",
-                str(out),
-                "--steps",
-                "2",
-                "--rank",
-                "2",
-                "--batch",
-                "2",
-                "--seq-len",
-                "8",
-            ]
-        )
-        == 0
-    )
+    assert small_demo(folder, out) == 0
     records = read_history(out)
     assert {tuple(r["shape"]) for r in records} == {(24, 24), (12, 24)}
 
@@ -180,26 +167,7 @@ def test_demo_on_a_gguf_file(tmp_path):
     folder.mkdir()
     file = write_tiny_gguf(folder / "tiny.gguf", tiny_llama(2))
     out = tmp_path / "r"
-    assert (
-        main(
-            [
-                "demo",
-                "--model",
-                str(file),
-                "--out",
-                str(out),
-                "--steps",
-                "2",
-                "--rank",
-                "2",
-                "--batch",
-                "2",
-                "--seq-len",
-                "8",
-            ]
-        )
-        == 0
-    )
+    assert small_demo(file, out) == 0
     assert {tuple(r["shape"]) for r in read_history(out)} == {(32, 32), (16, 32)}
 
 

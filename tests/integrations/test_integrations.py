@@ -11,7 +11,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.patterns import module_name
-from artent_fast.testing.models import tiny_llama_config
+from artent_fast.testing.models import cpu_training_args, tiny_llama_config
 from artent_fast.tracking import read_history
 
 
@@ -48,17 +48,7 @@ def test_hf_trainer_callback(tmp_path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             self.logs.append(dict(logs))
 
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=4,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = cpu_training_args(tmp_path, max_steps=4, learning_rate=1e-2)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[Recorder()])
     callback = ArtentCallback.attach(trainer, every=2)
     trainer.train()
@@ -107,17 +97,7 @@ def test_hf_callback_per_module_scalars_in_logs(tmp_path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             seen.append(dict(logs))
 
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = cpu_training_args(tmp_path, max_steps=2, learning_rate=1e-2)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[Recorder()])
     callback = ArtentCallback.attach(trainer, per_module=True)
     trainer.train()
@@ -138,16 +118,7 @@ def test_hf_callback_via_constructor_and_rejects_optimizer(tmp_path):
     )
     model = transformers.LlamaForCausalLM(config)  # full fine-tuning: dense path, W0 snapshot
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (8, 8))]
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = cpu_training_args(tmp_path, max_steps=2, logging_steps=1)
     callback = ArtentCallback(dense_every=1, out=tmp_path / "fft.jsonl")
     transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
     records = read_history(tmp_path / "fft.jsonl")

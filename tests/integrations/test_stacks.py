@@ -14,7 +14,7 @@ from torch import nn
 
 import artent_fast
 from artent_fast.patterns import module_name
-from artent_fast.testing.models import moved, tiny_llama_config
+from artent_fast.testing.models import cpu_training_args, moved, tiny_llama_config
 
 
 def reference(layer: nn.Module, adapter: str = "default") -> list[float]:
@@ -99,18 +99,7 @@ def test_trl_sft_trainer_callback_unchanged(tmp_path):
     base = transformers.LlamaForCausalLM(tiny_llama_config(num_hidden_layers=1, max_position_embeddings=32))
     gen = torch.Generator().manual_seed(1)
     texts = ["".join(chr(97 + int(i)) for i in torch.randint(0, 26, (12,), generator=gen)) for _ in range(16)]
-    args = trl.SFTConfig(
-        output_dir=str(tmp_path),
-        max_steps=4,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=16,
-    )
+    args = cpu_training_args(tmp_path, trl.SFTConfig, max_steps=4, learning_rate=1e-2, max_length=16)
     trainer = trl.SFTTrainer(  # SFTTrainer wraps the model in peft itself (its most common use)
         model=base,
         args=args,

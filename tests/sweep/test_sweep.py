@@ -24,7 +24,7 @@ from artent_fast.parallel import shard  # noqa: E402
 from artent_fast.sweep import parse_layer, parse_step, read_table, run_sweep  # noqa: E402
 from artent_fast.testing.models import moved, tiny_llama_config  # noqa: E402
 from artent_fast.testing.synthetic import llama8b_shapes, make_synthetic, write_lora_adapter  # noqa: E402
-from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
+from tests.test_sweep_helpers import model_tensors, peft_config, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
 
@@ -87,18 +87,6 @@ def test_dense_update_against_sharded_base_all_linear(tmp_path, rng):
     assert all(np.isnan(p).all() for p in zero.values())  # a zero update has no state: NaN by policy
 
 
-def _peft_config(r: int, **extra) -> dict:
-    return {
-        "peft_type": "LORA",
-        "r": r,
-        "lora_alpha": 16,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "fan_in_fan_out": False,
-        **extra,
-    }
-
-
 @pytest.mark.parametrize("fan_in_fan_out", [False, True])
 def test_adapter_rows_equal_lowrank_profile(tmp_path, rng, fan_in_fan_out):
     m, n, r = 24, 16, 3
@@ -113,7 +101,7 @@ def test_adapter_rows_equal_lowrank_profile(tmp_path, rng, fan_in_fan_out):
             factors[f"base_model.model.{mod}.lora_A.weight"] = torch.from_numpy(rng.standard_normal((rank, n))).float()
             factors[f"base_model.model.{mod}.lora_B.weight"] = torch.from_numpy(rng.standard_normal((m, rank))).float()
     save(tmp_path / "adapter", factors, stem="adapter_model")
-    config = _peft_config(
+    config = peft_config(
         r, fan_in_fan_out=fan_in_fan_out, rank_pattern={"layers.1.self_attn.v_proj": 5}, alpha_pattern={"v_proj": 4}
     )
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
@@ -140,7 +128,7 @@ def test_adapter_rows_equal_lowrank_profile(tmp_path, rng, fan_in_fan_out):
 
 
 def test_lora_scale_patterns_and_rslora():
-    cfg = _peft_config(8, lora_alpha=16, rank_pattern={"v_proj": 4}, alpha_pattern={"layers.3.self_attn.q_proj": 2})
+    cfg = peft_config(8, lora_alpha=16, rank_pattern={"v_proj": 4}, alpha_pattern={"layers.3.self_attn.q_proj": 2})
     assert lora_scale(cfg, "model.layers.0.self_attn.q_proj") == (8, 16.0, 2.0)
     assert lora_scale(cfg, "model.layers.3.self_attn.q_proj") == (8, 2.0, 0.25)
     assert lora_scale(cfg, "model.layers.0.self_attn.v_proj") == (4, 16.0, 4.0)
@@ -246,7 +234,7 @@ def test_bad_inputs_are_listed_and_the_rest_goes_on(tmp_path, rng, capsys):
         "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(8, 2),
     }
     save(tmp_path / "t3", adapter, stem="adapter_model")
-    (tmp_path / "t3" / "adapter_config.json").write_text(json.dumps(_peft_config(2)))
+    (tmp_path / "t3" / "adapter_config.json").write_text(json.dumps(peft_config(2)))
     code = sweep(
         "--base",
         str(tmp_path / "base"),

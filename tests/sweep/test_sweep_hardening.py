@@ -17,7 +17,7 @@ from artent_fast.checkpoints.confine import Escape, confine, roots_of  # noqa: E
 from artent_fast.cli import main  # noqa: E402
 from artent_fast.sweep import read_table, run_sweep  # noqa: E402
 from artent_fast.testing.models import moved  # noqa: E402
-from tests.test_sweep_helpers import model_tensors, ref, rows_by_module, save  # noqa: E402
+from tests.test_sweep_helpers import model_tensors, peft_config, ref, rows_by_module, save  # noqa: E402
 
 ATOL = 2e-5
 SHAPES = {"self_attn.q_proj": (8, 12), "self_attn.v_proj": (4, 12)}
@@ -29,18 +29,6 @@ def sweep(*args: str) -> int:
 
 def errors_of(out: Path) -> list[dict]:
     return json.loads((out / "errors.json").read_text())
-
-
-def peft_config(r: int = 2, **extra) -> dict:
-    return {
-        "peft_type": "LORA",
-        "r": r,
-        "lora_alpha": 16,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "fan_in_fan_out": False,
-        **extra,
-    }
 
 
 def write_adapter(
@@ -360,6 +348,12 @@ def test_checkpoint_rewritten_in_place_is_recomputed(tmp_path, rng, what):
     assert again.ran == 0 and again.skipped == units  # unchanged inputs: nothing redone
 
 
+def sweep_query_value(base, tuned, out) -> int:
+    """``artent sweep`` of the query and value projections of ``tuned`` against ``base``, into ``out``."""
+    targets = ("--target", "query", "--target", "value")
+    return sweep("--base", str(base), "--tuned", str(tuned), "--out", str(out), *targets)
+
+
 def test_corrupt_or_wrong_shaped_parts_are_recomputed_and_crash_temps_removed(tmp_path, rng):
     tensors = model_tensors(rng, 3, SHAPES)
     save(tmp_path / "m", tensors)
@@ -408,21 +402,7 @@ def test_task_head_adapter_against_bare_base(tmp_path, rng, adapter_prefix, base
     save(tmp_path / "base", {f"{base_prefix}{k}.weight": torch.randn(m, n) for k in names})
     factors = write_adapter(tmp_path / "a", [adapter_prefix + k for k in names], m, n)
     out = tmp_path / "o"
-    assert (
-        sweep(
-            "--base",
-            str(tmp_path / "base"),
-            "--tuned",
-            str(tmp_path / "a"),
-            "--out",
-            str(out),
-            "--target",
-            "query",
-            "--target",
-            "value",
-        )
-        == 0
-    )
+    assert sweep_query_value(tmp_path / "base", tmp_path / "a", out) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["base_name_mapping"] == {str(tmp_path / "a"): mapping}
     got = rows_by_module(read_table(out))
@@ -461,21 +441,7 @@ def test_real_peft_sequence_classification_adapter_against_bare_bert(tmp_path):
     moved(pm)  # as after training: B != 0
     pm.save_pretrained(tmp_path / "adapter")  # bert.encoder.layer.0... (the task head's prefix)
     out = tmp_path / "o"
-    assert (
-        sweep(
-            "--base",
-            str(tmp_path / "base"),
-            "--tuned",
-            str(tmp_path / "adapter"),
-            "--out",
-            str(out),
-            "--target",
-            "query",
-            "--target",
-            "value",
-        )
-        == 0
-    )
+    assert sweep_query_value(tmp_path / "base", tmp_path / "adapter", out) == 0
     assert json.loads((out / "manifest.json").read_text())["base_name_mapping"] == {
         str(tmp_path / "adapter"): "strip prefix 'bert.'"
     }

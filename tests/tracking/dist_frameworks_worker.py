@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from artent_fast.patterns import module_name
+from artent_fast.testing.models import cpu_training_args
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_tracking_worker as base  # noqa: E402
@@ -92,20 +93,8 @@ def run_hf(out: Path, mode: str = "hf") -> None:
     fsdp = {"fsdp": True, "fsdp_config": {"version": 2}} if mode == "hf_fsdp" else {}
     torch.manual_seed(0)
     model = lora(Loss())
-    args = transformers.TrainingArguments(
-        output_dir=str(out / mode),
-        max_steps=4,
-        per_device_train_batch_size=4,
-        learning_rate=5e-2,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        ddp_backend="gloo",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        seed=0,
-        **fsdp,
+    args = cpu_training_args(
+        out / mode, max_steps=4, learning_rate=5e-2, ddp_backend="gloo", remove_unused_columns=False, seed=0, **fsdp
     )
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data())
     callback = ArtentCallback.attach(trainer, every=2)
