@@ -3,6 +3,8 @@
 ``kernels/`` itself has no ``__init__.py``: a top-level package named ``kernels`` at the repository root
 would shadow the ``kernels`` distribution (which transformers imports) whenever the root is on ``sys.path``.
 
+``artent_fast._cpu_densities`` (csrc/lowrank_densities.c, the tracker's compiled CPU path) is built
+wherever a C compiler is found, and skipped (pure Python, torch path) where not.
 ``ARTENT_FAST_BUILD_CUDA=1 pip install --no-build-isolation -e .`` with nvcc on PATH (and pybind11
 installed) builds ``artent_fast._cuda_jacobi``; otherwise the package installs as pure Python and
 every op runs through torch (or Triton). ``ARTENT_FAST_CUDA_ARCH`` picks the nvcc target (sm_90).
@@ -84,5 +86,29 @@ def cuda_extensions() -> list:
     ]
 
 
+def cpu_extensions() -> list:
+    """The compiled CPU path of the tracker's due step (csrc/lowrank_densities.c, plain C and Python's API).
+
+    ``optional``: where no C compiler is found the install goes on, pure Python, and the torch path runs
+    (``artent_fast.backends.native.load_error()`` says why). ``ARTENT_FAST_BUILD_CPU=0`` skips it."""
+    if os.environ.get("ARTENT_FAST_BUILD_CPU", "1") == "0":
+        return []
+    from setuptools import Extension
+
+    return [
+        Extension(
+            "artent_fast._cpu_densities",
+            sources=["csrc/lowrank_densities.c"],
+            extra_compile_args=["-O3", "-fvisibility=hidden"],
+            optional=True,
+        )
+    ]
+
+
 pkgs, pkg_dir = packages()
-setup(packages=pkgs, package_dir=pkg_dir, ext_modules=cuda_extensions(), cmdclass={"build_ext": NvccBuildExt})
+setup(
+    packages=pkgs,
+    package_dir=pkg_dir,
+    ext_modules=cpu_extensions() + cuda_extensions(),
+    cmdclass={"build_ext": NvccBuildExt},
+)

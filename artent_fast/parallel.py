@@ -7,6 +7,7 @@ costs come from one rough model of what profiling a matrix costs.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Sequence
 from typing import Any
@@ -36,12 +37,18 @@ def collective_device() -> torch.device:
     return torch.device("cpu")
 
 
-def is_dtensor(tensor: Any) -> bool:
+@functools.cache
+def _dtensor_type() -> type | None:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch builds without distributed
-        return False
-    return isinstance(tensor, DTensor)
+        return None
+    return DTensor
+
+
+def is_dtensor(tensor: Any) -> bool:
+    dtensor = _dtensor_type()  # looked up once: this runs for every tensor of every due step
+    return dtensor is not None and isinstance(tensor, dtensor)
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:

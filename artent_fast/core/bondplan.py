@@ -152,6 +152,9 @@ class BondPlan:
                 vpos += s
         self.width = max(sizes)
         size_of = {b.out: b.size for b in bonds}
+        # per bond (profile order): where its eigenvalues start among the bucket values, and how many
+        self.value_starts = [value_pos[k] for k in range(self.num_bonds)]
+        self.value_sizes = [size_of[k] for k in range(self.num_bonds)]
         pad = vpos
         spectra_index = [
             [value_pos[k] + q if q < size_of[k] else pad for q in range(self.width)] for k in range(self.num_bonds)
@@ -222,15 +225,21 @@ class BondPlan:
 
         ``factors``: the root groups' Gram factors instead of ``states`` (see :meth:`root_index`).
         """
-        dens = self.densities_of(factors if factors is not None else self.root_factors(states))
+        return self.spectra_of(self.densities_of(factors if factors is not None else self.root_factors(states)))
+
+    def spectra_of(self, dens: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`spectra` from the densities (as :meth:`densities_of` returns them); ``values``: their
+        eigenvalues already computed, bucket after bucket (as :func:`artent_fast.backends.native.eigvalsh_buckets`
+        returns them)."""
         batch = dens.shape[:-1]
-        parts = []
-        for s, count, start in self.buckets:
-            block = dens[..., start : start + count * s * s].reshape(*batch, count, s, s)
-            parts.append(ops.eigvalsh(block).flatten(-2))
-        parts.append(dens.new_zeros(*batch, 1))
-        spectra_index = self._indices(dens.device)[2]
-        return _take(torch.cat(parts, -1), spectra_index).unflatten(-1, (self.num_bonds, self.width))
+        if values is None:
+            parts = []
+            for s, count, start in self.buckets:
+                block = dens[..., start : start + count * s * s].reshape(*batch, count, s, s)
+                parts.append(ops.eigvalsh(block).flatten(-2))
+            values = torch.cat(parts, -1)
+        values = torch.cat([values, values.new_zeros(*batch, 1)], -1)
+        return _take(values, self._indices(dens.device)[2]).unflatten(-1, (self.num_bonds, self.width))
 
     def entropies(
         self,
@@ -242,6 +251,37 @@ class BondPlan:
     ) -> torch.Tensor:
         """Entropy at every requested bond, ``(..., num_bonds)`` (each density normalised by its trace)."""
         return ops.entropy(self.spectra(states, factors=factors), alpha=alpha, base=base)
+
+    def program(self, index: Sequence[torch.Tensor]) -> dict:
+        """The plan as flat int64 arrays for the compiled CPU path (:mod:`artent_fast.backends.native`), with
+        ``index`` the root groups' factor positions (:meth:`root_index`): per group its member count, rows,
+        columns and positions; the traced terms and their segments; the order of the densities; per bucket
+        its matrix size, count and start; per bond where its eigenvalues start, and how many."""
+        _, order, _, terms, segments = self._indices(torch.device("cpu"))
+        shapes = [tuple(ix.shape) for ix in index]
+        empty = torch.zeros(1, dtype=torch.int64)  # a valid pointer where there is nothing to read
+        return {
+            "groups": len(index),
+            "g_count": torch.tensor([c for c, _, _ in shapes], dtype=torch.int64),
+            "g_rows": torch.tensor([r for _, r, _ in shapes], dtype=torch.int64),
+            "g_cols": torch.tensor([c for _, _, c in shapes], dtype=torch.int64),
+            "g_index": torch.cat([ix.flatten() for ix in index]).to(torch.int64).contiguous(),
+            "n_grams": sum(c * r * r for c, r, _ in shapes),
+            "n_terms": 0 if terms is None else terms.numel(),
+            "terms": empty if terms is None else terms.to(torch.int64).contiguous(),
+            "segments": empty if segments is None else segments.to(torch.int64).contiguous(),
+            "n_traced": self.n_traced,
+            "n_dens": order.numel(),
+            "order": order.to(torch.int64).contiguous(),
+            "buckets": len(self.buckets),
+            "b_size": torch.tensor([size for size, _, _ in self.buckets], dtype=torch.int64),
+            "b_count": torch.tensor([count for _, count, _ in self.buckets], dtype=torch.int64),
+            "b_start": torch.tensor([start for _, _, start in self.buckets], dtype=torch.int64),
+            "n_values": sum(size * count for size, count, _ in self.buckets),
+            "n_bonds": self.num_bonds,
+            "v_start": torch.tensor(self.value_starts, dtype=torch.int64),
+            "v_size": torch.tensor(self.value_sizes, dtype=torch.int64),
+        }
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from artent_fast.backends import native, ops
 from artent_fast.core.bondplan import BondPlan, lowrank_chains
 from artent_fast.core.layout import default_sites
 from artent_fast.core.lowrank import reduced_factors
@@ -64,6 +65,14 @@ class MixedPlan:
     slots: torch.Tensor  # per unit and bond (k * width): its position in the plan's profile, or a NaN's
     width: int  # bonds of the longest profile
     _moved: dict = field(default_factory=dict, repr=False)
+    _program: dict | None = field(default=None, repr=False)
+
+    def program(self) -> dict:
+        """The plan as flat arrays for the compiled CPU path (:meth:`BondPlan.program`, and ``slots``,
+        ``width``), built once."""
+        if self._program is None:
+            self._program = {**self.plan.program(self.index), "slots": self.slots.contiguous(), "width": self.width}
+        return self._program
 
     def on(self, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``(index, slots)`` on ``device``, moved once per device."""
@@ -124,14 +133,24 @@ def lowrank_profiles(
         raise ValueError(f"shapes {shapes} exceed the padded factors B {tuple(B.shape)}, A {tuple(A.shape)}")
     mixed = mixed_plan(shapes, r, m_max, A.shape[2])
     index, slots = mixed.on(B.device)
-    b_red, a_red = reduced_factors(*finite_unit_scale(B.to(torch.float64), A.to(torch.float64)))
-    flat = torch.cat([b_red.reshape(-1), a_red.reshape(-1)])
-    # every root group's Gram factors, one index_select each (on CPU the fastest of indexing, take and gather)
-    factors = [flat.index_select(0, ix.flatten()).view(ix.shape) for ix in index]
-    prof = mixed.plan.entropies([], alpha, base, factors=factors)
+    native_out = native.lowrank_densities(B, A, mixed.program()) if B.device.type == "cpu" else NotImplemented
+    values = None
+    if native_out is not NotImplemented:  # the compiled twin of the torch code below, to rounding
+        dens, zero = native_out
+        values = native.eigvalsh_buckets(dens, mixed.program())  # torch's LAPACK, called from C
+        if values is not NotImplemented and alpha == 1:
+            out = native.profiles(values, zero, mixed.program())
+            return out if base == math.e else out / math.log(base)
+        values = None if values is NotImplemented else values
+    else:
+        b_red, a_red = reduced_factors(*finite_unit_scale(B.to(torch.float64), A.to(torch.float64)))
+        flat = torch.cat([b_red.reshape(-1), a_red.reshape(-1)])
+        # every root group's Gram factors, one index_select each (on CPU the fastest of indexing, take and gather)
+        dens = mixed.plan.densities_of([flat.index_select(0, ix.flatten()).view(ix.shape) for ix in index])
+        zero = b_red.square().sum((-2, -1)) == 0
+    prof = ops.entropy(mixed.plan.spectra_of(dens, values), alpha=alpha, base=base)
     prof = torch.cat([prof, prof.new_full((1,), float("nan"))])
     out = prof.gather(0, slots).view(k, mixed.width)
-    zero = b_red.square().sum((-2, -1)) == 0
     return out.masked_fill(zero.unsqueeze(-1), float("nan"))
 
 
