@@ -125,3 +125,26 @@ def profiles(values: torch.Tensor, zero: torch.Tensor, program: dict) -> torch.T
         bond.data_ptr(), k, width, program["slots"].data_ptr(), zero.data_ptr(), out.data_ptr(),
     )  # fmt: skip
     return out
+
+
+def pad_factors(pairs) -> tuple[torch.Tensor, torch.Tensor] | type(NotImplemented):
+    """What :func:`artent_fast.core.lowrank_mixed.pad_factors` returns (a copy, zero padded), both contiguous, in
+    one call; ``NotImplemented`` unless every factor is a CPU float32 (or every one a float64) matrix of one rank."""
+    module = load() if enabled() else None
+    if module is None or not pairs:
+        return NotImplemented
+    dtype, r = pairs[0][0].dtype, pairs[0][0].shape[-1]
+    if dtype not in (torch.float32, torch.float64):
+        return NotImplemented
+    desc = []
+    for B, A in pairs:
+        if B.dtype != dtype or A.dtype != dtype or B.ndim != 2 or A.ndim != 2 or B.shape[1] != r or A.shape[0] != r:
+            return NotImplemented
+        if B.device.type != "cpu" or A.device.type != "cpu":
+            return NotImplemented
+        desc += [B.data_ptr(), B.shape[0], *B.stride(), A.data_ptr(), A.shape[1], *A.stride()]
+    k, m_max, n_max = len(pairs), max(B.shape[0] for B, _ in pairs), max(A.shape[1] for _, A in pairs)
+    out_b, out_a = torch.empty(k, m_max, r, dtype=dtype), torch.empty(k, r, n_max, dtype=dtype)
+    table = torch.tensor(desc, dtype=torch.int64)
+    module.pack(k, m_max, r, n_max, int(dtype == torch.float64), table.data_ptr(), out_b.data_ptr(), out_a.data_ptr())
+    return out_b, out_a

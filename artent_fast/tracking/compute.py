@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from artent_fast.api import entanglement_profile
+from artent_fast.backends import native
 from artent_fast.core.lowrank_mixed import lowrank_profiles, pad_factors
 from artent_fast.tracking.records import Meta
 from artent_fast.tracking.schedule import Tracked
@@ -131,7 +132,8 @@ def _measure_on_host(measure: Callable[..., torch.Tensor], inputs: Sequence[torc
 
 def snapshot_lowrank(tensors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     """``[B, A]``: the units' factors zero padded into one stack each (a copy; non-finite units measure as NaN)."""
-    return list(pad_factors(tensors))
+    packed = native.pad_factors(tensors)  # one compiled call where it applies (CPU float32/float64)
+    return list(pad_factors(tensors) if packed is NotImplemented else packed)
 
 
 def measure_lowrank(B: torch.Tensor, A: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
