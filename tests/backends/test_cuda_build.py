@@ -121,16 +121,19 @@ def test_cuda_backend_without_extension_is_skipped():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag", ["", "1"])
-def test_setup_builds_the_extension_only_when_asked(flag):
+@pytest.mark.parametrize(("cuda", "cpu"), [("", ""), ("1", ""), ("", "0")])
+def test_setup_builds_the_extension_only_when_asked(cuda, cpu):
+    """The CUDA extension only with ARTENT_FAST_BUILD_CUDA=1 (and its toolchain); the compiled CPU path always
+    (an optional extension: a missing C compiler does not stop the install) unless ARTENT_FAST_BUILD_CPU=0."""
     code = (
         "import setuptools, runpy\n"
-        "setuptools.setup = lambda **kw: print('EXT', [e.name for e in kw['ext_modules']], kw['packages'][:1])\n"
+        "setuptools.setup = lambda **kw: print('EXT', [(e.name, getattr(e, 'optional', False)) "
+        "for e in kw['ext_modules']], kw['packages'][:1])\n"
         "runpy.run_path('setup.py', run_name='__main__')\n"
     )
     res = subprocess.run(
         [sys.executable, "-c", code],
-        env=_clean_env(ARTENT_FAST_BUILD_CUDA=flag),
+        env=_clean_env(ARTENT_FAST_BUILD_CUDA=cuda, ARTENT_FAST_BUILD_CPU=cpu),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -138,7 +141,8 @@ def test_setup_builds_the_extension_only_when_asked(flag):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     toolchain = csrc_build.find_nvcc() is not None and importlib.util.find_spec("pybind11") is not None
-    expected = ["artent_fast._cuda_jacobi"] if flag == "1" and toolchain else []
+    expected = [("artent_fast._cpu_densities", True)] if cpu != "0" else []
+    expected += [("artent_fast._cuda_jacobi", False)] if cuda == "1" and toolchain else []
     assert f"EXT {expected} ['artent_fast']" in res.stdout, res.stdout
 
 
