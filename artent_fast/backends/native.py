@@ -5,8 +5,9 @@ is present; without it (or with ``ARTENT_FAST_BACKEND`` set to any backend, ``to
 :func:`lowrank_densities` returns ``NotImplemented`` and the caller runs its torch code, which is the
 reference the tests compare this path with. The call releases the GIL, so a measurement on the
 tracker's worker thread never holds the training thread's Python up, and it replaces some hundred small
-torch calls (scaling, reduced factors, Gram products, traces, gathers) by one; the eigensolves stay
-with torch's LAPACK.
+torch calls (scaling, reduced factors, Gram products, traces, gathers) by a few; the eigenvalues come
+from a batched solver of the module's own (8 matrices in AVX2 lanes), or from LAPACK's ``dsyevd`` in
+torch's own library.
 
 ``ARTENT_FAST_NATIVE=0`` turns the path off (for a comparison, or should it ever misbehave).
 """
@@ -96,20 +97,26 @@ def lapack_syevd() -> int | None:
     return _SYEVD[0]
 
 
-def eigvalsh_buckets(dens: torch.Tensor, program: dict):
-    """The eigenvalues (ascending) of every density of ``program``'s buckets, bucket after bucket (float64,
-    what ``torch.linalg.eigvalsh`` of each bucket gives: the same LAPACK routine, called from C without a
-    torch call per bucket). ``NotImplemented`` where the module or torch's ``dsyevd_`` is missing, or LAPACK
-    reports a failure: the caller then uses ``torch.linalg.eigvalsh``."""
+def eigvalsh_buckets(dens: torch.Tensor, program: dict, method: str = "auto"):
+    """The eigenvalues (ascending) of every density of ``program``'s buckets, bucket after bucket (float64, the
+    layout of ``torch.cat`` of ``torch.linalg.eigvalsh`` of each bucket).
+
+    ``method``: ``"auto"``, the module's batched solver (8 matrices at a time in AVX2 lanes, where the CPU has
+    AVX2 and FMA) and LAPACK's ``dsyevd`` (the copy in torch's own CPU library) for what it does not take;
+    ``"lapack"`` or ``"batched"`` for one of them only (the tests compare both with torch).
+    ``NotImplemented`` where neither applies, or LAPACK reports a failure: the caller then uses
+    ``torch.linalg.eigvalsh``."""
     module = load() if enabled() else None
-    syevd = lapack_syevd() if module is not None else None
-    if syevd is None or dens.dtype != torch.float64 or not dens.is_contiguous():
+    if module is None or dens.dtype != torch.float64 or not dens.is_contiguous():
         return NotImplemented
     values = torch.empty(program["n_values"], dtype=torch.float64)
     info = module.eigvalsh_buckets(
-        syevd, dens.data_ptr(), program["buckets"], program["b_size"].data_ptr(), program["b_count"].data_ptr(),
-        program["b_start"].data_ptr(), values.data_ptr(),
+        lapack_syevd() or 0, {"auto": 0, "lapack": 1, "batched": 2}[method], dens.data_ptr(), program["buckets"],
+        program["b_size"].data_ptr(), program["b_count"].data_ptr(), program["b_start"].data_ptr(),
+        values.data_ptr(),
     )  # fmt: skip
+    if info == -1:
+        raise MemoryError("eigvalsh_buckets: out of memory")
     return NotImplemented if info else values
 
 

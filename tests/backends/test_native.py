@@ -118,6 +118,71 @@ def test_bucket_eigenvalues_are_torchs():
     torch.testing.assert_close(values, want, atol=1e-13 * want.abs().max().item(), rtol=0)
 
 
+def bucket_program(blocks: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """``blocks`` (each ``(count, s, s)``) as one flat float64 buffer and the bucket fields of a program."""
+    starts, at = [], 0
+    for b in blocks:
+        starts.append(at)
+        at += b.numel()
+    program = {
+        "buckets": len(blocks),
+        "b_size": torch.tensor([b.shape[-1] for b in blocks]),
+        "b_count": torch.tensor([b.shape[0] for b in blocks]),
+        "b_start": torch.tensor(starts),
+        "n_values": sum(b.shape[0] * b.shape[-1] for b in blocks),
+    }
+    return torch.cat([b.flatten() for b in blocks]).double(), program
+
+
+def hard_matrices(gen, n: int, count: int) -> torch.Tensor:
+    """Symmetric ``(count, n, n)``: PSD of full and of low rank, indefinite, zero, identity (all eigenvalues
+    equal), diagonal, a tight cluster, scales from 1e-150 to 1e150, a 2 x 2 block structure, then random PSD."""
+    out = []
+    y = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    low = torch.randn(n, max(1, n // 3), generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    special = [
+        y @ y.T,
+        low @ low.T,
+        y + y.T,
+        torch.zeros(n, n, dtype=torch.float64),
+        torch.eye(n, dtype=torch.float64),
+        torch.diag(torch.randn(n, generator=gen, dtype=torch.float64)),
+        q @ torch.diag(1 + 1e-12 * torch.arange(n, dtype=torch.float64)) @ q.T,
+        1e-150 * (y @ y.T),
+        1e150 * (y @ y.T),
+        torch.block_diag(*(y[: n // 2, : n // 2] @ y[: n // 2, : n // 2].T, torch.zeros(n - n // 2, n - n // 2))),
+    ]
+    out = special[:count]
+    while len(out) < count:
+        x = torch.randn(n, n + 3, generator=gen, dtype=torch.float64)
+        out.append(x @ x.T)
+    return torch.stack(out)
+
+
+@built
+@pytest.mark.parametrize("method", ["batched", "lapack"])
+def test_bucket_eigenvalues_on_hard_matrices(method):
+    """Both solvers of the module against torch.linalg.eigvalsh (float64): sizes 1..64, counts not a multiple
+    of 8 (partly filled lanes), degenerate, indefinite and badly scaled matrices."""
+    gen = torch.Generator().manual_seed(13)
+    sizes = ((1, 3), (2, 9), (3, 11), (5, 8), (16, 17), (31, 10), (32, 21), (64, 9))
+    blocks = [hard_matrices(gen, n, count) for n, count in sizes]
+    dens, program = bucket_program(blocks)
+    values = native.eigvalsh_buckets(dens, program, method=method)
+    if values is NotImplemented:
+        pytest.skip(f"{method}: not available on this machine (no AVX2/FMA, or no dsyevd_ in torch's library)")
+    at = 0
+    for block in blocks:
+        count, n, _ = block.shape
+        got = values[at : at + count * n].view(count, n)
+        want = torch.linalg.eigvalsh(block)
+        scale = block.flatten(1).abs().amax(1).clamp_min(1e-300).unsqueeze(1)
+        err = ((got - want).abs() / scale).max().item()
+        assert err < 1e-13, f"n={n}: max error {err:.2e} of the matrix scale"
+        at += count * n
+
+
 @built
 def test_declines_what_it_does_not_cover(monkeypatch):
     gen = torch.Generator().manual_seed(11)
