@@ -439,25 +439,39 @@ static void entropies(const double *values, int64_t n_bonds, const int64_t *star
 
 #define PTR(x) ((void *)(uintptr_t)(x))
 
-/* the snapshot: k units' factors (B_i: m_i x r, A_i: r x n_i, any strides, float32 or float64 as the outputs)
- * copied zero padded into B (k, m_max, r) and A (k, r, n_max), both contiguous; desc holds per unit
- * [B address, m_i, B row stride, B column stride, A address, n_i, A row stride, A column stride] (strides in
- * elements) */
-static void pack(int64_t k, int64_t m_max, int64_t r, int64_t n_max, int is_double, const int64_t *desc, void *B,
+/* the snapshot: k units' factors (B_i: m_i x r, A_i: r x n_i, any strides) copied zero padded into B (k, m_max,
+ * r) and A (k, r, n_max), both contiguous. dtype: 0 float32, 1 float64 (copied as they are), 2 bfloat16 (widened
+ * to float32, exactly). desc holds per unit [B address, m_i, B row stride, B column stride, A address, n_i,
+ * A row stride, A column stride] (strides in elements) */
+static inline float bf16_to_float(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+static void pack(int64_t k, int64_t m_max, int64_t r, int64_t n_max, int dtype, const int64_t *desc, void *B,
                  void *A) {
-  int64_t esize = is_double ? 8 : 4;
-  memset(B, 0, esize * k * m_max * r);
-  memset(A, 0, esize * k * r * n_max);
+  int64_t osize = dtype == 1 ? 8 : 4;
+  memset(B, 0, osize * k * m_max * r);
+  memset(A, 0, osize * k * r * n_max);
   for (int64_t u = 0; u < k; u++) {
     const int64_t *d = desc + 8 * u;
     int64_t m = d[1], bs0 = d[2], bs1 = d[3], n = d[5], as0 = d[6], as1 = d[7];
-    if (is_double) {
+    if (dtype == 1) {
       const double *b = PTR(d[0]), *a = PTR(d[4]);
       double *bo = (double *)B + u * m_max * r, *ao = (double *)A + u * r * n_max;
       for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < r; j++) bo[i * r + j] = b[i * bs0 + j * bs1];
       for (int64_t i = 0; i < r; i++)
         for (int64_t j = 0; j < n; j++) ao[i * n_max + j] = a[i * as0 + j * as1];
+    } else if (dtype == 2) {
+      const uint16_t *b = PTR(d[0]), *a = PTR(d[4]);
+      float *bo = (float *)B + u * m_max * r, *ao = (float *)A + u * r * n_max;
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < r; j++) bo[i * r + j] = bf16_to_float(b[i * bs0 + j * bs1]);
+      for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < n; j++) ao[i * n_max + j] = bf16_to_float(a[i * as0 + j * as1]);
     } else {
       const float *b = PTR(d[0]), *a = PTR(d[4]);
       float *bo = (float *)B + u * m_max * r, *ao = (float *)A + u * r * n_max;
@@ -472,9 +486,9 @@ static void pack(int64_t k, int64_t m_max, int64_t r, int64_t n_max, int is_doub
 static PyObject *py_pack(PyObject *self, PyObject *args) {
   unsigned long long desc, B, A;
   long long k, m_max, r, n_max;
-  int is_double;
-  if (!PyArg_ParseTuple(args, "LLLLiKKK", &k, &m_max, &r, &n_max, &is_double, &desc, &B, &A)) return NULL;
-  Py_BEGIN_ALLOW_THREADS pack(k, m_max, r, n_max, is_double, PTR(desc), PTR(B), PTR(A));
+  int dtype;
+  if (!PyArg_ParseTuple(args, "LLLLiKKK", &k, &m_max, &r, &n_max, &dtype, &desc, &B, &A)) return NULL;
+  Py_BEGIN_ALLOW_THREADS pack(k, m_max, r, n_max, dtype, PTR(desc), PTR(B), PTR(A));
   Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
@@ -534,13 +548,16 @@ static PyMethodDef methods[] = {
      "eigvalsh_buckets(syevd, method, dens, buckets, sizes, counts, starts, values) -> 0, -3 or LAPACK info"},
     {"entropies", py_entropies, METH_VARARGS,
      "entropies(values, n_bonds, start, size, bond, k, width, slots, zero, out) (pointers as ints)"},
-    {"pack", py_pack, METH_VARARGS, "pack(k, m_max, r, n_max, is_double, desc, B, A) (pointers as ints)"},
+    {"pack", py_pack, METH_VARARGS, "pack(k, m_max, r, n_max, dtype, desc, B, A) (dtype 0 f32, 1 f64, 2 bf16; pointers as ints)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_densities", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__cpu_densities(void) {
+#if HAVE_SIMD_EIG && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init(); /* before the first __builtin_cpu_supports */
+#endif
   PyObject *m = PyModule_Create(&module);
   if (m != NULL) PyModule_AddIntConstant(m, "RMAX", RMAX);
   return m;

@@ -136,12 +136,14 @@ def profiles(values: torch.Tensor, zero: torch.Tensor, program: dict) -> torch.T
 
 def pad_factors(pairs) -> tuple[torch.Tensor, torch.Tensor] | type(NotImplemented):
     """What :func:`artent_fast.core.lowrank_mixed.pad_factors` returns (a copy, zero padded), both contiguous, in
-    one call; ``NotImplemented`` unless every factor is a CPU float32 (or every one a float64) matrix of one rank."""
+    one call; bfloat16 factors come back as float32 (exactly). ``NotImplemented`` unless every factor is a CPU
+    matrix of one rank and one dtype among float32, float64 and bfloat16."""
     module = load() if enabled() else None
     if module is None or not pairs:
         return NotImplemented
     dtype, r = pairs[0][0].dtype, pairs[0][0].shape[-1]
-    if dtype not in (torch.float32, torch.float64):
+    code = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}.get(dtype)
+    if code is None:
         return NotImplemented
     desc = []
     for B, A in pairs:
@@ -151,7 +153,8 @@ def pad_factors(pairs) -> tuple[torch.Tensor, torch.Tensor] | type(NotImplemente
             return NotImplemented
         desc += [B.data_ptr(), B.shape[0], *B.stride(), A.data_ptr(), A.shape[1], *A.stride()]
     k, m_max, n_max = len(pairs), max(B.shape[0] for B, _ in pairs), max(A.shape[1] for _, A in pairs)
-    out_b, out_a = torch.empty(k, m_max, r, dtype=dtype), torch.empty(k, r, n_max, dtype=dtype)
+    out = torch.float64 if dtype == torch.float64 else torch.float32
+    out_b, out_a = torch.empty(k, m_max, r, dtype=out), torch.empty(k, r, n_max, dtype=out)
     table = torch.tensor(desc, dtype=torch.int64)
-    module.pack(k, m_max, r, n_max, int(dtype == torch.float64), table.data_ptr(), out_b.data_ptr(), out_a.data_ptr())
+    module.pack(k, m_max, r, n_max, code, table.data_ptr(), out_b.data_ptr(), out_a.data_ptr())
     return out_b, out_a

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from artent_fast.backends import registry
+from artent_fast.backends import native, registry
 
 PACKAGES = (
     "torch",
@@ -81,6 +81,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "packages": {p: version(p) for p in PACKAGES if version(p) is not None},
         "backends": [{"name": b, "loaded": b not in errors, "reason": errors.get(b)} for b in registry.BACKENDS],
         "cuda_extension": ext,
+        "cpu_extension": {"enabled": native.enabled(), "reason": native.load_error()},
         "forced_backend": os.environ.get("ARTENT_FAST_BACKEND") or None,
         "autotune": registry.autotune_enabled(),
     }
@@ -108,4 +109,7 @@ def machine_markdown(info: dict[str, Any]) -> str:
         lines.append(f"| {b['name']} | {'yes' if b['loaded'] else 'no'} | {reason} |")
     if info["cuda_extension"]:
         lines.append(f"\nCUDA extension: `{info['cuda_extension']}`")
+    cpu_ext = info["cpu_extension"]
+    state = "used" if cpu_ext["enabled"] else f"not used ({cpu_ext['reason'] or 'turned off'})"
+    lines.append(f"\nCompiled CPU path of the tracker (`artent_fast._cpu_densities`): {state}")
     return "\n".join(lines) + "\n"

@@ -184,6 +184,29 @@ def test_bucket_eigenvalues_on_hard_matrices(method):
 
 
 @built
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_snapshot_packing_matches_pad_factors(dtype):
+    """The snapshot of strided factors (transposed, sliced rows, column slices) as pad_factors makes it."""
+    gen = torch.Generator().manual_seed(17)
+    W = torch.randn(300, 300, generator=gen).to(dtype)
+    pairs = [
+        (torch.randn(40, 6, generator=gen).to(dtype), torch.randn(6, 24, generator=gen).to(dtype)),
+        (W[:17, :6], W[10:16, 5:37]),  # slices of one tensor
+        (W.mT[:9, 3:9], W.mT[:6, 100:101]),  # transposed views, one column
+        (W[50:51, 0:6], W[:6, :300]),  # one row
+    ]
+    got = native.pad_factors(pairs)
+    want = pad_factors(pairs)
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == wide and g.is_contiguous()
+        assert torch.equal(g, w.to(wide))  # bfloat16 widens to float32 exactly
+    assert native.pad_factors([(pairs[0][0].half(), pairs[0][1].half())]) is NotImplemented
+    other = torch.float32 if dtype == torch.float64 else torch.float64
+    assert native.pad_factors([(pairs[0][0], pairs[0][1].to(other))]) is NotImplemented  # mixed dtypes
+
+
+@built
 def test_declines_what_it_does_not_cover(monkeypatch):
     gen = torch.Generator().manual_seed(11)
     shapes = ((16, 16),)
