@@ -1,22 +1,23 @@
-/* Bond densities of many factored updates B @ A in one call, on the CPU, without the GIL.
+/* The tracker's due step on the CPU, compiled: every bond entropy of many factored updates B @ A in a few
+ * calls, each without the GIL (artent_fast._cpu_densities; the Python side is artent_fast/backends/native.py).
  *
- * The compiled twin of the torch code in artent_fast/core/lowrank_mixed.py (lowrank_profiles, up to
- * the eigensolves) and artent_fast/core/bondplan.py (BondPlan.densities_of, CPU branch). It follows
+ * The compiled twin of the torch code in artent_fast/core/lowrank_mixed.py (lowrank_profiles) and
+ * artent_fast/core/bondplan.py (BondPlan.densities_of, CPU branch; spectra_of; torch_ops.entropy). It follows
  * the same plan, index for index, so the two agree to rounding:
  *
- *   1. each unit's factors in float64, divided by their max-abs entry (a unit with a NaN or Inf entry
- *      is zeroed: it measures as NaN);
- *   2. the reduced factors B~ = B L_A and A~ = L_B^T A, L the Cholesky factors of A A^T and B^T B
- *      (a zero factor gives a zero unit; a singular non-zero Gram returns 1: the caller then takes
- *      the torch path, whose square root handles it);
- *   3. per root group of the plan, each member's Gram factor Y gathered from [B~, A~] by the plan's
- *      index, and Y Y^T written in group order;
- *   4. the traced entries (gather of the plan's terms, added into their segments), then every
- *      density entry gathered from [grams, 0, traced] in bucket order.
+ *   0. pack: the snapshot of the units' factors, zero padded into two contiguous stacks;
+ *   1. densities: each unit's factors in float64, divided by their max-abs entry (a unit with a NaN or Inf
+ *      entry is zeroed: it measures as NaN); the reduced factors B~ = B L_A and A~ = L_B^T A, L the Cholesky
+ *      factors of A A^T and B^T B (a zero factor gives a zero unit; a singular non-zero Gram returns 1: the
+ *      caller then takes the torch path, whose square root handles it); per root group of the plan, each
+ *      member's Gram factor Y gathered from [B~, A~] by the plan's index and Y Y^T written in group order;
+ *      the traced entries (the plan's terms added into their segments); every density entry gathered from
+ *      [grams, 0, traced] in bucket order;
+ *   2. eigvalsh_buckets: the densities' eigenvalues, by the batched solver below or LAPACK's dsyevd;
+ *   3. entropies: each bond's von Neumann entropy, and the profile rows.
  *
- * The caller (artent_fast/native.py) allocates every buffer; nothing here allocates more than one
- * scratch matrix. Built by setup.py as artent_fast._cpu_densities when a C compiler is present;
- * without it everything runs through torch.
+ * The caller allocates every output; nothing here allocates more than scratch space. Built by setup.py
+ * where a C compiler is present (an optional extension); without it everything runs through torch.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -62,27 +63,28 @@ static inline __attribute__((always_inline)) int cholesky(const double *g, doubl
   return 0;
 }
 
+/* count entries of src (float64 or float32) into dst as float64; returns their max-abs, clears *finite on a
+ * NaN or Inf */
+static inline __attribute__((always_inline)) double widen(const void *src, int is_double, int64_t count, double *dst,
+                                                          int *finite) {
+  double amax = 0.0;
+  for (int64_t t = 0; t < count; t++) {
+    double x = is_double ? ((const double *)src)[t] : (double)((const float *)src)[t];
+    *finite &= isfinite(x) != 0;
+    dst[t] = x;
+    amax = fabs(x) > amax ? fabs(x) : amax;
+  }
+  return amax;
+}
+
 /* one unit's B (m x r) and A (r x n), padded to m_max, n_max: reduced factors into bred, ared.
  * Returns 0 (done), 2 (a zero unit: zeros written) or 1 (a singular non-zero Gram). */
-static inline __attribute__((always_inline)) int reduce_unit(const void *bp, const void *ap, int is_double, int64_t m, int64_t r, int64_t n,
-                       double *bred, double *ared, double *b64, double *a64) {
+static inline __attribute__((always_inline)) int reduce_unit(const void *bp, const void *ap, int is_double,
+                                                             int64_t m, int64_t r, int64_t n, double *bred,
+                                                             double *ared, double *b64, double *a64) {
   int64_t nb = m * r, na = r * n;
-  double bmax = 0.0, amax = 0.0;
   int finite = 1;
-  for (int64_t t = 0; t < nb; t++) {
-    double x = is_double ? ((const double *)bp)[t] : (double)((const float *)bp)[t];
-    finite &= isfinite(x) != 0;
-    b64[t] = x;
-    double ax = fabs(x);
-    bmax = ax > bmax ? ax : bmax;
-  }
-  for (int64_t t = 0; t < na; t++) {
-    double x = is_double ? ((const double *)ap)[t] : (double)((const float *)ap)[t];
-    finite &= isfinite(x) != 0;
-    a64[t] = x;
-    double ax = fabs(x);
-    amax = ax > amax ? ax : amax;
-  }
+  double bmax = widen(bp, is_double, nb, b64, &finite), amax = widen(ap, is_double, na, a64, &finite);
   if (!finite || bmax == 0.0 || amax == 0.0) {
     memset(bred, 0, sizeof(double) * nb);
     memset(ared, 0, sizeof(double) * na);
@@ -115,8 +117,9 @@ static inline __attribute__((always_inline)) int reduce_unit(const void *bp, con
   return 0;
 }
 
-/* compiled twice: for x86-64 CPUs with AVX2 and FMA, and for any (chosen when the module loads) */
-#if defined(__x86_64__) && defined(__GNUC__)
+/* compiled twice with GCC 12 and later: for x86-64 CPUs with AVX2 and FMA, and for any (chosen when the module
+ * loads); once elsewhere */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 static int densities(const void *B, const void *A, int is_double, int64_t k, int64_t m_max, int64_t r,
@@ -183,8 +186,9 @@ static int densities(const void *B, const void *A, int is_double, int64_t k, int
 #define L 8
 #define H (L / 4) /* vectors of 4 doubles per row of lanes */
 
-/* Householder reduction of 4 symmetric n x n matrices (lanes) to tridiagonal form, values only:
- * d[i*L+q] diagonal, e[i*L+q] the entry (i, i+1) of lane q (e[n-1] = 0). a: lane q's matrix at mats[q] */
+/* Householder reduction of L symmetric n x n matrices (lanes) to tridiagonal form, values only: lane q's
+ * matrix is mats[q] (NULL: a zero lane) times scale[q]; d[i*L+q] its diagonal, e[i*L+q] its entry (i, i+1)
+ * (e[n-1] = 0). A: n*n*L scratch */
 __attribute__((target("avx2,fma"))) static void tridiag(const double *const *mats, const double *scale, int n,
                                                         double *A, double *d, double *e) {
   for (int i = 0; i < n * n; i++)
@@ -450,36 +454,36 @@ static inline float bf16_to_float(uint16_t h) {
   return f;
 }
 
+/* entry i of a float32 (dtype 0), float64 (1) or bfloat16 (2) array, as a double */
+static inline double read_at(const void *p, int dtype, int64_t i) {
+  if (dtype == 1) return ((const double *)p)[i];
+  return dtype == 2 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
 static void pack(int64_t k, int64_t m_max, int64_t r, int64_t n_max, int dtype, const int64_t *desc, void *B,
                  void *A) {
-  int64_t osize = dtype == 1 ? 8 : 4;
+  int wide = dtype == 1; /* the outputs: float64 for float64 inputs, else float32 */
+  int64_t osize = wide ? 8 : 4;
   memset(B, 0, osize * k * m_max * r);
   memset(A, 0, osize * k * r * n_max);
   for (int64_t u = 0; u < k; u++) {
     const int64_t *d = desc + 8 * u;
+    const void *b = PTR(d[0]), *a = PTR(d[4]);
     int64_t m = d[1], bs0 = d[2], bs1 = d[3], n = d[5], as0 = d[6], as1 = d[7];
-    if (dtype == 1) {
-      const double *b = PTR(d[0]), *a = PTR(d[4]);
-      double *bo = (double *)B + u * m_max * r, *ao = (double *)A + u * r * n_max;
-      for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < r; j++) bo[i * r + j] = b[i * bs0 + j * bs1];
-      for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < n; j++) ao[i * n_max + j] = a[i * as0 + j * as1];
-    } else if (dtype == 2) {
-      const uint16_t *b = PTR(d[0]), *a = PTR(d[4]);
-      float *bo = (float *)B + u * m_max * r, *ao = (float *)A + u * r * n_max;
-      for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < r; j++) bo[i * r + j] = bf16_to_float(b[i * bs0 + j * bs1]);
-      for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < n; j++) ao[i * n_max + j] = bf16_to_float(a[i * as0 + j * as1]);
-    } else {
-      const float *b = PTR(d[0]), *a = PTR(d[4]);
-      float *bo = (float *)B + u * m_max * r, *ao = (float *)A + u * r * n_max;
-      for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < r; j++) bo[i * r + j] = b[i * bs0 + j * bs1];
-      for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < n; j++) ao[i * n_max + j] = a[i * as0 + j * as1];
-    }
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < r; j++) {
+        double x = read_at(b, dtype, i * bs0 + j * bs1);
+        int64_t at = (u * m_max + i) * r + j;
+        if (wide) ((double *)B)[at] = x;
+        else ((float *)B)[at] = (float)x;
+      }
+    for (int64_t i = 0; i < r; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double x = read_at(a, dtype, i * as0 + j * as1);
+        int64_t at = (u * r + i) * n_max + j;
+        if (wide) ((double *)A)[at] = x;
+        else ((float *)A)[at] = (float)x;
+      }
   }
 }
 
@@ -488,8 +492,10 @@ static PyObject *py_pack(PyObject *self, PyObject *args) {
   long long k, m_max, r, n_max;
   int dtype;
   if (!PyArg_ParseTuple(args, "LLLLiKKK", &k, &m_max, &r, &n_max, &dtype, &desc, &B, &A)) return NULL;
-  Py_BEGIN_ALLOW_THREADS pack(k, m_max, r, n_max, dtype, PTR(desc), PTR(B), PTR(A));
-  Py_END_ALLOW_THREADS Py_RETURN_NONE;
+  Py_BEGIN_ALLOW_THREADS
+  pack(k, m_max, r, n_max, dtype, PTR(desc), PTR(B), PTR(A));
+  Py_END_ALLOW_THREADS
+  Py_RETURN_NONE;
 }
 
 static PyObject *py_entropies(PyObject *self, PyObject *args) {
@@ -498,9 +504,10 @@ static PyObject *py_entropies(PyObject *self, PyObject *args) {
   if (!PyArg_ParseTuple(args, "KLKKKLLKKK", &values, &n_bonds, &start, &size, &bond, &k, &width, &slots, &zero,
                         &out))
     return NULL;
-  Py_BEGIN_ALLOW_THREADS entropies(PTR(values), n_bonds, PTR(start), PTR(size), PTR(bond), k, width, PTR(slots),
-                                   PTR(zero), PTR(out));
-  Py_END_ALLOW_THREADS Py_RETURN_NONE;
+  Py_BEGIN_ALLOW_THREADS
+  entropies(PTR(values), n_bonds, PTR(start), PTR(size), PTR(bond), k, width, PTR(slots), PTR(zero), PTR(out));
+  Py_END_ALLOW_THREADS
+  Py_RETURN_NONE;
 }
 
 static PyObject *py_eigvalsh_buckets(PyObject *self, PyObject *args) {
@@ -510,9 +517,11 @@ static PyObject *py_eigvalsh_buckets(PyObject *self, PyObject *args) {
   if (!PyArg_ParseTuple(args, "KiKLKKKK", &syevd, &method, &dens, &buckets, &sizes, &counts, &starts, &values))
     return NULL;
   int status;
-  Py_BEGIN_ALLOW_THREADS status = eigvalsh_buckets((syevd_fn)PTR(syevd), method, PTR(dens), buckets, PTR(sizes),
-                                                   PTR(counts), PTR(starts), PTR(values));
-  Py_END_ALLOW_THREADS if (status == -1) return PyErr_NoMemory();
+  Py_BEGIN_ALLOW_THREADS
+  status = eigvalsh_buckets((syevd_fn)PTR(syevd), method, PTR(dens), buckets, PTR(sizes), PTR(counts), PTR(starts),
+                            PTR(values));
+  Py_END_ALLOW_THREADS
+  if (status == -1) return PyErr_NoMemory();
   return PyLong_FromLong(status);
 }
 
@@ -529,11 +538,12 @@ static PyObject *py_densities(PyObject *self, PyObject *args) {
     return NULL;
   }
   int status;
-  Py_BEGIN_ALLOW_THREADS status =
-      densities(PTR(B), PTR(A), is_double, k, m_max, r, n_max, PTR(red), PTR(zero), groups, PTR(g_count),
-                PTR(g_rows), PTR(g_cols), PTR(g_index), PTR(full), n_grams, n_terms, PTR(terms), PTR(segments),
-                n_traced, n_dens, PTR(order), PTR(dens));
-  Py_END_ALLOW_THREADS if (status == -1) return PyErr_NoMemory();
+  Py_BEGIN_ALLOW_THREADS
+  status = densities(PTR(B), PTR(A), is_double, k, m_max, r, n_max, PTR(red), PTR(zero), groups, PTR(g_count),
+                     PTR(g_rows), PTR(g_cols), PTR(g_index), PTR(full), n_grams, n_terms, PTR(terms), PTR(segments),
+                     n_traced, n_dens, PTR(order), PTR(dens));
+  Py_END_ALLOW_THREADS
+  if (status == -1) return PyErr_NoMemory();
   if (status == -2) {
     PyErr_SetString(PyExc_RuntimeError, "the plan's Gram sizes do not add up");
     return NULL;
@@ -548,7 +558,8 @@ static PyMethodDef methods[] = {
      "eigvalsh_buckets(syevd, method, dens, buckets, sizes, counts, starts, values) -> 0, -3 or LAPACK info"},
     {"entropies", py_entropies, METH_VARARGS,
      "entropies(values, n_bonds, start, size, bond, k, width, slots, zero, out) (pointers as ints)"},
-    {"pack", py_pack, METH_VARARGS, "pack(k, m_max, r, n_max, dtype, desc, B, A) (dtype 0 f32, 1 f64, 2 bf16; pointers as ints)"},
+    {"pack", py_pack, METH_VARARGS,
+     "pack(k, m_max, r, n_max, dtype, desc, B, A) (dtype 0 f32, 1 f64, 2 bf16; pointers as ints)"},
     {NULL, NULL, 0, NULL},
 };
 
