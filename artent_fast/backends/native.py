@@ -1,4 +1,4 @@
-"""The compiled CPU path of the tracker's due step: every bond density of many LoRA updates in one C call.
+"""The compiled CPU path of the tracker's due step: every bond entropy of many LoRA updates in a few C calls.
 
 ``artent_fast._cpu_densities`` (csrc/lowrank_densities.c) is built by ``pip install`` where a C compiler
 is present; without it (or with ``ARTENT_FAST_BACKEND`` set to any backend, ``torch`` included)
@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, NotImplementedType
 
 import torch
 
@@ -134,7 +134,7 @@ def profiles(values: torch.Tensor, zero: torch.Tensor, program: dict) -> torch.T
     return out
 
 
-def pad_factors(pairs) -> tuple[torch.Tensor, torch.Tensor] | type(NotImplemented):
+def pad_factors(pairs) -> tuple[torch.Tensor, torch.Tensor] | NotImplementedType:
     """What :func:`artent_fast.core.lowrank_mixed.pad_factors` returns (a copy, zero padded), both contiguous, in
     one call; bfloat16 factors come back as float32 (exactly). ``NotImplemented`` unless every factor is a CPU
     matrix of one rank and one dtype among float32, float64 and bfloat16."""
