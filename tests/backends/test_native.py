@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 import shutil
 import sysconfig
+import warnings
 
 import pytest
 import torch
 
+import artent_fast
 from artent_fast.api import lowrank_profile
 from artent_fast.backends import native
 from artent_fast.core.lowrank_mixed import lowrank_profiles, mixed_plan, pad_factors
+from artent_fast.testing.models import moved
 
 built = pytest.mark.skipif(native.load() is None, reason=f"compiled CPU path not built: {native.load_error()}")
 
@@ -228,3 +231,50 @@ def test_built_wherever_a_c_compiler_is():
         assert native.load() is None and native.load_error()
         pytest.skip(f"no C compiler ({compiler}) here: the torch path runs")
     assert native.load() is not None, f"a C compiler is here but the module did not load: {native.load_error()}"
+
+
+def tracked_entropies(monkeypatch, model, native_on: str, **kw) -> tuple[dict, int]:
+    """One due step's records of ``model`` and how many measurements the compiled path took."""
+    monkeypatch.setenv("ARTENT_FAST_NATIVE", native_on)
+    calls = []
+    compiled = native.lowrank_densities
+
+    def counted(*args):
+        out = compiled(*args)
+        calls.append(out is not NotImplemented)
+        return out
+
+    monkeypatch.setattr(native, "lowrank_densities", counted)
+    tracker = artent_fast.track(model, out=None, background=False, **kw)
+    moved(model)  # B off zero after tracking started, as training would
+    tracker.step()
+    out = {(r["module"], r.get("part")): r["entropies"] for r in tracker.history()}
+    tracker.close()
+    monkeypatch.setattr(native, "lowrank_densities", compiled)
+    return out, sum(calls)
+
+
+@built
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tracker_records_are_the_same_on_both_paths(monkeypatch, dtype):
+    """track() on a peft LLaMA (q and v of two shapes) and on a GPT-2 whose fused c_attn is split into q, k, v
+    (fan_in_fan_out: transposed, sliced factors): the records agree whichever path measured them."""
+    pytest.importorskip("peft")
+    from tests.tracking.test_tracking import lora, tiny_gpt2, tiny_llama
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [
+            (lambda: lora(tiny_llama(hidden=64, heads=4, kv_heads=2)).to(dtype), {}),
+            (
+                lambda: lora(tiny_gpt2(), target_modules=["c_attn"], fan_in_fan_out=True, r=3).to(dtype),
+                {"targets": "c_attn", "split": {"c_attn": ("q", "k", "v")}},
+            ),
+        ]
+        for build, kw in cases:
+            fast, taken = tracked_entropies(monkeypatch, build(), "1", **kw)
+            plain, none = tracked_entropies(monkeypatch, build(), "0", **kw)
+            assert taken >= 1 and none == 0  # the compiled path measured the first, the torch code the second
+            assert fast.keys() == plain.keys() and fast
+            for key in fast:
+                assert fast[key] == pytest.approx(plain[key], abs=1e-10), key
