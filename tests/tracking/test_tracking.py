@@ -906,3 +906,37 @@ def test_a_tracker_dropped_without_close_writes_every_measured_step(tmp_path, mo
     records = [r for r in read_history(path) if r.get("kind") == "lora"]
     assert sorted(r["step"] for r in records) == sorted([1, 2, 3] * units)
     artent_fast.track(model, out=path, resume=True).close()  # the lock was released
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are set on Linux only")
+def test_worker_thread_measures_at_low_priority(monkeypatch):
+    """The CPU worker thread lowers its own priority (nice + 19 by default; ARTENT_FAST_WORKER_NICE changes it),
+    so it measures on a core the training leaves free; the training thread keeps the process's priority."""
+    import os
+    import threading
+
+    from artent_fast.tracking.compute import Launcher
+
+    def priority_seen(nice: str | None) -> int:
+        if nice is None:
+            monkeypatch.delenv("ARTENT_FAST_WORKER_NICE", raising=False)
+        else:
+            monkeypatch.setenv("ARTENT_FAST_WORKER_NICE", nice)
+        launcher = Launcher(background=True)
+        seen = []
+
+        def measure(x):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return x
+
+        launcher.run(1, [], [], [torch.zeros(1)], measure).result()
+        launcher.close()
+        return seen[0]
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert priority_seen(None) == min(19, base + 19)
+    assert priority_seen("5") == min(19, base + 5)
+    assert priority_seen("0") == base
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # this thread untouched
+    with pytest.raises(ValueError, match="ARTENT_FAST_WORKER_NICE"):
+        priority_seen("low")
