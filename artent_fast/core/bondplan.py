@@ -157,7 +157,8 @@ class BondPlan:
         self.value_sizes = [size_of[k] for k in range(self.num_bonds)]
         pad = vpos
         spectra_index = [
-            [value_pos[k] + q if q < size_of[k] else pad for q in range(self.width)] for k in range(self.num_bonds)
+            [start + q if q < size else pad for q in range(self.width)]
+            for start, size in zip(self.value_starts, self.value_sizes, strict=True)
         ]
         self.spectra_index = torch.tensor(spectra_index).flatten()
         self._device_cache: dict[torch.device, tuple] = {}

@@ -133,15 +133,17 @@ def lowrank_profiles(
         raise ValueError(f"shapes {shapes} exceed the padded factors B {tuple(B.shape)}, A {tuple(A.shape)}")
     mixed = mixed_plan(shapes, r, m_max, A.shape[2])
     index, slots = mixed.on(B.device)
-    native_out = native.lowrank_densities(B, A, mixed.program()) if B.device.type == "cpu" else NotImplemented
+    program = mixed.program() if B.device.type == "cpu" else None
+    native_out = native.lowrank_densities(B, A, program) if program is not None else NotImplemented
     values = None
     if native_out is not NotImplemented:  # the compiled twin of the torch code below, to rounding
         dens, zero = native_out
-        values = native.eigvalsh_buckets(dens, mixed.program())  # torch's LAPACK, called from C
-        if values is not NotImplemented and alpha == 1:
-            out = native.profiles(values, zero, mixed.program())
+        values = native.eigvalsh_buckets(dens, program)  # batched solver or LAPACK, from C
+        if values is NotImplemented:
+            values = None  # torch.linalg.eigvalsh, in spectra_of
+        elif alpha == 1:
+            out = native.profiles(values, zero, program)
             return out if base == math.e else out / math.log(base)
-        values = None if values is NotImplemented else values
     else:
         b_red, a_red = reduced_factors(*finite_unit_scale(B.to(torch.float64), A.to(torch.float64)))
         flat = torch.cat([b_red.reshape(-1), a_red.reshape(-1)])

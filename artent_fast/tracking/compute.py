@@ -160,7 +160,7 @@ def _measure_on_host(measure: Callable[..., torch.Tensor], inputs: Sequence[torc
 
 def snapshot_lowrank(tensors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     """``[B, A]``: the units' factors zero padded into one stack each (a copy; non-finite units measure as NaN)."""
-    packed = native.pad_factors(tensors)  # one compiled call where it applies (CPU float32/float64)
+    packed = native.pad_factors(tensors)  # one compiled call where it applies (CPU float32, float64, bfloat16)
     return list(pad_factors(tensors) if packed is NotImplemented else packed)
 
 
