@@ -112,4 +112,8 @@ def main(out: Path, kind: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    try:
+        main(Path(sys.argv[1]), sys.argv[2])
+    finally:  # tear the process group down before exit: left to interpreter shutdown, a communication thread
+        if torch.distributed.is_initialized():  # still joinable once aborted the process (seen 1 run in ~6)
+            torch.distributed.destroy_process_group()  # local: no collective that a failed rank would hang
